@@ -1,0 +1,52 @@
+"""etl: a pluggable ETL framework for pushing large files into rate-limited APIs.
+
+Plugins use only the names exported here.
+"""
+
+from ._errors import (
+    ConfigError,
+    EtlError,
+    FatalError,
+    PermanentError,
+    PluginError,
+    RecordError,
+    RecordRejected,
+    ThrottledError,
+    TransientError,
+)
+from ._plugin import (
+    Plugin,
+    PluginOptions,
+    RateLimitHint,
+    Record,
+    RunContext,
+    SendResult,
+    Sink,
+    Source,
+    Transform,
+)
+from ._version import __version__
+from .hookspecs import hookimpl
+
+__all__ = [
+    "ConfigError",
+    "EtlError",
+    "FatalError",
+    "PermanentError",
+    "Plugin",
+    "PluginError",
+    "PluginOptions",
+    "RateLimitHint",
+    "Record",
+    "RecordError",
+    "RecordRejected",
+    "RunContext",
+    "SendResult",
+    "Sink",
+    "Source",
+    "ThrottledError",
+    "Transform",
+    "TransientError",
+    "__version__",
+    "hookimpl",
+]

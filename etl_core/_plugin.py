@@ -1,0 +1,196 @@
+"""The classes a plugin subclasses: :class:`Source`, :class:`Transform` and :class:`Sink`.
+
+Each plugin class names itself (``name``, the value of ``type:`` in the YAML config)
+and declares its options as a pydantic model (``Options``); the core validates the
+config section against that model before anything runs, so plugin code only ever
+sees valid options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, ClassVar
+
+import pydantic
+
+
+class PluginOptions(pydantic.BaseModel):
+    """Base class of every plugin's options model.
+
+    Unknown keys are errors, so a typo in the config is caught before the run starts.
+    Use :class:`pydantic.SecretStr` for credentials: they are masked in ``repr``
+    and never echoed in error messages.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclasses.dataclass(slots=True)
+class Record:
+    """One record flowing through a pipeline.
+
+    Attributes:
+        data: The fields, as transforms see and change them.
+        line: Where the record starts in the input (e.g. the CSV line number).
+        raw: The original fields as read, written to the rejects file.
+        error: Set by a source for an unreadable row (the row is rejected, never sent).
+        key: The value of the pipeline's ``key`` field, set by the runner.
+    """
+
+    data: dict[str, Any]
+    line: int
+    raw: Mapping[str, Any] | None = None
+    error: str | None = None
+    key: str | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class RateLimitHint:
+    """What a server said about its rate limit (``RateLimit-*`` / ``X-RateLimit-*``).
+
+    Attributes:
+        limit: Requests allowed per window.
+        remaining: Requests left in the current window.
+        reset: Seconds until the window resets.
+    """
+
+    limit: float | None = None
+    remaining: float | None = None
+    reset: float | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class SendResult:
+    """What a sink reports for a record it delivered.
+
+    Attributes:
+        status: The protocol status (e.g. HTTP 200 or 204), if any.
+        rate_limit: Rate-limit headers the server sent, for the adaptive limiter.
+    """
+
+    status: int | None = None
+    rate_limit: RateLimitHint | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class RunContext:
+    """Facts about the current run, handed to sinks when they open.
+
+    Attributes:
+        run_id: Unique id of this run (also bound to every log line).
+        pipeline: The pipeline's name from the config.
+        output_dir: Where the run writes its report, rejects and other files.
+        dry_run: True when nothing may be sent.
+    """
+
+    run_id: str
+    pipeline: str
+    output_dir: str
+    dry_run: bool = False
+
+
+class Plugin:
+    """Common base of sources, transforms and sinks."""
+
+    #: The name used as ``type:`` in the config. Must be unique per kind.
+    name: ClassVar[str]
+    #: The pydantic model of this plugin's options.
+    Options: ClassVar[type[PluginOptions]] = PluginOptions
+
+    def __init__(self, options: PluginOptions) -> None:
+        self.options = options
+
+    def check(self) -> None:
+        """Check what can be checked without reading or sending (e.g. that a file exists).
+
+        Called by ``etl validate`` and before a run starts.
+
+        Raises:
+            ConfigError: Something in the options cannot work; name the option.
+        """
+
+
+class Source(Plugin):
+    """Streams records from somewhere.
+
+    :meth:`read` is an ordinary (blocking) generator: the runner calls it in a worker
+    thread and hands records over in batches, so a source never blocks the event loop
+    and never needs to be async. It must stream: never read the whole input into memory.
+    """
+
+    def read(self) -> Iterator[Record]:
+        """Yield records in input order.
+
+        A row that cannot be read (wrong number of fields, undecodable bytes) is
+        yielded as a :class:`Record` with ``error`` set; raise only when the input as
+        a whole is unusable (e.g. the file does not exist), as :class:`~etl_core.FatalError`.
+        """
+        raise NotImplementedError
+
+    def progress(self) -> tuple[int, int | None]:
+        """Return ``(done, total)`` in source units (e.g. bytes read of the file size).
+
+        Used for the progress bar; ``total`` is ``None`` when unknown.
+        """
+        return (0, None)
+
+
+class Transform(Plugin):
+    """A pure, synchronous function of one record's fields."""
+
+    def apply(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Return the transformed fields.
+
+        Raises:
+            RecordRejected: The record is invalid; the reason names the field and rule.
+        """
+        raise NotImplementedError
+
+
+class Sink(Plugin):
+    """Delivers records somewhere and classifies each outcome.
+
+    The runner owns retries, pauses, rate limiting and bookkeeping; a sink only sends
+    one record and says what happened by returning or raising:
+
+    * return a :class:`SendResult` (or ``None``): delivered;
+    * :class:`~etl_core.PermanentError`: refused for good, not retried;
+    * :class:`~etl_core.ThrottledError`: rate limited, with the parsed Retry-After;
+    * :class:`~etl_core.TransientError`: may succeed if sent again;
+    * :class:`~etl_core.FatalError`: the run cannot continue.
+    """
+
+    async def open(self, context: RunContext) -> None:
+        """Prepare to send (open connections, fetch a token). Called once, before any send."""
+
+    async def send(self, record: Record) -> SendResult | None:
+        """Send one record. See the class docstring for the outcome contract."""
+        raise NotImplementedError
+
+    def describe(self, record: Record) -> dict[str, Any]:
+        """Describe the request :meth:`send` would make, for ``--dry-run``.
+
+        Raises:
+            RecordRejected: The record could not be sent at all (e.g. an invalid key).
+        """
+        return {"data": record.data}
+
+    async def aclose(self) -> None:
+        """Release resources. Called once, even after an error."""
+
+    @classmethod
+    def open_sandbox(cls, options: PluginOptions) -> AbstractAsyncContextManager[PluginOptions]:
+        """Start a local stand-in for the destination, for ``etl run --sandbox``.
+
+        Returns:
+            An async context manager that serves the sandbox while open and yields
+            ``options`` rewritten to point at it (URLs, credentials).
+
+        Raises:
+            PluginError: This sink has no sandbox (the default).
+        """
+        from ._errors import PluginError
+
+        raise PluginError(f"sink {cls.name!r} has no sandbox")

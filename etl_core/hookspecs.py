@@ -1,0 +1,57 @@
+"""Hook specifications: the contract between the core and every plugin.
+
+A plugin is a module (or object) with functions decorated by :data:`hookimpl`
+whose names match the specs below. Every hook is optional.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._plugin import Sink, Source, Transform
+
+#: The project name that ties pluggy's markers and the entry-point group together.
+PROJECT_NAME = "etl"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_sources() -> list[type[Source]]:
+    """Return the source classes this plugin provides."""
+
+
+@hookspec
+def register_transforms() -> list[type[Transform]]:
+    """Return the transform classes this plugin provides."""
+
+
+@hookspec
+def register_sinks() -> list[type[Sink]]:
+    """Return the sink classes this plugin provides."""
+
+
+@hookspec
+def run_started(run_id: str, pipeline: str, config: dict[str, Any]) -> None:
+    """Called once before the first record is read.
+
+    ``config`` is the validated configuration with secrets masked. Return value ignored.
+    """
+
+
+@hookspec
+def record_done(run_id: str, line: int, key: str | None, outcome: str, status: int | None, attempts: int) -> None:
+    """Called once per record when its outcome is final.
+
+    ``outcome`` is one of ``ok``, ``rejected``, ``failed``, ``skipped``, ``dry_run``.
+    Runs on the event loop: keep it fast and never block. Return value ignored.
+    """
+
+
+@hookspec
+def run_finished(run_id: str, report: dict[str, Any]) -> None:
+    """Called once after the run, with the run report (as written to ``report.json``)."""
