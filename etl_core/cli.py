@@ -1,0 +1,162 @@
+"""The ``etl`` command: a thin front end over the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ._errors import ConfigError, PluginError
+from ._version import __version__
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``etl`` command line and return its exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.handler(args))
+    except (ConfigError, PluginError) as exc:
+        print(f"etl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Ctrl-C outside a run (a run handles its own signals).
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etl", description="Stream records from a source, through transforms, into a sink.")
+    parser.add_argument("--version", action="version", version=f"etl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a pipeline", description="Run a pipeline described by a YAML config file.")
+    run.add_argument("config", help="pipeline config file (YAML)")
+    run.add_argument("--dry-run", action="store_true", help="read, transform and validate; describe the requests; send nothing")
+    run.add_argument("--sandbox", action="store_true", help="send to the sink's bundled local sandbox instead of the real service")
+    run.add_argument("--workers", type=_positive_int, help="number of concurrent sends (overrides run.workers)")
+    _add_logging_args(run)
+    run.set_defaults(handler=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config without reading or sending anything")
+    validate.add_argument("config", help="pipeline config file (YAML)")
+    _add_logging_args(validate)
+    validate.set_defaults(handler=_cmd_validate)
+
+    plugins = sub.add_parser("plugins", help="list installed sources, transforms and sinks")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plugins.set_defaults(handler=_cmd_plugins)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
+    schema.set_defaults(handler=_cmd_schema)
+
+    sandbox = sub.add_parser("sandbox", help="serve a sink's local sandbox (e.g. `etl sandbox cxone`)")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox", metavar="NAME", required=True)
+    cxone = sandbox_sub.add_parser("cxone", help="a local NICE CXone-like API (OAuth + contacts)")
+    from etl_cxone import sandbox as cxone_sandbox  # the only bundled sandbox so far
+
+    cxone_sandbox.add_arguments(cxone)
+    cxone.set_defaults(handler=lambda args: cxone_sandbox.serve_forever(cxone_sandbox.settings_from_args(args)) or 0)
+    return parser
+
+
+def _add_logging_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), help="log format (default: config, else auto)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="lowest log level written")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from .config import load_config
+    from .logging import configure_logging, register_secret
+    from .plugins import Registry, make_plugin_manager
+
+    pm = make_plugin_manager()
+    config = load_config(args.config, Registry(pm))
+    logging_settings = config.model.logging
+    configure_logging(
+        level=args.log_level or logging_settings.level,
+        fmt=args.log_format or logging_settings.format,
+    )
+    for _, options in (config.source, *config.transforms, config.sink):
+        for value in options.model_dump().values():
+            if hasattr(value, "get_secret_value"):
+                register_secret(value.get_secret_value())
+    return config, pm
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from .pipeline import run_pipeline
+
+    config, pm = _load(args)
+
+    async def main() -> int:
+        if args.sandbox and not args.dry_run:
+            sink_cls, options = config.sink
+            async with sink_cls.open_sandbox(options) as sandbox_options:
+                result = await run_pipeline(config, pm, dry_run=False, workers=args.workers, sink_options=sandbox_options)
+        else:
+            result = await run_pipeline(config, pm, dry_run=args.dry_run, workers=args.workers)
+        return result.exit_code
+
+    return trio.run(main)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    for cls, options in (config.source, *config.transforms, config.sink):
+        cls(options).check()
+    model = config.model
+    print(
+        f"{args.config}: valid. pipeline {model.pipeline!r}: source {model.source.type!r}, "
+        f"{len(model.transforms)} transform(s), sink {model.sink.type!r}, {model.run.workers} workers"
+    )
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import Registry, make_plugin_manager
+
+    infos = Registry(make_plugin_manager()).infos()
+    rows = [
+        {"kind": i.kind, "name": i.name, "package": i.package, "version": i.version, "plugin": i.provider,
+         "description": (i.cls.__doc__ or "").strip().splitlines()[0] if i.cls.__doc__ else ""}
+        for i in infos
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    widths = {key: max(len(key), *(len(str(row[key])) for row in rows)) for key in ("kind", "name", "package", "version")}
+    print("  ".join(key.upper().ljust(widths[key]) for key in widths) + "  DESCRIPTION")
+    for row in rows:
+        print("  ".join(str(row[key]).ljust(widths[key]) for key in widths) + "  " + row["description"])
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from .plugins import Registry, make_plugin_manager
+    from .schema import config_schema
+
+    print(json.dumps(config_schema(Registry(make_plugin_manager())), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

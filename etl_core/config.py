@@ -1,0 +1,255 @@
+"""Pipeline configuration: YAML -> environment interpolation -> validated models.
+
+Every problem is reported as a :class:`ConfigError` naming the key path and the YAML
+line, before anything is read or sent. Values are never echoed in messages, since
+after interpolation they may hold secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pydantic
+
+from ._errors import ConfigError, PluginError
+from ._plugin import PluginOptions, Sink, Source, Transform
+from ._yaml import Path, load_yaml
+from .plugins import Registry
+
+_ENV_PATTERN = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(_Model):
+    """How failed sends are retried. Shared by all workers."""
+
+    max_attempts: Annotated[int, pydantic.Field(ge=1, le=100, description="Attempts per record, the first included.")] = 6
+    backoff_base: Annotated[float, pydantic.Field(gt=0, description="First backoff delay in seconds (full jitter).")] = 0.5
+    backoff_cap: Annotated[float, pydantic.Field(gt=0, description="Largest backoff delay in seconds.")] = 30.0
+    retry_after_max: Annotated[
+        float, pydantic.Field(gt=0, description="Longest pause honoured from a Retry-After header, in seconds.")
+    ] = 300.0
+    budget: Annotated[
+        int, pydantic.Field(ge=0, description="Capacity of the retry budget shared by all workers (token bucket).")
+    ] = 500
+    throttled_cost: Annotated[int, pydantic.Field(ge=0, description="Budget cost of retrying a throttled (429/503) send.")] = 5
+    transient_cost: Annotated[int, pydantic.Field(ge=0, description="Budget cost of retrying a transient failure (5xx, timeout).")] = 10
+    success_refund: Annotated[int, pydantic.Field(ge=0, description="Budget refunded by each successful send.")] = 1
+
+
+class RateSettings(_Model):
+    """Client-side rate limiting."""
+
+    adaptive: bool = pydantic.Field(True, description="Learn the destination's rate from 429s (AIMD) and stay just under it.")
+    max_rate: float | None = pydantic.Field(None, gt=0, description="Fixed ceiling in requests per second (none by default).")
+
+
+class RunSettings(_Model):
+    """How the run is executed."""
+
+    workers: Annotated[int, pydantic.Field(ge=1, le=4096, description="Concurrent sends (overridable with --workers).")] = 16
+    batch_size: Annotated[int, pydantic.Field(ge=1, le=100_000, description="Records handed from the reader to the workers at once.")] = 200
+    queue_batches: Annotated[int, pydantic.Field(ge=1, le=10_000, description="Batches buffered between reader and workers (backpressure).")] = 8
+    drain_timeout: Annotated[float, pydantic.Field(ge=0, description="Seconds in-flight sends may take to finish after Ctrl-C/SIGTERM.")] = 30.0
+    retry: RetrySettings = RetrySettings()
+    rate: RateSettings = RateSettings()
+
+
+class OutputSettings(_Model):
+    """Where the run writes its files. Relative paths are resolved from the current directory."""
+
+    dir: str = pydantic.Field("out", description="Directory for the report, rejects and other run files.")
+    rejects: str = pydantic.Field("rejects.csv", description="Rejects file (CSV), relative to dir.")
+    report: str = pydantic.Field("report.json", description="Run report (JSON), relative to dir.")
+
+
+class LoggingSettings(_Model):
+    """Log output. Command-line flags win over these."""
+
+    level: Literal["debug", "info", "warning", "error"] = pydantic.Field("info", description="Lowest level written.")
+    format: Literal["auto", "json", "console"] = pydantic.Field(
+        "auto", description="json, console, or auto (console on a terminal, JSON otherwise)."
+    )
+
+
+class PluginSection(_Model):
+    """A ``source``/``sink``/transform entry: ``type`` plus that plugin's options."""
+
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
+    type: str = pydantic.Field(description="The plugin's name, as listed by `etl plugins`.")
+
+
+class PipelineModel(_Model):
+    """The whole config file."""
+
+    pipeline: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the pipeline (used in logs, state and reports).")
+    key: str | None = pydantic.Field(None, description="Field identifying a record (after transforms), for logs, rejects and state.")
+    source: PluginSection
+    transforms: list[PluginSection] = []
+    sink: PluginSection
+    run: RunSettings = RunSettings()
+    output: OutputSettings = OutputSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """A validated pipeline: the core settings plus each plugin's class and options.
+
+    Attributes:
+        model: The core settings.
+        source: (class, options) of the source.
+        transforms: (class, options) of each transform, in order.
+        sink: (class, options) of the sink.
+        path: The config file it came from.
+    """
+
+    model: PipelineModel
+    source: tuple[type[Source], PluginOptions]
+    transforms: tuple[tuple[type[Transform], PluginOptions], ...]
+    sink: tuple[type[Sink], PluginOptions]
+    path: str
+
+    def masked(self) -> dict[str, Any]:
+        """Return the configuration as plain data with secrets masked (for logs and hooks)."""
+        data = self.model.model_dump(mode="json")
+        data["source"] = {"type": self.model.source.type, **self.source[1].model_dump(mode="json")}
+        data["transforms"] = [
+            {"type": section.type, **options.model_dump(mode="json")}
+            for section, (_, options) in zip(self.model.transforms, self.transforms)
+        ]
+        data["sink"] = {"type": self.model.sink.type, **self.sink[1].model_dump(mode="json")}
+        return data
+
+
+def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path: Path = (), source: str | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of ``value``.
+
+    ``$$`` stands for a literal ``$``.
+
+    Raises:
+        ConfigError: A variable is unset and has no default.
+    """
+    if isinstance(value, str):
+        if "$" not in value:
+            return value
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(1):
+                return "$"
+            name, default = match.group(2), match.group(3)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {name} is not set (set it, or give a default: ${{{name}:-value}})",
+                path=_dotted(path),
+                line=_line(lines, path),
+                source=source,
+            )
+
+        return _ENV_PATTERN.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, lines, path + (k,), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, lines, path + (i,), source) for i, v in enumerate(value)]
+    return value
+
+
+def load_config(path: str, registry: Registry, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Read, interpolate and validate a pipeline config file.
+
+    Args:
+        path: The YAML file.
+        registry: Known plugins, to validate each section against its plugin's options.
+        env: Environment for ``${VAR}`` interpolation (default: ``os.environ``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Anything is wrong; the message names the key and line.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not valid UTF-8", source=path) from None
+    data, lines = load_yaml(text, source=path)
+    return parse_config(data, lines, registry, env=os.environ if env is None else env, source=path)
+
+
+def parse_config(
+    data: Any, lines: dict[Path, int], registry: Registry, *, env: Mapping[str, str], source: str
+) -> PipelineConfig:
+    """Validate already-parsed config data (see :func:`load_config`)."""
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping of keys (pipeline, source, sink, ...)", line=1, source=source)
+    data = interpolate(data, env, lines, source=source)
+    model = _validate(PipelineModel, data, (), lines, source)
+    src = _plugin(registry, "source", model.source, ("source",), lines, source)
+    transforms = tuple(
+        _plugin(registry, "transform", section, ("transforms", i), lines, source)
+        for i, section in enumerate(model.transforms)
+    )
+    sink = _plugin(registry, "sink", model.sink, ("sink",), lines, source)
+    return PipelineConfig(model, src, transforms, sink, source)  # type: ignore[arg-type]
+
+
+def _plugin(registry: Registry, kind: Any, section: PluginSection, path: Path, lines: dict[Path, int], source: str) -> tuple[type, PluginOptions]:
+    try:
+        cls = registry.get(kind, section.type)
+    except PluginError as exc:
+        raise ConfigError(str(exc), path=_dotted(path + ("type",)), line=_line(lines, path + ("type",)), source=source) from None
+    options = _validate(cls.Options, dict(section.model_extra or {}), path, lines, source)
+    return cls, options
+
+
+def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: dict[Path, int], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        error = exc.errors(include_input=False, include_url=False)[0]
+        loc = prefix + tuple(error["loc"])
+        message = _message(error, len(exc.errors()))
+        raise ConfigError(message, path=_dotted(loc) or None, line=_line(lines, loc), source=source) from None
+
+
+def _message(error: Any, count: int) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        text = "unknown key (check the spelling; `etl schema` lists every key)"
+    elif kind == "missing":
+        text = "required key is missing"
+    else:
+        # pydantic's messages describe the expectation ("Input should be a valid integer")
+        # without the value, which may be a secret.
+        text = error["msg"][0].lower() + error["msg"][1:]
+    if count > 1:
+        text += f" (and {count - 1} more problem{'s' if count > 2 else ''})"
+    return text
+
+
+def _dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line(lines: dict[Path, int], path: Path) -> int | None:
+    # Fall back to the nearest enclosing key: a missing key has no line of its own.
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return None

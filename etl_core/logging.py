@@ -1,0 +1,102 @@
+"""structlog configuration: JSON lines for log pipelines, console output for humans.
+
+Secrets never reach the output: values registered with :func:`register_secret` are
+replaced wherever they appear, and fields whose names look like credentials are masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+_MASK = "***"
+_SECRET_KEYS = re.compile(r"(secret|password|token|authorization|api[_-]?key|credential)", re.IGNORECASE)
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` wherever it appears in log output from now on.
+
+    Sinks call this with credentials and with every access token they obtain.
+    Values shorter than 6 characters are ignored (masking them would garble logs).
+    """
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret masked."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if _SECRET_KEYS.search(key) and key not in _COUNT_KEYS:
+            return _MASK
+        return redact(value) if _secrets else value
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(key, v) for v in value]
+    return value
+
+
+# Fields whose names contain "token" but hold numbers or names, not credentials.
+_COUNT_KEYS = frozenset({"token_requests", "tokens_issued", "token_url"})
+
+
+def _redact_processor(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+
+
+def _leading_fields(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    # timestamp, level and event first: easier to read raw, and what log shippers expect.
+    ordered = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog for the whole process.
+
+    Args:
+        level: Lowest level written: debug, info, warning or error.
+        fmt: ``json``, ``console``, or ``auto`` (console when ``stream`` is a terminal).
+        stream: Where log lines go (default: stdout).
+    """
+    stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if fmt == "json":
+        renderer: list[Any] = [
+            # Locals of stack frames may hold credentials: never render them.
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            _redact_processor,
+            _leading_fields,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ]
+    else:
+        renderer = [_redact_processor, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    structlog.configure(
+        processors=shared + renderer,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bindings: Any) -> Any:
+    """Return a structlog logger with ``bindings`` attached."""
+    return structlog.get_logger("etl").bind(**bindings) if bindings else structlog.get_logger("etl")

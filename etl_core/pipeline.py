@@ -1,0 +1,473 @@
+"""The trio runner: source -> transforms -> bounded channel -> worker pool -> sink.
+
+The source and the transforms run in a worker thread, a batch at a time, so reading
+and mapping never block the event loop; the batches cross a bounded memory channel
+(backpressure: a slow sink slows the reader, memory stays flat); a pool of worker tasks
+sends records one by one and the runner, not the sink, decides what each outcome means.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import itertools
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pluggy
+import structlog
+import trio
+
+from ._errors import FatalError, RecordError, RecordRejected, ThrottledError, TransientError
+from ._plugin import PluginOptions, Record, RunContext, Sink, Transform
+from .config import PipelineConfig
+from .logging import get_logger
+from .report import RejectsWriter, RunCounters, write_report
+from .retry import AdaptiveRateLimiter, RetryBudget, SharedPause, backoff_delay
+
+#: Exit codes, as documented in docs/exit-codes.md.
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+#: Dry runs log the first few requests at info level, the rest at debug.
+_DRY_RUN_SHOWN = 5
+#: A worker yields to the event loop at least this often, even when the sink never waits.
+_CHECKPOINT_EVERY = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """The outcome of :func:`run_pipeline`.
+
+    Attributes:
+        exit_code: 0 all done, 1 some records rejected or failed (or the run was
+            aborted), 130/143 interrupted by SIGINT/SIGTERM.
+        report: The run report, as written to the report file.
+    """
+
+    exit_code: int
+    report: dict[str, Any]
+
+
+@dataclasses.dataclass(slots=True)
+class _Rejection:
+    record: Record
+    stage: str
+    plugin: str
+    reason: str
+
+
+async def run_pipeline(
+    config: PipelineConfig,
+    pm: pluggy.PluginManager,
+    *,
+    dry_run: bool = False,
+    workers: int | None = None,
+    sink_options: PluginOptions | None = None,
+    handle_signals: bool = True,
+) -> RunResult:
+    """Run a validated pipeline to the end.
+
+    Args:
+        config: The validated configuration.
+        pm: The plugin manager (for the run-lifecycle hooks).
+        dry_run: Read, transform and validate, describe the requests, send nothing.
+        workers: Override ``run.workers``.
+        sink_options: Replace the sink's options (``--sandbox`` points them at a local server).
+        handle_signals: Stop gracefully on SIGINT/SIGTERM (only possible in the main thread).
+
+    Returns:
+        The exit code and the run report.
+
+    Raises:
+        ConfigError: A plugin's ``check()`` found a problem (nothing was read or sent).
+    """
+    runner = _Runner(config, pm, dry_run=dry_run, workers=workers, sink_options=sink_options)
+    return await runner.run(handle_signals=handle_signals)
+
+
+class _Runner:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        pm: pluggy.PluginManager,
+        *,
+        dry_run: bool,
+        workers: int | None,
+        sink_options: PluginOptions | None,
+    ) -> None:
+        model = config.model
+        self.config = config
+        self.pm = pm
+        self.dry_run = dry_run
+        self.settings = model.run
+        self.workers = workers or model.run.workers
+        self.key_field = model.key
+        self.run_id = uuid.uuid4().hex
+        self.output_dir = os.path.abspath(model.output.dir)
+        self.report_path = os.path.join(self.output_dir, model.output.report)
+        self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects))
+
+        source_cls, source_options = config.source
+        self.source = source_cls(source_options)
+        self.transforms: list[Transform] = [cls(options) for cls, options in config.transforms]
+        sink_cls, default_sink_options = config.sink
+        self.sink: Sink = sink_cls(sink_options or default_sink_options)
+
+        self.counters = RunCounters()
+        self.log = get_logger()
+        self.budget = RetryBudget(model.run.retry.budget, model.run.retry.success_refund)
+        self.pause = SharedPause()
+        self.limiter: AdaptiveRateLimiter | None = None  # needs a running trio loop
+        self._buffer: collections.deque[Record] = collections.deque()
+        self._records: Iterator[Record] | None = None
+        self._stopping = False
+        self._signal: signal.Signals | None = None
+        self._workers_scope = trio.CancelScope()
+        self._reader_scope = trio.CancelScope()
+        self._hook_record_done = bool(pm.hook.record_done.get_hookimpls())
+        self._dry_run_shown = 0
+
+    # -- the run -------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool) -> RunResult:
+        for plugin in (self.source, *self.transforms, self.sink):
+            plugin.check()
+        structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=self.config.model.pipeline)
+        started_at = datetime.datetime.now(datetime.timezone.utc)
+        self.limiter = AdaptiveRateLimiter(
+            max_rate=self.settings.rate.max_rate, adaptive=self.settings.rate.adaptive
+        )
+        self.log.info(
+            "run_started",
+            config=self.config.path,
+            source=self.config.model.source.type,
+            sink=self.config.model.sink.type,
+            workers=self.workers,
+            dry_run=self.dry_run,
+        )
+        self.pm.hook.run_started(run_id=self.run_id, pipeline=self.config.model.pipeline, config=self.config.masked())
+        aborted: str | None = None
+        try:
+            if not self.dry_run:
+                structlog.contextvars.bind_contextvars(stage="sink")
+                await self.sink.open(
+                    RunContext(self.run_id, self.config.model.pipeline, self.output_dir, self.dry_run)
+                )
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    nursery.start_soon(self._watch_signals)
+                await self._pump()
+                nursery.cancel_scope.cancel()
+        except* FatalError as group:
+            aborted = "; ".join(str(exc) for exc in group.exceptions)
+            self.log.error("run_aborted", reason=aborted)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.sink.aclose()
+            self.rejects.close()
+            structlog.contextvars.unbind_contextvars("stage")
+        return self._finish(started_at, aborted)
+
+    async def _pump(self) -> None:
+        self._records = iter(self.source.read())
+        send, receive = trio.open_memory_channel[list[Record]](self.settings.queue_batches)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read, send)
+            with self._workers_scope:
+                async with receive, trio.open_nursery() as workers:
+                    for _ in range(self.workers):
+                        workers.start_soon(self._work, receive.clone())
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _read(self, send: trio.MemorySendChannel[list[Record]]) -> None:
+        structlog.contextvars.bind_contextvars(stage="source")
+        async with send:
+            with self._reader_scope:
+                while True:
+                    batch, rejections, read = await trio.to_thread.run_sync(self._next_batch)
+                    self.counters.read += read
+                    for rejection in rejections:
+                        self._reject(rejection)
+                    if not read:
+                        return
+                    if batch:
+                        await send.send(batch)
+
+    def _next_batch(self) -> tuple[list[Record], list[_Rejection], int]:
+        """Read and transform one batch (runs in a worker thread)."""
+        assert self._records is not None
+        batch: list[Record] = []
+        rejections: list[_Rejection] = []
+        read = 0
+        source_name = self.source.name
+        key_field = self.key_field
+        for record in itertools.islice(self._records, self.settings.batch_size):
+            read += 1
+            if record.error is not None:
+                rejections.append(_Rejection(record, "source", source_name, record.error))
+                continue
+            data = record.data
+            for transform in self.transforms:
+                try:
+                    data = transform.apply(data)
+                except RecordRejected as exc:
+                    rejections.append(_Rejection(record, "transform", transform.name, exc.reason))
+                    break
+                except Exception as exc:  # a plugin bug must not kill the run
+                    reason = f"unexpected error: {type(exc).__name__}: {exc}"
+                    rejections.append(_Rejection(record, "transform", transform.name, reason))
+                    break
+            else:
+                record.data = data
+                if key_field is not None:
+                    value = data.get(key_field)
+                    record.key = None if value is None else str(value)
+                batch.append(record)
+        return batch, rejections, read
+
+    # -- sending -------------------------------------------------------------------
+
+    async def _work(self, receive: trio.MemoryReceiveChannel[list[Record]]) -> None:
+        structlog.contextvars.bind_contextvars(stage="sink")
+        buffer = self._buffer
+        since_checkpoint = 0
+        async with receive:
+            while not self._stopping:
+                if not buffer:
+                    try:
+                        buffer.extend(await receive.receive())
+                    except trio.EndOfChannel:
+                        return
+                    continue
+                record = buffer.popleft()
+                if self.dry_run:
+                    self._describe(record)
+                else:
+                    await self._deliver(record)
+                since_checkpoint += 1
+                if since_checkpoint >= _CHECKPOINT_EVERY:
+                    since_checkpoint = 0
+                    await trio.lowlevel.checkpoint()
+
+    def _describe(self, record: Record) -> None:
+        try:
+            request = self.sink.describe(record)
+        except RecordError as exc:
+            self._fail(record, exc, attempts=0)
+            return
+        self._dry_run_shown += 1
+        level = "info" if self._dry_run_shown <= _DRY_RUN_SHOWN else "debug"
+        getattr(self.log, level)("dry_run_request", line=record.line, key=record.key, **request)
+        self._succeed(record, status=None, attempts=0)
+
+    async def _deliver(self, record: Record) -> None:
+        assert self.limiter is not None
+        retry = self.settings.retry
+        attempts = 0
+        while True:
+            await self._wait_for_slot()
+            attempts += 1
+            self.counters.attempts += 1
+            try:
+                result = await self.sink.send(record)
+            except ThrottledError as exc:
+                self._count_status(exc.status)
+                self.counters.throttled += 1
+                self.limiter.on_throttle()
+                delay = exc.retry_after
+                if delay is not None and self.pause.pause_for(delay):
+                    self.log.warning("paused", seconds=round(delay, 3), status=exc.status, key=record.key, rate_limit=self.limiter.rate)
+                if not self._may_retry(record, exc, attempts, retry.throttled_cost):
+                    return
+                if delay is None:
+                    await self._backoff(record, exc, attempts)
+                else:
+                    self._log_retry(record, exc, attempts, delay)
+            except TransientError as exc:
+                self._count_status(exc.status)
+                if not self._may_retry(record, exc, attempts, retry.transient_cost):
+                    return
+                await self._backoff(record, exc, attempts)
+            except RecordError as exc:
+                self._count_status(exc.status)
+                self._fail(record, exc, attempts)
+                return
+            except FatalError:
+                raise
+            except Exception as exc:  # a sink bug: fail this record, keep the run going
+                self.log.exception("sink_error", key=record.key, line=record.line)
+                self._fail(record, TransientError(f"unexpected error: {type(exc).__name__}: {exc}"), attempts)
+                return
+            else:
+                status = result.status if result is not None else None
+                self._count_status(status)
+                self.budget.refund()
+                self.limiter.on_success(result.rate_limit if result is not None else None)
+                if result is not None and result.rate_limit is not None:
+                    self._honour_rate_limit_headers(result.rate_limit)
+                self._succeed(record, status, attempts)
+                return
+
+    async def _wait_for_slot(self) -> None:
+        assert self.limiter is not None
+        while True:
+            await self.pause.wait()
+            await self.limiter.acquire()
+            if not self.pause.remaining():
+                return
+
+    def _honour_rate_limit_headers(self, hint: Any) -> None:
+        # The server says the window is spent: pause until it resets instead of
+        # spending requests to learn the same thing from 429s.
+        if hint.remaining is not None and hint.remaining <= 0 and hint.reset:
+            if self.pause.pause_for(min(hint.reset, self.settings.retry.retry_after_max)):
+                self.log.info("paused", seconds=round(hint.reset, 3), reason="rate limit window spent")
+
+    def _may_retry(self, record: Record, exc: TransientError, attempts: int, cost: int) -> bool:
+        if attempts >= self.settings.retry.max_attempts:
+            reason = f"gave up after {attempts} attempts: {exc.reason}"
+        elif not self.budget.withdraw(cost):
+            reason = f"retry budget exhausted (last error: {exc.reason})"
+        else:
+            self.counters.retries += 1
+            return True
+        self.log.warning("give_up", key=record.key, line=record.line, attempt=attempts, status=exc.status, reason=reason)
+        self._fail(record, TransientError(reason, status=exc.status, detail=exc.detail), attempts)
+        return False
+
+    async def _backoff(self, record: Record, exc: TransientError, attempts: int) -> None:
+        retry = self.settings.retry
+        delay = backoff_delay(attempts, base=retry.backoff_base, cap=retry.backoff_cap)
+        self._log_retry(record, exc, attempts, delay)
+        await trio.sleep(delay)
+
+    def _log_retry(self, record: Record, exc: TransientError, attempts: int, delay: float) -> None:
+        self.log.info(
+            "retry", key=record.key, line=record.line, attempt=attempts, status=exc.status, delay=round(delay, 3), reason=exc.reason
+        )
+
+    def _count_status(self, status: int | None) -> None:
+        if status is not None:
+            self.counters.by_status[str(status)] += 1
+
+    # -- outcomes ------------------------------------------------------------------
+
+    def _succeed(self, record: Record, status: int | None, attempts: int) -> None:
+        self.counters.ok += 1
+        if self._hook_record_done:
+            outcome = "dry_run" if self.dry_run else "ok"
+            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome=outcome, status=status, attempts=attempts)
+
+    def _fail(self, record: Record, exc: RecordError, attempts: int) -> None:
+        self.counters.failed += 1
+        self.rejects.write(
+            line=record.line,
+            key=record.key,
+            stage="sink",
+            plugin=self.sink.name,
+            reason=exc.reason,
+            raw=record.raw,
+            status=exc.status,
+            detail=exc.detail,
+            attempts=attempts,
+            retryable=exc.retryable,
+        )
+        self.log.warning(
+            "record_failed", key=record.key, line=record.line, status=exc.status, reason=exc.reason, attempts=attempts, retryable=exc.retryable
+        )
+        if self._hook_record_done:
+            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="failed", status=exc.status, attempts=attempts)
+
+    def _reject(self, rejection: _Rejection) -> None:
+        record = rejection.record
+        self.counters.rejected += 1
+        self.rejects.write(
+            line=record.line, key=record.key, stage=rejection.stage, plugin=rejection.plugin, reason=rejection.reason, raw=record.raw
+        )
+        self.log.info("record_rejected", line=record.line, stage=rejection.stage, plugin=rejection.plugin, reason=rejection.reason)
+        if self._hook_record_done:
+            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="rejected", status=None, attempts=0)
+
+    # -- signals and the end -------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self._signal is None:
+                    self._signal = signal.Signals(signum)
+                    self._stopping = True
+                    self._reader_scope.cancel()
+                    self._workers_scope.deadline = trio.current_time() + self.settings.drain_timeout
+                    self.log.warning(
+                        "stopping", signal=self._signal.name, in_flight_deadline_s=self.settings.drain_timeout,
+                        hint="press Ctrl-C again to stop at once",
+                    )
+                else:
+                    self.log.warning("stopping_now", signal=signal.Signals(signum).name)
+                    self._workers_scope.cancel()
+
+    def _finish(self, started_at: datetime.datetime, aborted: str | None) -> RunResult:
+        counters = self.counters
+        finished_at = datetime.datetime.now(datetime.timezone.utc)
+        duration = (finished_at - started_at).total_seconds()
+        assert self.limiter is not None
+        if self._signal is not None:
+            exit_code = EXIT_SIGNAL[self._signal]
+        elif aborted or counters.rejected or counters.failed:
+            exit_code = EXIT_FAILURES
+        else:
+            exit_code = EXIT_OK
+        report: dict[str, Any] = {
+            "run_id": self.run_id,
+            "pipeline": self.config.model.pipeline,
+            "config": self.config.path,
+            "dry_run": self.dry_run,
+            "started_at": started_at.isoformat(),
+            "finished_at": finished_at.isoformat(),
+            "duration_s": round(duration, 3),
+            "exit_code": exit_code,
+            "interrupted_by": self._signal.name if self._signal else None,
+            "aborted": aborted,
+            "records": {
+                "read": counters.read,
+                "ok": counters.ok,
+                "rejected": counters.rejected,
+                "failed": counters.failed,
+                "not_processed": max(0, counters.read - counters.done),
+            },
+            "requests": {
+                "attempts": counters.attempts,
+                "retries": counters.retries,
+                "throttled": counters.throttled,
+                "by_status": dict(sorted(counters.by_status.items())),
+                "pauses": self.pause.pauses,
+                "paused_s": round(self.pause.paused_seconds, 3),
+                "retry_budget_exhausted": self.budget.exhausted,
+                "rate_limit_per_s": self.limiter.statistics().rate,
+            },
+            "rate_per_s": round(counters.ok / duration, 1) if duration > 0 else None,
+            "files": {
+                "report": self.report_path,
+                "rejects": self.rejects.path if self.rejects.count else None,
+            },
+        }
+        write_report(self.report_path, report)
+        self.pm.hook.run_finished(run_id=self.run_id, report=report)
+        self.log.info(
+            "run_finished",
+            exit_code=exit_code,
+            duration_s=report["duration_s"],
+            **{f"records_{k}": v for k, v in report["records"].items()},
+            retries=counters.retries,
+            throttled=counters.throttled,
+            rate_per_s=report["rate_per_s"],
+            rejects=report["files"]["rejects"],
+            report=self.report_path,
+        )
+        return RunResult(exit_code, report)
