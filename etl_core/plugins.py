@@ -25,7 +25,16 @@ _HOOKS: dict[Kind, str] = {
 }
 
 
-def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[object, ...] = ()) -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """A pluggy plugin manager that remembers which distribution provided each plugin."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        #: plugin name -> (distribution name, version), for entry-point plugins.
+        self.distributions: dict[str, tuple[str, str]] = {}
+
+
+def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[object, ...] = ()) -> PluginManager:
     """Create a plugin manager with the built-in plugins and installed third-party ones.
 
     Args:
@@ -38,7 +47,7 @@ def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[o
     Raises:
         PluginError: A plugin fails to import or implements a hook with a wrong signature.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm = PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     for module_name in DEFAULT_PLUGINS:
         _register(pm, importlib.import_module(module_name), module_name)
@@ -54,6 +63,8 @@ def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[o
             except Exception as exc:  # any import failure of third-party code
                 raise PluginError(f"plugin {ep.name!r} from {dist} failed to load: {type(exc).__name__}: {exc}") from exc
             _register(pm, plugin, ep.name, dist)
+            if ep.dist is not None:
+                pm.distributions[ep.name] = (ep.dist.name, ep.dist.version)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -97,7 +108,7 @@ class Registry:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
         self._by_kind: dict[Kind, dict[str, PluginInfo]] = {kind: {} for kind in _BASES}
-        dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+        dists = getattr(pm, "distributions", {})
         for kind, hook_name in _HOOKS.items():
             hook = getattr(pm.hook, hook_name)
             for impl in hook.get_hookimpls():
@@ -106,9 +117,9 @@ class Registry:
                     classes = impl.function()
                 except Exception as exc:
                     raise PluginError(f"plugin {provider!r}: {hook_name}() raised {type(exc).__name__}: {exc}") from exc
-                self._add(kind, provider, impl.plugin, classes, dists.get(id(impl.plugin)))
+                self._add(kind, provider, impl.plugin, classes, dists.get(provider))
 
-    def _add(self, kind: Kind, provider: str, plugin: object, classes: object, dist: object) -> None:
+    def _add(self, kind: Kind, provider: str, plugin: object, classes: object, dist: tuple[str, str] | None) -> None:
         base = _BASES[kind]
         if not isinstance(classes, (list, tuple)):
             raise PluginError(f"plugin {provider!r}: {_HOOKS[kind]}() must return a list of {base.__name__} classes")
@@ -149,9 +160,9 @@ class Registry:
         return [info for kind in _BASES for _, info in sorted(self._by_kind[kind].items())]
 
 
-def _package_of(plugin: object, dist: object) -> tuple[str, str]:
+def _package_of(plugin: object, dist: tuple[str, str] | None) -> tuple[str, str]:
     if dist is not None:
-        return dist.project_name, dist.version  # type: ignore[attr-defined]
+        return dist
     module = getattr(plugin, "__name__", type(plugin).__module__)
     top = module.split(".")[0]
     for candidate in (top, "etl"):

@@ -1,0 +1,134 @@
+from pathlib import Path
+
+import pytest
+
+from etl_core import ConfigError
+from etl_core.config import interpolate, load_config
+
+MINIMAL = """
+pipeline: demo
+source:
+  type: csv
+  path: in.csv
+sink:
+  type: jsonl
+  path: out.jsonl
+"""
+
+
+def test_minimal_config_gets_defaults(write_config, registry):
+    config = load_config(str(write_config(MINIMAL)), registry)
+    assert config.model.pipeline == "demo"
+    assert config.model.run.workers == 16
+    assert config.sink[0].name == "jsonl"
+    assert config.sink[1].path == "out.jsonl"
+
+
+def test_unknown_core_key_names_path_and_line(write_config, registry):
+    path = write_config(MINIMAL + "run:\n  workerz: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    err = info.value
+    assert err.path == "run.workerz"
+    assert err.line == 10
+    assert "unknown key" in str(err)
+    assert str(err).startswith(f"{path}:10: run.workerz:")
+
+
+def test_unknown_plugin_option_names_path_and_line(write_config, registry):
+    path = write_config(MINIMAL.replace("  path: out.jsonl", "  path: out.jsonl\n  colour: red"))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "sink.colour"
+    assert info.value.line == 8
+
+
+def test_wrong_type(write_config, registry):
+    path = write_config(MINIMAL + "run:\n  workers: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "run.workers"
+    assert info.value.line == 10
+    assert "integer" in info.value.message
+
+
+def test_missing_required_key_points_at_its_section(write_config, registry):
+    path = write_config("pipeline: demo\nsource:\n  type: csv\nsink:\n  type: jsonl\n  path: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "source.path"
+    assert info.value.line == 2
+    assert "required key is missing" in info.value.message
+
+
+def test_unknown_plugin_lists_installed(write_config, registry):
+    path = write_config(MINIMAL.replace("type: jsonl", "type: kafka"))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "sink.type"
+    assert info.value.line == 6
+    assert "unknown sink type 'kafka'" in str(info.value)
+    assert "jsonl" in str(info.value) and "null" in str(info.value)
+
+
+def test_not_a_mapping(write_config, registry):
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(str(write_config("- a\n- b\n")), registry)
+
+
+def test_missing_file(tmp_path, registry):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(str(tmp_path / "nope.yaml"), registry)
+
+
+def test_env_interpolation_and_default(write_config, registry):
+    path = write_config(MINIMAL.replace("out.jsonl", "${OUT_DIR:-/tmp}/${OUT_NAME}.jsonl"))
+    config = load_config(str(path), registry, env={"OUT_NAME": "x"})
+    assert config.sink[1].path == "/tmp/x.jsonl"
+
+
+def test_unset_env_var_is_named_without_value(write_config, registry):
+    path = write_config(MINIMAL.replace("out.jsonl", "${SECRET_PATH}"))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry, env={})
+    assert "SECRET_PATH is not set" in str(info.value)
+    assert info.value.path == "sink.path"
+    assert info.value.line == 7
+
+
+def test_interpolation_escape_and_non_strings():
+    assert interpolate({"a": "$${X}", "b": [1, "${Y:-}"], "c": True}, {}, {}) == {"a": "${X}", "b": [1, ""], "c": True}
+
+
+def test_secret_values_never_echoed(write_config, registry, monkeypatch):
+    # A wrong type for a field fed from a secret: the message must not contain the value.
+    path = write_config(MINIMAL + "run:\n  workers: ${TOKEN}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry, env={"TOKEN": "s3cr3t-value-123"})
+    assert "s3cr3t-value-123" not in str(info.value)
+
+
+def test_masked_config_round_trips(write_config, registry):
+    config = load_config(str(write_config(MINIMAL)), registry)
+    masked = config.masked()
+    assert masked["sink"] == {"type": "jsonl", "path": "out.jsonl", "line_field": ""}
+    assert masked["run"]["workers"] == 16
+
+
+def test_transform_index_in_path(write_config, registry):
+    path = write_config(MINIMAL + "transforms:\n  - type: nope\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "transforms[0].type"
+    assert info.value.line == 9
+
+
+def test_shipped_configs_validate(registry, monkeypatch):
+    monkeypatch.setenv("CXONE_CLIENT_ID", "id")
+    monkeypatch.setenv("CXONE_CLIENT_SECRET", "secret")
+    monkeypatch.setenv("CXONE_BASE_URL", "https://api-na1.niceincontact.com")
+    monkeypatch.setenv("CXONE_TOKEN_URL", "https://na1.nice-incontact.com/authentication/v1/token/access-key")
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+    assert configs, "no shipped configs"
+    for path in configs:
+        load_config(str(path), registry)
