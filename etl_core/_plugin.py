@@ -181,12 +181,14 @@ class Sink(Plugin):
         """Release resources. Called once, even after an error."""
 
     @classmethod
-    def open_sandbox(cls, options: PluginOptions) -> AbstractAsyncContextManager[PluginOptions]:
+    def open_sandbox(cls) -> AbstractAsyncContextManager[dict[str, Any]]:
         """Start a local stand-in for the destination, for ``etl run --sandbox``.
 
         Returns:
-            An async context manager that serves the sandbox while open and yields
-            ``options`` rewritten to point at it (URLs, credentials).
+            An async context manager that serves the sandbox while open and yields the
+            options that point the sink at it (URLs, credentials). They replace the
+            config file's values before validation, so the real service's environment
+            variables need not be set.
 
         Raises:
             PluginError: This sink has no sandbox (the default).

@@ -56,14 +56,27 @@ def _parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
     schema.set_defaults(handler=_cmd_schema)
 
-    sandbox = sub.add_parser("sandbox", help="serve a sink's local sandbox (e.g. `etl sandbox cxone`)")
-    sandbox_sub = sandbox.add_subparsers(dest="sandbox", metavar="NAME", required=True)
-    cxone = sandbox_sub.add_parser("cxone", help="a local NICE CXone-like API (OAuth + contacts)")
-    from etl_cxone import sandbox as cxone_sandbox  # the only bundled sandbox so far
-
-    cxone_sandbox.add_arguments(cxone)
-    cxone.set_defaults(handler=lambda args: cxone_sandbox.serve_forever(cxone_sandbox.settings_from_args(args)) or 0)
+    sandbox = sub.add_parser(
+        "sandbox", help="serve a sink's local sandbox (e.g. `etl sandbox cxone --help`)", add_help=False
+    )
+    sandbox.add_argument("name", choices=sorted(_SANDBOXES), help="which sandbox")
+    sandbox.add_argument("options", nargs=argparse.REMAINDER, help="the sandbox's own options (see --help after the name)")
+    sandbox.set_defaults(handler=_cmd_sandbox)
     return parser
+
+
+#: Sandboxes servable with `etl sandbox NAME`: name -> module with add_arguments/settings_from_args/serve_forever.
+_SANDBOXES = {"cxone": "etl_cxone.sandbox"}
+
+
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(_SANDBOXES[args.name])
+    parser = argparse.ArgumentParser(prog=f"etl sandbox {args.name}", description=(module.__doc__ or "").strip().splitlines()[0])
+    module.add_arguments(parser)
+    module.serve_forever(module.settings_from_args(parser.parse_args(args.options)))
+    return 0
 
 
 def _add_logging_args(parser: argparse.ArgumentParser) -> None:
@@ -81,13 +94,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace, sink_overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
     from .config import load_config
     from .logging import configure_logging, register_secret
     from .plugins import Registry, make_plugin_manager
 
     pm = make_plugin_manager()
-    config = load_config(args.config, Registry(pm))
+    config = load_config(args.config, Registry(pm), sink_overrides=sink_overrides)
     logging_settings = config.model.logging
     configure_logging(
         level=args.log_level or logging_settings.level,
@@ -103,20 +116,38 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     import trio
 
+    if not args.sandbox:
+        config, pm = _load(args)
+        return trio.run(lambda: _run(config, pm, args))
+
+    async def in_sandbox() -> int:
+        async with _sandbox_sink_class(args.config).open_sandbox() as overrides:
+            config, pm = _load(args, sink_overrides=overrides)
+            return await _run(config, pm, args)
+
+    return trio.run(in_sandbox)
+
+
+async def _run(config: Any, pm: Any, args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
-    config, pm = _load(args)
+    result = await run_pipeline(config, pm, dry_run=args.dry_run, workers=args.workers)
+    return result.exit_code
 
-    async def main() -> int:
-        if args.sandbox and not args.dry_run:
-            sink_cls, options = config.sink
-            async with sink_cls.open_sandbox(options) as sandbox_options:
-                result = await run_pipeline(config, pm, dry_run=False, workers=args.workers, sink_options=sandbox_options)
-        else:
-            result = await run_pipeline(config, pm, dry_run=args.dry_run, workers=args.workers)
-        return result.exit_code
 
-    return trio.run(main)
+def _sandbox_sink_class(path: str) -> Any:
+    """The sink class named by a config file, read before validation (for --sandbox)."""
+    from .config import read_config
+    from .plugins import Registry, make_plugin_manager
+
+    data, lines = read_config(path)
+    sink_type = data.get("sink", {}).get("type") if isinstance(data, dict) and isinstance(data.get("sink"), dict) else None
+    if not isinstance(sink_type, str):
+        raise ConfigError("sink.type is missing", path="sink.type", line=lines.get(("sink",)), source=path)
+    try:
+        return Registry(make_plugin_manager()).get("sink", sink_type)
+    except PluginError as exc:
+        raise ConfigError(str(exc), path="sink.type", line=lines.get(("sink", "type")), source=path) from None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

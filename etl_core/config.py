@@ -164,19 +164,11 @@ def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path
     return value
 
 
-def load_config(path: str, registry: Registry, *, env: Mapping[str, str] | None = None) -> PipelineConfig:
-    """Read, interpolate and validate a pipeline config file.
-
-    Args:
-        path: The YAML file.
-        registry: Known plugins, to validate each section against its plugin's options.
-        env: Environment for ``${VAR}`` interpolation (default: ``os.environ``).
-
-    Returns:
-        The validated configuration.
+def read_config(path: str) -> tuple[Any, dict[Path, int]]:
+    """Read a config file's YAML (not yet validated) and the line of every key.
 
     Raises:
-        ConfigError: Anything is wrong; the message names the key and line.
+        ConfigError: The file cannot be read or is not valid YAML.
     """
     try:
         with open(path, encoding="utf-8") as file:
@@ -185,16 +177,50 @@ def load_config(path: str, registry: Registry, *, env: Mapping[str, str] | None 
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
     except UnicodeDecodeError:
         raise ConfigError("config file is not valid UTF-8", source=path) from None
-    data, lines = load_yaml(text, source=path)
-    return parse_config(data, lines, registry, env=os.environ if env is None else env, source=path)
+    return load_yaml(text, source=path)
+
+
+def load_config(
+    path: str,
+    registry: Registry,
+    *,
+    env: Mapping[str, str] | None = None,
+    sink_overrides: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Read, interpolate and validate a pipeline config file.
+
+    Args:
+        path: The YAML file.
+        registry: Known plugins, to validate each section against its plugin's options.
+        env: Environment for ``${VAR}`` interpolation (default: ``os.environ``).
+        sink_overrides: Sink options that replace the file's (before interpolation), e.g.
+            the URLs and credentials of a local sandbox.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Anything is wrong; the message names the key and line.
+    """
+    data, lines = read_config(path)
+    env = os.environ if env is None else env
+    return parse_config(data, lines, registry, env=env, source=path, sink_overrides=sink_overrides)
 
 
 def parse_config(
-    data: Any, lines: dict[Path, int], registry: Registry, *, env: Mapping[str, str], source: str
+    data: Any,
+    lines: dict[Path, int],
+    registry: Registry,
+    *,
+    env: Mapping[str, str],
+    source: str,
+    sink_overrides: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
     """Validate already-parsed config data (see :func:`load_config`)."""
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping of keys (pipeline, source, sink, ...)", line=1, source=source)
+    if sink_overrides and isinstance(data.get("sink"), dict):
+        data = {**data, "sink": {**data["sink"], **sink_overrides}}
     data = interpolate(data, env, lines, source=source)
     model = _validate(PipelineModel, data, (), lines, source)
     src = _plugin(registry, "source", model.source, ("source",), lines, source)

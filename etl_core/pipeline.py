@@ -90,6 +90,14 @@ async def run_pipeline(
     return await runner.run(handle_signals=handle_signals)
 
 
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 class _Runner:
     def __init__(
         self,
@@ -124,6 +132,9 @@ class _Runner:
         self.pause = SharedPause()
         self.limiter: AdaptiveRateLimiter | None = None  # needs a running trio loop
         self._buffer: collections.deque[Record] = collections.deque()
+        self._refilling = False
+        self._refilled = trio.lowlevel.ParkingLot()
+        self._end_of_input = False
         self._records: Iterator[Record] | None = None
         self._stopping = False
         self._signal: signal.Signals | None = None
@@ -164,7 +175,7 @@ class _Runner:
                 await self._pump()
                 nursery.cancel_scope.cancel()
         except* FatalError as group:
-            aborted = "; ".join(str(exc) for exc in group.exceptions)
+            aborted = "; ".join(dict.fromkeys(str(exc) for exc in _leaves(group)))
             self.log.error("run_aborted", reason=aborted)
         finally:
             with trio.CancelScope(shield=True):
@@ -181,7 +192,7 @@ class _Runner:
             with self._workers_scope:
                 async with receive, trio.open_nursery() as workers:
                     for _ in range(self.workers):
-                        workers.start_soon(self._work, receive.clone())
+                        workers.start_soon(self._work, receive)
 
     # -- reading -------------------------------------------------------------------
 
@@ -237,23 +248,38 @@ class _Runner:
         structlog.contextvars.bind_contextvars(stage="sink")
         buffer = self._buffer
         since_checkpoint = 0
-        async with receive:
-            while not self._stopping:
-                if not buffer:
-                    try:
-                        buffer.extend(await receive.receive())
-                    except trio.EndOfChannel:
-                        return
-                    continue
+        while not self._stopping:
+            if buffer:
                 record = buffer.popleft()
-                if self.dry_run:
-                    self._describe(record)
-                else:
-                    await self._deliver(record)
-                since_checkpoint += 1
-                if since_checkpoint >= _CHECKPOINT_EVERY:
-                    since_checkpoint = 0
-                    await trio.lowlevel.checkpoint()
+            elif self._end_of_input:
+                return
+            elif self._refilling:
+                # Another worker is fetching the next batch; it wakes us when it lands.
+                await self._refilled.park()
+                continue
+            else:
+                await self._refill(receive)
+                continue
+            if self.dry_run:
+                self._describe(record)
+            else:
+                await self._deliver(record)
+            since_checkpoint += 1
+            if since_checkpoint >= _CHECKPOINT_EVERY:
+                since_checkpoint = 0
+                await trio.lowlevel.checkpoint()
+
+    async def _refill(self, receive: trio.MemoryReceiveChannel[list[Record]]) -> None:
+        # Batches cross the channel (cheap per record); records are shared from one
+        # deque so that every worker stays busy until the very last record.
+        self._refilling = True
+        try:
+            self._buffer.extend(await receive.receive())
+        except trio.EndOfChannel:
+            self._end_of_input = True
+        finally:
+            self._refilling = False
+            self._refilled.unpark_all()
 
     def _describe(self, record: Record) -> None:
         try:

@@ -1,0 +1,278 @@
+"""The runner with plugins defined here: retries, pauses, budget, backpressure, outcomes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import trio
+
+from etl_core import (
+    FatalError,
+    PermanentError,
+    PluginOptions,
+    RateLimitHint,
+    Record,
+    RecordRejected,
+    SendResult,
+    Sink,
+    Source,
+    ThrottledError,
+    Transform,
+    TransientError,
+    hookimpl,
+)
+from etl_core.config import parse_config
+from etl_core.pipeline import run_pipeline
+from etl_core.plugins import Registry, make_plugin_manager
+
+
+class CountSource(Source):
+    name = "count"
+    produced = 0
+
+    class Options(PluginOptions):
+        n: int
+        bad_every: int = 0
+
+    def read(self):
+        for i in range(1, self.options.n + 1):
+            CountSource.produced = i
+            if self.options.bad_every and i % self.options.bad_every == 0:
+                yield Record({}, line=i + 1, raw={"id": str(i)}, error="expected 2 fields, got 3")
+            else:
+                yield Record({"id": str(i)}, line=i + 1, raw={"id": str(i)})
+
+
+class RejectOdd(Transform):
+    name = "reject_odd"
+
+    def apply(self, data):
+        if int(data["id"]) % 2:
+            raise RecordRejected("id: odd (rule: even)")
+        return {**data, "even": True}
+
+
+class ScriptedSink(Sink):
+    """Answers each record according to `script`, a list of outcomes per attempt."""
+
+    name = "scripted"
+    script: dict[str, list[object]] = {}
+    default: object = "ok"
+    sent: list[tuple[float, str]] = []
+    in_flight = 0
+    max_in_flight = 0
+    delay = 0.0
+
+    async def send(self, record):
+        cls = ScriptedSink
+        cls.in_flight += 1
+        cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+        try:
+            cls.sent.append((trio.current_time(), record.data["id"]))
+            if cls.delay:
+                await trio.sleep(cls.delay)
+            steps = cls.script.get(record.data["id"])
+            outcome = steps.pop(0) if steps else cls.default
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if isinstance(outcome, SendResult):
+                return outcome
+            return SendResult(status=200)
+        finally:
+            cls.in_flight -= 1
+
+
+class Plugin:
+    @hookimpl
+    def register_sources(self):
+        return [CountSource]
+
+    @hookimpl
+    def register_transforms(self):
+        return [RejectOdd]
+
+    @hookimpl
+    def register_sinks(self):
+        return [ScriptedSink]
+
+
+@pytest.fixture(autouse=True)
+def reset_sink():
+    ScriptedSink.script = {}
+    ScriptedSink.default = "ok"
+    ScriptedSink.sent = []
+    ScriptedSink.in_flight = ScriptedSink.max_in_flight = 0
+    ScriptedSink.delay = 0.0
+
+
+async def run(tmp_path, n=10, *, run=None, transforms=(), bad_every=0, dry_run=False, workers=None, pm=None):
+    pm = pm or make_plugin_manager(extra_plugins=(Plugin(),))
+    data = {
+        "pipeline": "test",
+        "key": "id",
+        "source": {"type": "count", "n": n, "bad_every": bad_every},
+        "transforms": [{"type": t} for t in transforms],
+        "sink": {"type": "scripted"},
+        "output": {"dir": str(tmp_path)},
+        "run": {"workers": 4, **(run or {})},
+    }
+    config = parse_config(data, {}, Registry(pm), env={}, source="<test>")
+    return await run_pipeline(config, pm, dry_run=dry_run, workers=workers, handle_signals=False)
+
+
+def rejects(tmp_path):
+    with open(tmp_path / "rejects.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+async def test_all_ok(tmp_path):
+    result = await run(tmp_path, 50)
+    assert result.exit_code == 0
+    assert result.report["records"] == {"read": 50, "ok": 50, "rejected": 0, "failed": 0, "not_processed": 0}
+    assert sorted(int(i) for _, i in ScriptedSink.sent) == list(range(1, 51))
+    assert not (tmp_path / "rejects.csv").exists()
+    assert (tmp_path / "report.json").exists()
+
+
+async def test_source_and_transform_rejections_go_to_rejects(tmp_path):
+    result = await run(tmp_path, 20, transforms=["reject_odd"], bad_every=5)
+    assert result.exit_code == 1
+    records = result.report["records"]
+    # 5, 10, 15, 20 unreadable; of the rest the odd ones (1,3,7,9,11,13,17,19) rejected.
+    assert records["rejected"] == 4 + 8 and records["ok"] == 8
+    rows = rejects(tmp_path)
+    stages = {(r["_stage"], r["_plugin"]) for r in rows}
+    assert stages == {("source", "count"), ("transform", "reject_odd")}
+    reasons = {r["id"]: r["_reason"] for r in rows}
+    assert reasons["5"] == "expected 2 fields, got 3"
+    assert reasons["3"] == "id: odd (rule: even)"
+    assert {r["_line"] for r in rows if r["id"] == "3"} == {"4"}
+    assert sorted(int(i) for _, i in ScriptedSink.sent) == [2, 4, 6, 8, 12, 14, 16, 18]
+
+
+async def test_permanent_error_not_retried(tmp_path):
+    ScriptedSink.script = {"3": [PermanentError("HTTP 404: not found", status=404, detail='{"error":"not_found"}')]}
+    result = await run(tmp_path, 5)
+    assert result.exit_code == 1
+    assert [i for _, i in ScriptedSink.sent].count("3") == 1
+    (row,) = rejects(tmp_path)
+    assert row["_status"] == "404" and row["_retryable"] == "no" and row["_attempts"] == "1"
+    assert row["_detail"] == '{"error":"not_found"}'
+    assert result.report["requests"]["by_status"] == {"200": 4, "404": 1}
+
+
+async def test_transient_retried_then_ok(tmp_path, autojump_clock):
+    ScriptedSink.script = {"2": [TransientError("HTTP 502", status=502), TransientError("timeout")]}
+    result = await run(tmp_path, 3)
+    assert result.exit_code == 0
+    assert [i for _, i in ScriptedSink.sent].count("2") == 3
+    assert result.report["requests"]["retries"] == 2
+
+
+async def test_gives_up_after_max_attempts(tmp_path, autojump_clock):
+    ScriptedSink.script = {"1": [TransientError("HTTP 500", status=500)] * 10}
+    result = await run(tmp_path, 1, run={"retry": {"max_attempts": 3}})
+    assert result.exit_code == 1
+    (row,) = rejects(tmp_path)
+    assert row["_reason"] == "gave up after 3 attempts: HTTP 500"
+    assert row["_retryable"] == "yes" and row["_attempts"] == "3"
+
+
+async def test_retry_after_pauses_the_whole_pool(tmp_path, autojump_clock):
+    # Record 1 is throttled with Retry-After 10 s: no other send may start before the deadline.
+    ScriptedSink.script = {"1": [ThrottledError("HTTP 429", status=429, retry_after=10.0)]}
+    ScriptedSink.delay = 0.01
+    start = trio.current_time()
+    result = await run(tmp_path, 40, workers=8)
+    assert result.exit_code == 0
+    throttled_at = next(t for t, i in ScriptedSink.sent if i == "1")
+    later = [t for t, _ in ScriptedSink.sent if t > throttled_at + 0.011]
+    assert later and min(later) >= throttled_at + 10.0
+    assert result.report["requests"]["pauses"] == 1
+    assert result.report["requests"]["throttled"] == 1
+    assert trio.current_time() - start >= 10
+
+
+async def test_budget_exhaustion_fails_fast(tmp_path, autojump_clock):
+    ScriptedSink.default = TransientError("HTTP 503 outage", status=500)
+    result = await run(tmp_path, 200, run={"retry": {"budget": 50, "transient_cost": 10, "max_attempts": 5}})
+    assert result.exit_code == 1
+    assert result.report["records"]["failed"] == 200
+    # 5 retries fit in the budget; every other record fails on its first failure.
+    assert result.report["requests"]["attempts"] == 205
+    rows = rejects(tmp_path)
+    assert sum(r["_reason"].startswith("retry budget exhausted") for r in rows) >= 195
+    assert all(r["_retryable"] == "yes" for r in rows)
+
+
+async def test_fatal_error_aborts_run(tmp_path):
+    ScriptedSink.script = {"5": [FatalError("token refused: check credentials")]}
+    ScriptedSink.delay = 0.001
+    result = await run(tmp_path, 10_000, workers=2)
+    assert result.exit_code == 1
+    assert result.report["aborted"] == "token refused: check credentials"
+    assert result.report["records"]["ok"] < 10_000
+
+
+async def test_rate_limit_headers_pause_when_window_spent(tmp_path, autojump_clock):
+    ScriptedSink.script = {"1": [SendResult(status=200, rate_limit=RateLimitHint(limit=10, remaining=0, reset=5))]}
+    ScriptedSink.delay = 0.01
+    result = await run(tmp_path, 10, workers=1)
+    assert result.exit_code == 0
+    times = [t for t, _ in ScriptedSink.sent]
+    assert times[1] - times[0] >= 5
+
+
+async def test_workers_bound_concurrency(tmp_path, autojump_clock):
+    ScriptedSink.delay = 0.1
+    await run(tmp_path, 100, workers=7)
+    assert ScriptedSink.max_in_flight == 7
+
+
+async def test_backpressure_bounds_read_ahead(tmp_path, autojump_clock):
+    # A slow sink must slow the reader: it may only be a few batches ahead.
+    ScriptedSink.delay = 1.0
+    CountSource.produced = 0
+    observed = []
+
+    async def watch():
+        await trio.sleep(5)
+        observed.append((CountSource.produced, len(ScriptedSink.sent)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        await run(tmp_path, 5000, workers=2, run={"batch_size": 10, "queue_batches": 2})
+    produced, sent = observed[0]
+    assert produced - sent <= 10 * (2 + 2) + 10 + 2
+
+
+async def test_dry_run_sends_nothing(tmp_path):
+    result = await run(tmp_path, 10, transforms=["reject_odd"], dry_run=True)
+    assert ScriptedSink.sent == []
+    assert result.report["dry_run"] is True
+    assert result.report["records"]["ok"] == 5 and result.report["records"]["rejected"] == 5
+
+
+async def test_lifecycle_hooks(tmp_path):
+    seen = {"started": [], "done": [], "finished": []}
+
+    class Metrics:
+        @hookimpl
+        def run_started(self, run_id, pipeline, config):
+            seen["started"].append((pipeline, config["sink"]["type"]))
+
+        @hookimpl
+        def record_done(self, run_id, line, key, outcome, status, attempts):
+            seen["done"].append((key, outcome))
+
+        @hookimpl
+        def run_finished(self, run_id, report):
+            seen["finished"].append(report["records"]["ok"])
+
+    ScriptedSink.script = {"2": [PermanentError("HTTP 400", status=400)]}
+    pm = make_plugin_manager(extra_plugins=(Plugin(), Metrics()))
+    await run(tmp_path, 3, pm=pm)
+    assert seen["started"] == [("test", "scripted")]
+    assert sorted(seen["done"]) == [("1", "ok"), ("2", "failed"), ("3", "ok")]
+    assert seen["finished"] == [2]
