@@ -208,7 +208,10 @@ class _Runner:
                     if not read:
                         return
                     if batch:
-                        await send.send(batch)
+                        try:
+                            await send.send(batch)
+                        except trio.BrokenResourceError:
+                            return  # the workers stopped (fatal error or shutdown)
 
     def _next_batch(self) -> tuple[list[Record], list[_Rejection], int]:
         """Read and transform one batch (runs in a worker thread)."""
