@@ -14,6 +14,7 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
+from ._headers import parse_rate_limit, parse_retry_after
 from ._plugin import (
     Plugin,
     PluginOptions,
@@ -27,6 +28,7 @@ from ._plugin import (
 )
 from ._version import __version__
 from .hookspecs import hookimpl
+from .logging import register_secret
 
 __all__ = [
     "ConfigError",
@@ -49,4 +51,7 @@ __all__ = [
     "TransientError",
     "__version__",
     "hookimpl",
+    "parse_rate_limit",
+    "parse_retry_after",
+    "register_secret",
 ]

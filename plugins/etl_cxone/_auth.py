@@ -1,0 +1,225 @@
+"""OAuth 2.0 client-credentials tokens, shared by every concurrent request of a sink.
+
+:class:`TokenProvider` does not depend on CXone: any sink that talks to an API
+protected by client credentials (RFC 6749 §4.4) can use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Literal
+
+import httpx
+import pydantic
+import trio
+
+from etl_core import EtlError, FatalError, ThrottledError, TransientError, parse_retry_after, register_secret
+
+from ._urls import display_url
+
+# Refresh ahead of expiry by the larger of these, so a token never expires mid-request...
+_REFRESH_MARGIN = 60.0
+_REFRESH_FRACTION = 0.1
+# ...but use every token for at least half its lifetime, or short-lived tokens would
+# be refreshed on every request.
+_MAX_REFRESH_FRACTION = 0.5
+# Only a short, code-like OAuth ``error`` value is quoted back; anything else may be junk.
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
+_ERROR_HINTS = {
+    "invalid_scope": "check the scope",
+    "unsupported_grant_type": "check the grant_type",
+    "unauthorized_client": "check that the client may use this grant_type and scope",
+}
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class _Token:
+    value: str
+    refresh_at: float
+    expires_at: float
+
+
+class _Flight:
+    """One token request that concurrent callers wait for instead of repeating it."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.token: _Token | None = None
+        self.error: EtlError | None = None
+
+
+class TokenProvider:
+    """Fetch, cache and refresh an OAuth 2.0 client-credentials access token.
+
+    The token is shared by all tasks. It is refreshed ahead of expiry (by the larger
+    of 60 s and 10% of its lifetime, at most half its lifetime) and only one request
+    to the token endpoint is in flight at a time: the other callers wait for it and
+    share its result. While a still-valid token is being refreshed, callers keep
+    using it instead of waiting.
+
+    Args:
+        client: The HTTP client to send token requests with.
+        token_url: The token endpoint.
+        client_id: The OAuth client id.
+        client_secret: The OAuth client secret.
+        scope: Space-separated scopes to request; empty to request none.
+        grant_type: The ``grant_type`` form value.
+        auth_method: ``basic`` sends the client credentials in an HTTP Basic
+            ``Authorization`` header, ``form`` in the request body.
+        credentials_hint: Appended to the error when the endpoint refuses the
+            credentials, e.g. which settings or variables to check.
+        clock: Monotonic clock in seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str | pydantic.SecretStr,
+        scope: str = "",
+        grant_type: str = "client_credentials",
+        auth_method: Literal["basic", "form"] = "basic",
+        credentials_hint: str = "check the client id and secret",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._token_url = token_url
+        self._client_id = client_id
+        self._client_secret = (
+            client_secret if isinstance(client_secret, pydantic.SecretStr) else pydantic.SecretStr(client_secret)
+        )
+        self._scope = scope
+        self._grant_type = grant_type
+        self._auth_method = auth_method
+        self._credentials_hint = credentials_hint
+        self._clock = clock
+        self._current: _Token | None = None
+        self._flight: _Flight | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(token_url={display_url(self._token_url)!r}, client_id={self._client_id!r})"
+
+    async def token(self) -> str:
+        """Return a valid access token, fetching a new one when needed.
+
+        Raises:
+            FatalError: The token endpoint refused the credentials or answered nonsense.
+            ThrottledError: The token endpoint is rate limiting.
+            TransientError: The token endpoint is unreachable or failing.
+        """
+        while True:
+            current = self._current
+            now = self._clock()
+            if current is not None and now < current.refresh_at:
+                return current.value
+            flight = self._flight
+            if flight is None:
+                return await self._refresh()
+            if current is not None and now < current.expires_at:
+                return current.value
+            await flight.done.wait()
+            if flight.token is not None:
+                return flight.token.value
+            if flight.error is not None:
+                raise copy.copy(flight.error)
+            # The refreshing task was cancelled: loop, and one waiter takes over.
+
+    def invalidate(self, token: str) -> None:
+        """Forget ``token`` after the API refused it (HTTP 401).
+
+        Only the current token is dropped, so many requests that fail with the same
+        token cause one refresh, not one each.
+        """
+        if self._current is not None and self._current.value == token:
+            self._current = None
+
+    async def _refresh(self) -> str:
+        flight = self._flight = _Flight()
+        try:
+            flight.token = self._current = await self._fetch()
+            return flight.token.value
+        except EtlError as exc:
+            flight.error = exc
+            raise
+        finally:
+            self._flight = None
+            flight.done.set()
+
+    async def _fetch(self) -> _Token:
+        form = {"grant_type": self._grant_type}
+        if self._scope:
+            form["scope"] = self._scope
+        auth = None
+        secret = self._client_secret.get_secret_value()
+        if self._auth_method == "basic":
+            # RFC 6749 §2.3.1: both are form-urlencoded before Basic encoding.
+            auth = httpx.BasicAuth(urllib.parse.quote_plus(self._client_id), urllib.parse.quote_plus(secret))
+        else:
+            form |= {"client_id": self._client_id, "client_secret": secret}
+        where = display_url(self._token_url)
+        started = self._clock()
+        try:
+            response = await self._client.post(
+                self._token_url, data=form, auth=auth, headers={"Accept": "application/json"}
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"token request to {where} timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise TransientError(f"token request to {where} failed ({type(exc).__name__})") from None
+        status = response.status_code
+        if status == 200:
+            return self._parse(response, where, started)
+        code = _error_code(response)
+        label = f"{status} {code}" if code else str(status)
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), date=response.headers.get("Date"))
+            raise ThrottledError(f"token request to {where} was rate limited", retry_after=retry_after, status=status)
+        if status >= 500:
+            raise TransientError(f"token request to {where} failed (HTTP {label})", status=status)
+        if status in (400, 401, 403):
+            hint = _ERROR_HINTS.get(code or "", self._credentials_hint)
+            raise FatalError(f"token request to {where} was refused ({label}): {hint}")
+        raise FatalError(f"token request to {where} failed (HTTP {label}): check the token URL")
+
+    def _parse(self, response: httpx.Response, where: str, started: float) -> _Token:
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        value = payload.get("access_token") if isinstance(payload, dict) else None
+        if not isinstance(value, str) or not value:
+            raise FatalError(f"token response from {where} has no access_token: check the token URL")
+        register_secret(value)  # masked in every log line from now on
+        lifetime = _lifetime(payload.get("expires_in"))
+        if lifetime is None:
+            # No known lifetime: keep the token until the API answers 401.
+            return _Token(value, refresh_at=math.inf, expires_at=math.inf)
+        margin = min(max(_REFRESH_MARGIN, _REFRESH_FRACTION * lifetime), _MAX_REFRESH_FRACTION * lifetime)
+        # Measured from when the request was sent, so time in flight counts against it.
+        return _Token(value, refresh_at=started + lifetime - margin, expires_at=started + lifetime)
+
+
+def _lifetime(expires_in: object) -> float | None:
+    if isinstance(expires_in, bool):
+        return None
+    try:
+        lifetime = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return lifetime if math.isfinite(lifetime) and lifetime > 0 else None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        code = response.json().get("error")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None

@@ -1,0 +1,417 @@
+"""The ``cxone`` sink: one HTTP request per record to the NICE CXone REST API."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import httpx
+import pydantic
+import trio
+
+from etl_core import (
+    ConfigError,
+    FatalError,
+    PermanentError,
+    PluginOptions,
+    Record,
+    RecordRejected,
+    RunContext,
+    SendResult,
+    Sink,
+    ThrottledError,
+    TransientError,
+    __version__,
+    parse_rate_limit,
+    parse_retry_after,
+    register_secret,
+)
+
+from ._auth import TokenProvider
+from ._urls import KeyFormat, check_http_url, check_secure, render_path, segment_value, template_fields
+
+_SUCCESS = frozenset({200, 201, 202, 204})
+_THROTTLED = frozenset({429, 503})
+_DETAIL_LIMIT = 500
+_REASONS = {
+    400: "validation failed",
+    404: "contact not found",
+    409: "conflict",
+    422: "unprocessable entity",
+}
+# Cells starting with these are formulas to a spreadsheet.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_OPEN_ATTEMPTS = 3
+
+
+class CxoneOptions(PluginOptions):
+    """Options of the ``cxone`` sink."""
+
+    base_url: str = pydantic.Field(
+        description=(
+            "Base URL of your tenant's CXone API, e.g. https://api-na1.niceincontact.com "
+            "(may include a path prefix). Must be https:// unless the host is loopback or "
+            "allow_insecure_http is set."
+        )
+    )
+    token_url: str = pydantic.Field(
+        description="Full URL of the OAuth 2.0 token endpoint that issues client-credentials tokens."
+    )
+    client_id: str = pydantic.Field(description="OAuth client id, usually ${CXONE_CLIENT_ID}.")
+    client_secret: pydantic.SecretStr = pydantic.Field(
+        description="OAuth client secret, usually ${CXONE_CLIENT_SECRET}. Never logged."
+    )
+    scope: str = pydantic.Field(
+        default="contact:write", description="Space-separated scopes to request; empty to request none."
+    )
+    grant_type: str = pydantic.Field(default="client_credentials", description="OAuth grant_type sent to token_url.")
+    auth_method: Literal["basic", "form"] = pydantic.Field(
+        default="basic",
+        description="How the client id and secret reach token_url: an HTTP Basic header, or fields of the form body.",
+    )
+    path_template: str = pydantic.Field(
+        default="/api/v2/contacts/{contactId}",
+        description=(
+            "Path appended to base_url. {name} placeholders are record field names; each value "
+            "is validated and percent-encoded as exactly one path segment."
+        ),
+    )
+    method: Literal["PATCH", "PUT", "POST"] = pydantic.Field(
+        default="PATCH", description="HTTP method of each request."
+    )
+    key_field: str = pydantic.Field(
+        default="contactId", description="Record field that identifies the record; it must be present."
+    )
+    key_format: KeyFormat = pydantic.Field(
+        default="uuid",
+        description=(
+            "What a valid key looks like: a uuid (8-4-4-4-12 hex digits), an integer (digits "
+            "only) or any non-empty value. Records with an invalid key are rejected, never sent."
+        ),
+    )
+    body_fields: list[str] | None = pydantic.Field(
+        default=None,
+        description=(
+            "Record fields sent in the JSON body. Default: every field not used in path_template. "
+            "Empty values (null, \"\") are left out, so an update only changes what the row has."
+        ),
+    )
+    allow_insecure_http: bool = pydantic.Field(
+        default=False, description="Allow plain http:// to a non-loopback host (credentials travel unencrypted)."
+    )
+    timeout: float = pydantic.Field(
+        default=30.0, gt=0, description="Seconds to wait for a response (read, write and connection-pool waits)."
+    )
+    connect_timeout: float = pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    max_connections: int = pydantic.Field(
+        default=100, ge=1, description="Most connections kept open to the API (and reused across requests)."
+    )
+    ca_bundle: str | None = pydantic.Field(
+        default=None,
+        description="PEM file of CA certificates to trust instead of the system's (certificates are still verified).",
+    )
+    retry_after_max: float = pydantic.Field(
+        default=300.0, ge=0, description="Longest pause, in seconds, a Retry-After header may ask for."
+    )
+    missing_file: str = pydantic.Field(
+        default="missing-contacts.csv",
+        description=(
+            "CSV file (columns key,line) listing keys the API answered 404 for, relative to the "
+            "run's output directory; empty to write none."
+        ),
+    )
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @pydantic.field_validator("token_url")
+    @classmethod
+    def _check_token_url(cls, value: str) -> str:
+        check_http_url(value, allow_query=True)
+        return value
+
+    @pydantic.field_validator("path_template")
+    @classmethod
+    def _check_path_template(cls, value: str) -> str:
+        template_fields(value)
+        return value
+
+
+class CxoneSink(Sink):
+    """Update NICE CXone records (contacts by default), one HTTP request per record.
+
+    Authenticates with OAuth 2.0 client credentials, builds each URL from a validated
+    key, sends the record's non-empty fields as JSON and classifies the answer for
+    the runner: 2xx delivered; 400/404/409/422 and other 4xx refused for good (404
+    keys are also listed in ``missing_file``); 429/503 throttled with the parsed
+    Retry-After; other 5xx, timeouts and dropped connections transient. A 401 gets
+    one token refresh and one retry; a second 401 stops the run.
+
+    Args:
+        options: The validated options.
+        clock: Monotonic clock for token expiry, injectable for tests.
+    """
+
+    name = "cxone"
+    Options = CxoneOptions
+
+    def __init__(self, options: CxoneOptions, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(options)
+        self.options: CxoneOptions = options
+        self._clock = clock
+        self._path_fields = template_fields(options.path_template)
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: TokenProvider | None = None
+        self._missing: _MissingFile | None = None
+
+    def check(self) -> None:
+        """Check the URLs and the path template.
+
+        Raises:
+            ConfigError: An option cannot work; ``path`` names it.
+        """
+        options = self.options
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("base_url", lambda: check_http_url(options.base_url)),
+            ("base_url", lambda: check_secure(options.base_url, allow_insecure_http=options.allow_insecure_http)),
+            ("token_url", lambda: check_http_url(options.token_url, allow_query=True)),
+            ("token_url", lambda: check_secure(options.token_url, allow_insecure_http=options.allow_insecure_http)),
+            ("path_template", lambda: template_fields(options.path_template)),
+        ]
+        for key, check in checks:
+            try:
+                check()
+            except ValueError as exc:
+                raise ConfigError(str(exc), path=f"sink.{key}") from None
+        if options.ca_bundle is not None and not os.path.isfile(options.ca_bundle):
+            raise ConfigError(f"CA bundle {options.ca_bundle!r} is not a file", path="sink.ca_bundle")
+
+    async def open(self, context: RunContext) -> None:
+        """Open the connection pool and fetch the first token.
+
+        Bad credentials stop the run here, before any record is sent.
+
+        Raises:
+            ConfigError: The options fail :meth:`check`.
+            FatalError: No token could be obtained.
+        """
+        self.check()
+        if context.dry_run:
+            return
+        options = self.options
+        register_secret(options.client_secret.get_secret_value())
+        if options.missing_file:
+            self._missing = _MissingFile(os.path.join(context.output_dir, options.missing_file))
+        verify: ssl.SSLContext | bool = True
+        if options.ca_bundle:
+            verify = ssl.create_default_context(cafile=options.ca_bundle)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(options.timeout, connect=options.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=options.max_connections, max_keepalive_connections=options.max_connections
+            ),
+            verify=verify,
+            trust_env=True,
+            headers={"User-Agent": f"etl/{__version__}", "Accept": "application/json"},
+        )
+        self._tokens = TokenProvider(
+            self._client,
+            token_url=options.token_url,
+            client_id=options.client_id,
+            client_secret=options.client_secret,
+            scope=options.scope,
+            grant_type=options.grant_type,
+            auth_method=options.auth_method,
+            credentials_hint="check CXONE_CLIENT_ID / CXONE_CLIENT_SECRET",
+            clock=self._clock,
+        )
+        for attempt in range(1, _OPEN_ATTEMPTS + 1):
+            try:
+                await self._tokens.token()
+                return
+            except TransientError as exc:
+                if attempt == _OPEN_ATTEMPTS:
+                    raise FatalError(f"could not get a token: {exc.reason}") from None
+                await trio.sleep(0.5 * attempt)
+
+    @classmethod
+    def open_sandbox(cls) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
+        """Serve the bundled CXone sandbox on 127.0.0.1 for ``etl run --sandbox``.
+
+        Returns:
+            An async context manager yielding the option values (``base_url``,
+            ``token_url``, ``client_id``, ``client_secret``) that point the sink at it.
+        """
+        return _sandbox_overrides()
+
+    async def aclose(self) -> None:
+        """Close the connection pool and the missing-keys file."""
+        if self._missing is not None:
+            await self._missing.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def describe(self, record: Record) -> dict[str, Any]:
+        """Return the request :meth:`send` would make: ``{"method", "url", "body"}``.
+
+        Raises:
+            RecordRejected: The key is invalid or there is nothing to send.
+        """
+        url, body = self._request_parts(record)
+        return {"method": self.options.method, "url": url, "body": body}
+
+    async def send(self, record: Record) -> SendResult:
+        """Send one record and classify the answer (see the class docstring)."""
+        url, body = self._request_parts(record)
+        content = json.dumps(body, ensure_ascii=False, default=str).encode()
+        response, token = await self._authorized(url, content)
+        status = response.status_code
+        if 200 <= status < 300:
+            return SendResult(status=status, rate_limit=parse_rate_limit(response.headers))
+        headers = response.headers
+        detail = _detail(response, token)
+        if status in _THROTTLED:
+            retry_after = parse_retry_after(
+                headers.get("Retry-After"), date=headers.get("Date"), maximum=self.options.retry_after_max
+            )
+            phrase = "too many requests" if status == 429 else "service unavailable"
+            raise ThrottledError(f"HTTP {status}: {phrase}", retry_after=retry_after, status=status, detail=detail)
+        if status >= 500:
+            raise TransientError(f"HTTP {status}: server error", status=status, detail=detail)
+        if status == 404 and self._missing is not None:
+            await self._missing.add(str(record.data.get(self.options.key_field)), record.line)
+        if status == 403:
+            reason = f"HTTP 403: forbidden; check that the token's scope grants {self.options.scope or 'access'}"
+        elif status == 400:
+            reason = f"HTTP 400: {_validation_reason(response)}"
+        elif status in _REASONS:
+            reason = f"HTTP {status}: {_REASONS[status]}"
+        elif 300 <= status < 400:
+            reason = f"HTTP {status}: redirected, which is not followed; check base_url"
+        else:
+            reason = f"HTTP {status}: {response.reason_phrase.lower() or 'refused'}"
+        raise PermanentError(reason, status=status, detail=detail)
+
+    def _request_parts(self, record: Record) -> tuple[str, dict[str, Any]]:
+        options = self.options
+        # The key is validated even when the template does not use it.
+        segment_value(record.data, options.key_field, options.key_format)
+        path = render_path(
+            options.path_template, record.data, key_field=options.key_field, key_format=options.key_format
+        )
+        names = options.body_fields if options.body_fields is not None else [
+            name for name in record.data if name not in self._path_fields
+        ]
+        body = {name: record.data[name] for name in names if record.data.get(name) not in (None, "")}
+        # Identifiers alone (when body_fields lists them) would change nothing.
+        if all(name == options.key_field or name in self._path_fields for name in body):
+            raise RecordRejected("nothing to update")
+        return options.base_url + path, body
+
+    async def _authorized(self, url: str, content: bytes) -> tuple[httpx.Response, str]:
+        """Send with the current token; on 401, refresh it once and retry."""
+        if self._tokens is None:
+            raise FatalError("the cxone sink was not opened")
+        token = await self._tokens.token()
+        response = await self._request(url, content, token)
+        if response.status_code != 401:
+            return response, token
+        self._tokens.invalidate(token)
+        token = await self._tokens.token()
+        response = await self._request(url, content, token)
+        if response.status_code == 401:
+            raise FatalError(
+                "the API refused a freshly issued token (HTTP 401): "
+                "check that the API client still has access to this tenant"
+            )
+        return response, token
+
+    async def _request(self, url: str, content: bytes, token: str) -> httpx.Response:
+        assert self._client is not None
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        try:
+            return await self._client.request(self.options.method, url, content=content, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            # e.g. RemoteProtocolError when the server closes the connection mid-request.
+            raise TransientError(f"connection error ({type(exc).__name__})") from None
+
+
+class _MissingFile:
+    """Append-only CSV of keys the API does not know, opened on first use."""
+
+    def __init__(self, path: str) -> None:
+        self._path = trio.Path(path)
+        self._file: Any = None  # trio's async wrapper of a text file
+        self._lock = trio.Lock()
+
+    async def add(self, key: str, line: int) -> None:
+        async with self._lock:
+            if self._file is None:
+                await self._path.parent.mkdir(parents=True, exist_ok=True)
+                is_new = not await self._path.exists() or (await self._path.stat()).st_size == 0
+                self._file = await self._path.open("a", encoding="utf-8", newline="")
+                if is_new:
+                    await self._file.write(_csv_row("key", "line"))
+            await self._file.write(_csv_row(_cell(key), str(line)))
+            # Flushed per row so the list is complete even if the run is killed.
+            await self._file.flush()
+
+    async def aclose(self) -> None:
+        if self._file is not None:
+            await self._file.aclose()
+
+
+def _csv_row(*cells: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(cells)
+    return buffer.getvalue()
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
+
+
+def _detail(response: httpx.Response, token: str) -> str | None:
+    text = response.text.strip()
+    if not text:
+        return None
+    # Defence in depth: never let an echoed token reach the rejects file.
+    return text.replace(token, "[redacted]")[:_DETAIL_LIMIT]
+
+
+def _validation_reason(response: httpx.Response) -> str:
+    """``validation failed`` plus the names of the rejected fields, when the body lists them."""
+    try:
+        fields = response.json().get("fields")
+    except (ValueError, AttributeError):
+        fields = None
+    if isinstance(fields, dict) and fields:
+        names = sorted(str(name) for name in fields)
+        return f"validation failed: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else "")
+    return _REASONS[400]
+
+
+@contextlib.asynccontextmanager
+async def _sandbox_overrides() -> AsyncIterator[dict[str, Any]]:
+    # Imported here: the server is only needed for --sandbox runs.
+    from .sandbox import SandboxSettings, open_sandbox
+
+    settings = SandboxSettings()
+    async with open_sandbox(settings) as sandbox:
+        yield {
+            "base_url": sandbox.url,
+            "token_url": sandbox.url + "/oauth/token",
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+        }

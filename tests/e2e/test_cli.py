@@ -1,0 +1,240 @@
+"""The real `etl` command in a subprocess, on generated CSV files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ETL, run_etl
+
+PIPELINE = """
+pipeline: e2e
+key: contactId
+source:
+  type: csv
+  path: {csv}
+transforms:
+  - type: map
+    fields:
+      contactId: {{from: id, normalize: [strip]}}
+      email: {{from: email, normalize: [strip, lower]}}
+      name: {{from: name, normalize: [strip]}}
+    drop_empty: true
+  - type: validate
+    fields:
+      contactId: [required, uuid]
+      email: [email]
+sink:
+  type: {sink}
+  {sink_options}
+run:
+  workers: 4
+output:
+  dir: {out}
+"""
+
+
+def write_csv(path: Path, rows: int, *, bad_email_every: int = 0) -> list[dict[str, str]]:
+    written = []
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "email", "name"])
+        for i in range(rows):
+            email = f"User{i}@Example.com" if not bad_email_every or i % bad_email_every else f"user{i}-at-example"
+            row = [str(uuid.UUID(int=i + 1)), email, f" Name {i} "]
+            writer.writerow(row)
+            written.append(dict(zip(["id", "email", "name"], row)))
+    return written
+
+
+def config(tmp_path: Path, csv_path: Path, *, sink: str = "jsonl", extra: str = "") -> Path:
+    sink_options = f"path: {tmp_path / 'out' / 'records.jsonl'}" if sink == "jsonl" else ""
+    text = PIPELINE.format(csv=csv_path, sink=sink, sink_options=sink_options, out=tmp_path / "out") + extra
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text.lstrip(), encoding="utf-8")
+    return path
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_version(tmp_path):
+    out = run_etl("--version", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("etl ")
+
+
+def test_csv_to_jsonl_end_to_end(tmp_path):
+    rows = write_csv(tmp_path / "in.csv", 500, bad_email_every=50)
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # 10 invalid emails
+    assert "Traceback" not in result.stderr + result.stdout
+    written = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert len(written) == 490
+    by_id = {r["contactId"]: r for r in written}
+    assert by_id[rows[1]["id"]] == {"contactId": rows[1]["id"], "email": "user1@example.com", "name": "Name 1"}
+    with open(tmp_path / "out" / "rejects.csv", newline="") as f:
+        rejects = list(csv.DictReader(f))
+    assert len(rejects) == 10
+    assert rejects[0]["_line"] == "2" and rejects[0]["_stage"] == "transform" and rejects[0]["_plugin"] == "validate"
+    assert "email" in rejects[0]["_reason"] and rejects[0]["email"] == "user0-at-example"
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["records"] == {"read": 500, "ok": 490, "rejected": 10, "failed": 0, "not_processed": 0}
+    assert report["exit_code"] == 1
+
+
+def test_json_logs_have_the_standard_fields(tmp_path):
+    write_csv(tmp_path / "in.csv", 20)
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    events = json_lines(result.stdout)
+    assert events, "no log lines"
+    run_ids = {e["run_id"] for e in events}
+    assert len(run_ids) == 1
+    for event in events:
+        assert {"timestamp", "level", "event", "run_id", "pipeline"} <= event.keys()
+        assert event["timestamp"].endswith("Z") and "T" in event["timestamp"]
+        assert event["pipeline"] == "e2e"
+    summary = events[-1]
+    assert summary["event"] == "run_finished"
+    assert summary["records_ok"] == 20 and summary["exit_code"] == 0
+
+
+def test_workers_override_and_log_level(tmp_path):
+    write_csv(tmp_path / "in.csv", 5)
+    path = config(tmp_path, tmp_path / "in.csv")
+    result = run_etl("run", str(path), "--workers", "3", "--log-format", "json", "--log-level", "debug", cwd=tmp_path)
+    started = next(e for e in json_lines(result.stdout) if e["event"] == "run_started")
+    assert started["workers"] == 3
+    quiet = run_etl("run", str(path), "--log-format", "json", "--log-level", "warning", cwd=tmp_path)
+    assert quiet.stdout.strip() == ""
+
+
+def test_dry_run_sends_nothing(tmp_path):
+    write_csv(tmp_path / "in.csv", 30, bad_email_every=10)
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), "--dry-run", "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 1
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+    events = json_lines(result.stdout)
+    assert sum(e["event"] == "dry_run_request" for e in events) == 5  # the first few are shown
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dry_run"] is True and report["records"]["rejected"] == 3
+
+
+def test_validate_reads_nothing(tmp_path):
+    write_csv(tmp_path / "in.csv", 3)
+    result = run_etl("validate", str(config(tmp_path, tmp_path / "in.csv")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda t: t.replace("workers: 4", "workers: [4"), ":1?\\d*: invalid YAML"),
+        (lambda t: t.replace("workers: 4", "workerz: 4"), "run.workerz: unknown key"),
+        (lambda t: t.replace("workers: 4", "workers: lots"), "run.workers: input should be a valid integer"),
+        (lambda t: t.replace("type: jsonl", "type: kafka"), "sink.type: unknown sink type 'kafka'"),
+        (lambda t: t.replace("normalize: [strip]}", "normalize: [strip, shout]}", 1), "transforms[0].fields.contactId"),
+        (lambda t: t.replace("drop_empty: true", "drop_empty: ${DROP_EMPTY}"), "DROP_EMPTY is not set"),
+        (lambda t: t.replace("  path: ", "  paht: ", 1), "source.paht: unknown key"),
+    ],
+    ids=["bad-yaml", "unknown-key", "wrong-type", "unknown-plugin", "bad-normaliser", "unset-variable", "typo-in-plugin"],
+)
+def test_config_errors_exit_2_with_key_and_line(tmp_path, mutate, expected):
+    import re
+
+    write_csv(tmp_path / "in.csv", 3)
+    path = config(tmp_path, tmp_path / "in.csv")
+    path.write_text(mutate(path.read_text()))
+    for command in ("validate", "run"):
+        result = run_etl(command, str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"etl: error: {path}:")
+        assert re.search(re.escape(expected) if not expected.startswith(":") else expected, result.stderr), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists(), "nothing may be read or written on a config error"
+
+
+def test_missing_input_file_is_a_config_error(tmp_path):
+    result = run_etl("run", str(config(tmp_path, tmp_path / "missing.csv")), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "source.path" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "line"),
+    [
+        (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co,x,EXTRA\n", "expected 3 fields", "2"),
+        (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co\n", "expected 3 fields", "2"),
+        (b'id,email,name\n"00000000-0000-0000-0000-000000000001","a@b.co","multi\nline"\n00000000-0000-0000-0000-00000000000X,a@b.co,y\n', "UUID", "4"),
+        (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co,\xff\xfe\n", "utf-8", "2"),
+    ],
+    ids=["too-many-fields", "too-few-fields", "quoted-newline-keeps-line-numbers", "undecodable"],
+)
+def test_malformed_csv_rows_are_rejected_not_fatal(tmp_path, content, reason, line):
+    (tmp_path / "in.csv").write_bytes(content)
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    with open(tmp_path / "out" / "rejects.csv", newline="", encoding="utf-8") as f:
+        (row,) = list(csv.DictReader(f))
+    assert reason in row["_reason"] and row["_line"] == line
+
+
+def test_bom_and_crlf(tmp_path):
+    (tmp_path / "in.csv").write_bytes(
+        b"\xef\xbb\xbfid,email,name\r\n00000000-0000-0000-0000-000000000001,A@B.co,x\r\n"
+    )
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
+    assert record == {"contactId": "00000000-0000-0000-0000-000000000001", "email": "a@b.co", "name": "x"}
+
+
+def test_plugins_lists_builtins(tmp_path):
+    result = run_etl("plugins", "--json", cwd=tmp_path)
+    assert result.returncode == 0
+    kinds = {(row["kind"], row["name"]) for row in json.loads(result.stdout)}
+    assert {("source", "csv"), ("transform", "map"), ("transform", "validate"), ("sink", "jsonl"), ("sink", "null"), ("sink", "cxone")} <= kinds
+    table = run_etl("plugins", cwd=tmp_path)
+    assert "KIND" in table.stdout and "csv" in table.stdout
+
+
+def test_schema_covers_plugins(tmp_path):
+    result = run_etl("schema", cwd=tmp_path)
+    schema = json.loads(result.stdout)
+    sinks = {choice["properties"]["type"]["const"] for choice in schema["properties"]["sink"]["oneOf"]}
+    assert {"jsonl", "null", "cxone"} <= sinks
+
+
+def _peak_rss_mb(tmp_path: Path, rows: int) -> float:
+    csv_path = tmp_path / f"in-{rows}.csv"
+    with open(csv_path, "w", encoding="utf-8") as f:
+        f.write("id,email,name\n")
+        f.writelines(f"{uuid.UUID(int=i + 1)},user{i}@example.com,Name {i}\n" for i in range(rows))
+    path = config(tmp_path, csv_path, sink="null")
+    code = (
+        "import resource, subprocess, sys;"
+        f"r = subprocess.run({[*ETL, 'run', str(path), '--log-level', 'warning']!r}, capture_output=True);"
+        "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    returncode, rss_kb = out.stdout.split()
+    assert returncode == "0", out.stderr
+    return int(rss_kb) / 1024
+
+
+def test_memory_stays_flat_as_input_grows(tmp_path):
+    small = _peak_rss_mb(tmp_path, 20_000)
+    large = _peak_rss_mb(tmp_path, 200_000)
+    assert large < 150
+    assert large <= small * 1.15, (small, large)
