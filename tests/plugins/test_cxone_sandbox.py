@@ -19,8 +19,6 @@ import trio
 from etl_cxone import sample_data
 from etl_cxone.sandbox import (
 
-#: The sample file shipped at the project root and used by configs/cxone-contacts.yaml.
-BUNDLED_CSV = Path(__file__).parents[2] / "data" / "contacts.csv"
     NAMESPACE,
     Sandbox,
     SandboxSettings,
@@ -30,6 +28,9 @@ BUNDLED_CSV = Path(__file__).parents[2] / "data" / "contacts.csv"
     run_sandbox_in_thread,
     settings_from_args,
 )
+
+#: The sample file shipped at the project root and used by configs/cxone-contacts.yaml.
+BUNDLED_CSV = Path(__file__).parents[2] / "data" / "contacts.csv"
 
 CID = contact_id(7)
 IMF_FIXDATE = re.compile(
