@@ -245,7 +245,9 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        error = exc.errors(include_input=False, include_url=False)[0]
+        errors = exc.errors(include_input=False, include_url=False)
+        # A misspelt key explains the "missing" error of the key it was meant to be.
+        error = min(errors, key=lambda e: e["type"] != "extra_forbidden")
         loc = prefix + tuple(error["loc"])
         message = _message(error, len(exc.errors()))
         raise ConfigError(message, path=_dotted(loc) or None, line=_line(lines, loc), source=source) from None

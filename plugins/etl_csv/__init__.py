@@ -1,1 +1,215 @@
-"""placeholder"""
+"""CSV source: streams the rows of a delimited text file as records.
+
+A row that cannot be read (wrong number of fields, undecodable bytes, a field or
+line over its limit, malformed quoting) becomes a rejected record with its line
+number and a reason; reading always continues with the next row.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterator
+from typing import Self
+
+from pydantic import Field, field_validator, model_validator
+
+from etl_core import ConfigError, PluginOptions, Record, Source, hookimpl
+
+from ._reader import CsvReader
+
+__all__ = ["CsvSource"]
+
+
+class CsvSource(Source):
+    """Read records from a CSV file, streaming it (memory use does not grow with the file).
+
+    Each record's ``data`` maps the column names to the row's values (all strings);
+    ``line`` is the 1-based physical line where the row starts (the header is line 1),
+    correct after quoted fields containing line breaks; ``raw`` is the same mapping,
+    which transforms must not modify in place. Line breaks may be ``\\n``, ``\\r\\n``
+    or ``\\r``.
+
+    Rejected rows are yielded with ``data={}`` and ``error`` set, ``raw`` holding
+    what could be read (fields beyond the header under ``_extra_1``, ``_extra_2``...;
+    nothing when the row could not be parsed or was too long to keep):
+
+    * a row with more or fewer fields than the header;
+    * a row with bytes that are not valid in ``encoding`` (the text is kept with
+      U+FFFD replacement characters) or with a NUL character;
+    * a field longer than ``max_field_size`` or a record longer than ``max_line_length``;
+    * malformed quoting: text after a closing quote, or a quote left open at the end
+      of the file;
+    * an empty line, when ``skip_blank_lines`` is false and the file has several columns.
+
+    After a record abandoned for its length, reading resumes on the next line, so the
+    rest of a runaway quoted field is read as rows (usually rejected as ragged).
+
+    The whole run stops with :class:`~etl_core.FatalError` only when the file cannot be
+    opened or read, when its header is empty or has an empty or duplicate column name,
+    or, for encodings that are not ASCII-compatible, when the text cannot be decoded.
+    """
+
+    name = "csv"
+
+    class Options(PluginOptions):
+        """Options of the csv source."""
+
+        path: str = Field(min_length=1, description="Path of the CSV file to read.")
+        delimiter: str = Field(
+            ",",
+            min_length=1,
+            max_length=1,
+            description="The character separating fields, e.g. ',', ';', '|' or a tab.",
+        )
+        quotechar: str = Field(
+            '"',
+            min_length=1,
+            max_length=1,
+            description=(
+                "The character quoting fields that contain the delimiter, quotes or line breaks; "
+                "inside a quoted field it is written twice."
+            ),
+        )
+        encoding: str = Field(
+            "utf-8",
+            description=(
+                "Text encoding of the file (a Python codec name: utf-8, latin-1, cp1252, utf-16...). "
+                "A UTF-8 byte-order mark is always skipped. With an encoding that keeps ASCII bytes as "
+                "they are (utf-8, latin-1, cp1252...), undecodable bytes reject only their row; with "
+                "others (utf-16, utf-32...) the file is decoded as a whole and undecodable bytes stop "
+                "the run with an error naming the line."
+            ),
+        )
+        header: bool = Field(
+            True,
+            description=(
+                "Whether the first non-blank line holds the column names. It must name every column, "
+                "with no empty or duplicate name, unless 'columns' renames them."
+            ),
+        )
+        columns: list[str] | None = Field(
+            None,
+            description=(
+                "Column names. Required when 'header' is false. When 'header' is true, these names "
+                "replace the header's (which must have the same number of columns), e.g. to fix "
+                "awkward or duplicate names in an export."
+            ),
+        )
+        max_field_size: int = Field(
+            1_048_576,
+            ge=1,
+            description="Most characters allowed in one field; a row with a longer field is rejected.",
+        )
+        max_line_length: int = Field(
+            8 * 1_048_576,
+            ge=1,
+            description=(
+                "Most characters allowed in one record, line breaks inside quoted fields included; "
+                "a longer record is rejected without being held in memory, and reading resumes "
+                "on the next line."
+            ),
+        )
+        skip_blank_lines: bool = Field(
+            True,
+            description=(
+                "Skip empty lines. When false, an empty line is a rejected row (or, in a one-column "
+                "file, a row with an empty value)."
+            ),
+        )
+
+        @field_validator("delimiter", "quotechar")
+        @classmethod
+        def _usable_character(cls, value: str) -> str:
+            if value in ("\r", "\n", "\0"):
+                raise ValueError("must not be a line break or NUL")
+            return value
+
+        @field_validator("encoding")
+        @classmethod
+        def _known_encoding(cls, value: str) -> str:
+            try:
+                codecs.lookup(value)
+                "".encode(value)
+            except LookupError:
+                raise ValueError(f"unknown text encoding {value!r}") from None
+            return value
+
+        @field_validator("columns")
+        @classmethod
+        def _valid_columns(cls, value: list[str] | None) -> list[str] | None:
+            if value is None:
+                return None
+            if not value:
+                raise ValueError("must list at least one column name")
+            seen: set[str] = set()
+            for name in value:
+                if not name.strip():
+                    raise ValueError("column names must not be empty")
+                if name in seen:
+                    raise ValueError(f"duplicate column name {name!r}")
+                seen.add(name)
+            return value
+
+        @model_validator(mode="after")
+        def _consistent(self) -> Self:
+            if self.delimiter == self.quotechar:
+                raise ValueError("delimiter and quotechar must differ")
+            if not self.header and self.columns is None:
+                raise ValueError("columns is required when header is false")
+            return self
+
+    options: Options
+
+    def __init__(self, options: Options) -> None:
+        super().__init__(options)
+        self._reader: CsvReader | None = None
+
+    def check(self) -> None:
+        """Check that the file can be opened for reading.
+
+        Raises:
+            ConfigError: The file is missing, unreadable or a directory (``source.path``).
+        """
+        path = self.options.path
+        try:
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            raise ConfigError(f"file not found: {path}", path="source.path") from None
+        except IsADirectoryError:
+            raise ConfigError(f"is a directory, not a file: {path}", path="source.path") from None
+        except PermissionError:
+            raise ConfigError(f"permission denied: {path}", path="source.path") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot open {path}: {exc.strerror or exc}", path="source.path") from None
+
+    def read(self) -> Iterator[Record]:
+        """Yield the file's records in order (see the class docstring).
+
+        Raises:
+            FatalError: The file cannot be opened or read, or its header is unusable.
+        """
+        opts = self.options
+        self._reader = CsvReader(
+            opts.path,
+            delimiter=opts.delimiter,
+            quotechar=opts.quotechar,
+            encoding=opts.encoding,
+            header=opts.header,
+            columns=opts.columns,
+            max_field_size=opts.max_field_size,
+            max_line_length=opts.max_line_length,
+            skip_blank_lines=opts.skip_blank_lines,
+        )
+        return self._reader.records()
+
+    def progress(self) -> tuple[int, int | None]:
+        """Return (bytes read so far, file size); the size is None until reading starts."""
+        if self._reader is None:
+            return (0, None)
+        return self._reader.progress()
+
+
+@hookimpl
+def register_sources() -> list[type[Source]]:
+    return [CsvSource]

@@ -30,9 +30,9 @@ def test_unknown_core_key_names_path_and_line(write_config, registry):
         load_config(str(path), registry)
     err = info.value
     assert err.path == "run.workerz"
-    assert err.line == 10
+    assert err.line == 9
     assert "unknown key" in str(err)
-    assert str(err).startswith(f"{path}:10: run.workerz:")
+    assert str(err).startswith(f"{path}:9: run.workerz:")
 
 
 def test_unknown_plugin_option_names_path_and_line(write_config, registry):
@@ -48,7 +48,7 @@ def test_wrong_type(write_config, registry):
     with pytest.raises(ConfigError) as info:
         load_config(str(path), registry)
     assert info.value.path == "run.workers"
-    assert info.value.line == 10
+    assert info.value.line == 9
     assert "integer" in info.value.message
 
 
@@ -68,7 +68,7 @@ def test_unknown_plugin_lists_installed(write_config, registry):
     assert info.value.path == "sink.type"
     assert info.value.line == 6
     assert "unknown sink type 'kafka'" in str(info.value)
-    assert "jsonl" in str(info.value) and "null" in str(info.value)
+    assert "jsonl" in str(info.value) and "discard" in str(info.value)
 
 
 def test_not_a_mapping(write_config, registry):

@@ -45,7 +45,7 @@ class MyPlugin:
 
 def test_builtins_registered(registry):
     names = {(info.kind, info.name) for info in registry.infos()}
-    assert {("sink", "jsonl"), ("sink", "null")} <= names
+    assert {("sink", "jsonl"), ("sink", "discard")} <= names
     for module in DEFAULT_PLUGINS:
         assert module in {info.provider for info in registry.infos()} or module in ("etl_csv", "etl_transform", "etl_cxone")
 
@@ -74,14 +74,14 @@ def test_name_clash_names_both_plugins():
         @hookimpl
         def register_sinks(self):
             class OtherNull(Sink):
-                name = "null"
+                name = "discard"
 
             return [OtherNull]
 
     with pytest.raises(PluginError) as info:
         Registry(make_plugin_manager(extra_plugins=(Clash(),)))
     message = str(info.value)
-    assert "'null' is claimed twice" in message
+    assert "'discard' is claimed twice" in message
     assert "etl_files" in message and "OtherNull" in message
 
 

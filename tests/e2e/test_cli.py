@@ -204,7 +204,7 @@ def test_plugins_lists_builtins(tmp_path):
     result = run_etl("plugins", "--json", cwd=tmp_path)
     assert result.returncode == 0
     kinds = {(row["kind"], row["name"]) for row in json.loads(result.stdout)}
-    assert {("source", "csv"), ("transform", "map"), ("transform", "validate"), ("sink", "jsonl"), ("sink", "null"), ("sink", "cxone")} <= kinds
+    assert {("source", "csv"), ("transform", "map"), ("transform", "validate"), ("sink", "jsonl"), ("sink", "discard"), ("sink", "cxone")} <= kinds
     table = run_etl("plugins", cwd=tmp_path)
     assert "KIND" in table.stdout and "csv" in table.stdout
 
@@ -213,7 +213,7 @@ def test_schema_covers_plugins(tmp_path):
     result = run_etl("schema", cwd=tmp_path)
     schema = json.loads(result.stdout)
     sinks = {choice["properties"]["type"]["const"] for choice in schema["properties"]["sink"]["oneOf"]}
-    assert {"jsonl", "null", "cxone"} <= sinks
+    assert {"jsonl", "discard", "cxone"} <= sinks
 
 
 def _peak_rss_mb(tmp_path: Path, rows: int) -> float:
@@ -221,7 +221,7 @@ def _peak_rss_mb(tmp_path: Path, rows: int) -> float:
     with open(csv_path, "w", encoding="utf-8") as f:
         f.write("id,email,name\n")
         f.writelines(f"{uuid.UUID(int=i + 1)},user{i}@example.com,Name {i}\n" for i in range(rows))
-    path = config(tmp_path, csv_path, sink="null")
+    path = config(tmp_path, csv_path, sink="discard")
     code = (
         "import resource, subprocess, sys;"
         f"r = subprocess.run({[*ETL, 'run', str(path), '--log-level', 'warning']!r}, capture_output=True);"
