@@ -58,6 +58,21 @@ class RunSettings(_Model):
     batch_size: Annotated[int, pydantic.Field(ge=1, le=100_000, description="Records handed from the reader to the workers at once.")] = 200
     queue_batches: Annotated[int, pydantic.Field(ge=1, le=10_000, description="Batches buffered between reader and workers (backpressure).")] = 8
     drain_timeout: Annotated[float, pydantic.Field(ge=0, description="Seconds in-flight sends may take to finish after Ctrl-C/SIGTERM.")] = 30.0
+    duplicate_keys: Literal["last", "reject"] = pydantic.Field(
+        "last",
+        description="A key seen again in the same input: `last` sends it too, after the earlier one (the last one wins); "
+        "`reject` rejects it (the first one wins).",
+    )
+    max_failure_rate: float | None = pydantic.Field(
+        None,
+        gt=0,
+        le=1,
+        description="Stop the run when more than this share of records is rejected or fails "
+        "(checked once min_records_for_failure_rate have an outcome): a sign of a wrong mapping or credentials.",
+    )
+    min_records_for_failure_rate: Annotated[
+        int, pydantic.Field(ge=1, description="Records with an outcome before max_failure_rate is checked.")
+    ] = 1000
     retry: RetrySettings = RetrySettings()
     rate: RateSettings = RateSettings()
 
@@ -68,6 +83,17 @@ class OutputSettings(_Model):
     dir: str = pydantic.Field("out", description="Directory for the report, rejects and other run files.")
     rejects: str = pydantic.Field("rejects.csv", description="Rejects file (CSV), relative to dir.")
     report: str = pydantic.Field("report.json", description="Run report (JSON), relative to dir.")
+    success: str = pydantic.Field("", description="Optional success file (CSV: key, line, status), relative to dir; off when empty.")
+
+
+class StateSettings(_Model):
+    """The checkpoint store that makes reruns resume (needs `key`)."""
+
+    enabled: bool = pydantic.Field(True, description="Record each record's outcome; skip records already done on a rerun.")
+    path: str = pydantic.Field("state.db", description="SQLite file, relative to output.dir.")
+    resend_permanent_failures: bool = pydantic.Field(
+        False, description="On a rerun, send again records refused for good (400, 404) even if unchanged (also --retry-rejected)."
+    )
 
 
 class LoggingSettings(_Model):
@@ -96,6 +122,7 @@ class PipelineModel(_Model):
     sink: PluginSection
     run: RunSettings = RunSettings()
     output: OutputSettings = OutputSettings()
+    state: StateSettings = StateSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -14,6 +14,7 @@ import datetime
 import itertools
 import os
 import signal
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,12 +23,13 @@ import pluggy
 import structlog
 import trio
 
-from ._errors import FatalError, RecordError, RecordRejected, ThrottledError, TransientError
+from ._errors import ConfigError, FatalError, RecordError, RecordRejected, ThrottledError, TransientError
 from ._plugin import PluginOptions, Record, RunContext, Sink, Transform
 from .config import PipelineConfig
 from .logging import get_logger
-from .report import RejectsWriter, RunCounters, write_report
+from .report import RejectsWriter, RunCounters, SuccessWriter, write_report
 from .retry import AdaptiveRateLimiter, RetryBudget, SharedPause, backoff_delay
+from .state import FAILED, OK, Outcome, PreviousOutcome, SeenKeys, StateStore, content_hash
 
 #: Exit codes, as documented in docs/exit-codes.md.
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -69,6 +71,8 @@ async def run_pipeline(
     workers: int | None = None,
     sink_options: PluginOptions | None = None,
     handle_signals: bool = True,
+    fresh: bool = False,
+    retry_rejected: bool = False,
 ) -> RunResult:
     """Run a validated pipeline to the end.
 
@@ -77,8 +81,10 @@ async def run_pipeline(
         pm: The plugin manager (for the run-lifecycle hooks).
         dry_run: Read, transform and validate, describe the requests, send nothing.
         workers: Override ``run.workers``.
-        sink_options: Replace the sink's options (``--sandbox`` points them at a local server).
+        sink_options: Replace the sink's options.
         handle_signals: Stop gracefully on SIGINT/SIGTERM (only possible in the main thread).
+        fresh: Forget the checkpoints of earlier runs (``--fresh``).
+        retry_rejected: Send again records an earlier run saw refused for good (``--retry-rejected``).
 
     Returns:
         The exit code and the run report.
@@ -86,7 +92,9 @@ async def run_pipeline(
     Raises:
         ConfigError: A plugin's ``check()`` found a problem (nothing was read or sent).
     """
-    runner = _Runner(config, pm, dry_run=dry_run, workers=workers, sink_options=sink_options)
+    runner = _Runner(
+        config, pm, dry_run=dry_run, workers=workers, sink_options=sink_options, fresh=fresh, retry_rejected=retry_rejected
+    )
     return await runner.run(handle_signals=handle_signals)
 
 
@@ -107,6 +115,8 @@ class _Runner:
         dry_run: bool,
         workers: int | None,
         sink_options: PluginOptions | None,
+        fresh: bool = False,
+        retry_rejected: bool = False,
     ) -> None:
         model = config.model
         self.config = config
@@ -119,6 +129,13 @@ class _Runner:
         self.output_dir = os.path.abspath(model.output.dir)
         self.report_path = os.path.join(self.output_dir, model.output.report)
         self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects))
+        self.successes = SuccessWriter(os.path.join(self.output_dir, model.output.success)) if model.output.success else None
+        self.fresh = fresh
+        self.resend_permanent = retry_rejected or model.state.resend_permanent_failures
+        self.state_path = os.path.join(self.output_dir, model.state.path)
+        self.state: StateStore | None = None
+        self.seen: SeenKeys | None = None
+        self._in_flight: dict[str, trio.Event] = {}
 
         source_cls, source_options = config.source
         self.source = source_cls(source_options)
@@ -142,6 +159,7 @@ class _Runner:
         self._reader_scope = trio.CancelScope()
         self._hook_record_done = bool(pm.hook.record_done.get_hookimpls())
         self._dry_run_shown = 0
+        self._stop_reason: str | None = None
 
     # -- the run -------------------------------------------------------------------
 
@@ -163,6 +181,7 @@ class _Runner:
         )
         self.pm.hook.run_started(run_id=self.run_id, pipeline=self.config.model.pipeline, config=self.config.masked())
         aborted: str | None = None
+        self._open_state()
         try:
             if not self.dry_run:
                 structlog.contextvars.bind_contextvars(stage="sink")
@@ -180,9 +199,37 @@ class _Runner:
         finally:
             with trio.CancelScope(shield=True):
                 await self.sink.aclose()
-            self.rejects.close()
+                await trio.to_thread.run_sync(self._close_files)
             structlog.contextvars.unbind_contextvars("stage")
-        return self._finish(started_at, aborted)
+        return self._finish(started_at, aborted or self._stop_reason)
+
+    def _open_state(self) -> None:
+        if self.key_field is not None:
+            self.seen = SeenKeys()
+        if self.key_field is None or not self.config.model.state.enabled:
+            return
+        if self.dry_run and not os.path.exists(self.state_path):
+            return  # a dry run reads earlier checkpoints but never creates them
+        try:
+            self.state = StateStore(self.state_path, self.config.model.pipeline, self.run_id)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot use the state file {self.state_path}: {exc}", path="state.path") from None
+        if self.fresh and not self.dry_run:
+            forgotten = self.state.forget()
+            self.log.info("state_reset", records=forgotten, path=self.state_path)
+        elif self.state.has_history:
+            self.log.info("resuming", path=self.state_path)
+        if not self.dry_run:
+            self.state.start()
+
+    def _close_files(self) -> None:
+        self.rejects.close()
+        if self.successes is not None:
+            self.successes.close()
+        if self.seen is not None:
+            self.seen.close()
+        if self.state is not None:
+            self.state.close()
 
     async def _pump(self) -> None:
         self._records = iter(self.source.read())
@@ -201,10 +248,12 @@ class _Runner:
         async with send:
             with self._reader_scope:
                 while True:
-                    batch, rejections, read = await trio.to_thread.run_sync(self._next_batch)
+                    batch, rejections, skipped, read = await trio.to_thread.run_sync(self._next_batch)
                     self.counters.read += read
                     for rejection in rejections:
                         self._reject(rejection)
+                    for record in skipped:
+                        self._skip(record)
                     if not read:
                         return
                     if batch:
@@ -213,8 +262,8 @@ class _Runner:
                         except trio.BrokenResourceError:
                             return  # the workers stopped (fatal error or shutdown)
 
-    def _next_batch(self) -> tuple[list[Record], list[_Rejection], int]:
-        """Read and transform one batch (runs in a worker thread)."""
+    def _next_batch(self) -> tuple[list[Record], list[_Rejection], list[Record], int]:
+        """Read, transform and check one batch against the state (runs in a worker thread)."""
         assert self._records is not None
         batch: list[Record] = []
         rejections: list[_Rejection] = []
@@ -243,7 +292,41 @@ class _Runner:
                     value = data.get(key_field)
                     record.key = None if value is None else str(value)
                 batch.append(record)
-        return batch, rejections, read
+        if self.seen is None:
+            return batch, rejections, [], read
+        return (*self._dedupe_and_resume(batch, rejections), read)
+
+    def _dedupe_and_resume(
+        self, batch: list[Record], rejections: list[_Rejection]
+    ) -> tuple[list[Record], list[_Rejection], list[Record]]:
+        assert self.seen is not None
+        keyed = [(record.key, record.line) for record in batch if record.key is not None]
+        duplicates = self.seen.add(keyed) if keyed else {}
+        previous = self.state.lookup([key for key, _ in keyed]) if self.state is not None else {}
+        to_send: list[Record] = []
+        skipped: list[Record] = []
+        reject_duplicates = self.settings.duplicate_keys == "reject"
+        for record in batch:
+            first_line = duplicates.get(record.line)
+            if first_line is not None:
+                if reject_duplicates:
+                    reason = f"duplicate key {self.key_field}: first seen at line {first_line}"
+                    rejections.append(_Rejection(record, "pipeline", "duplicate_keys", reason))
+                    continue
+                # The last one wins: send it (after the earlier one), whatever the state says.
+                to_send.append(record)
+                continue
+            before = previous.get(record.key) if record.key is not None else None
+            if before is not None and self._already_done(before, record):
+                skipped.append(record)
+            else:
+                to_send.append(record)
+        return to_send, rejections, skipped
+
+    def _already_done(self, before: PreviousOutcome, record: Record) -> bool:
+        if before.outcome == OK or (before.outcome == FAILED and not before.retryable and not self.resend_permanent):
+            return before.hash == content_hash(record.data)
+        return False
 
     # -- sending -------------------------------------------------------------------
 
@@ -296,6 +379,22 @@ class _Runner:
         self._succeed(record, status=None, attempts=0)
 
     async def _deliver(self, record: Record) -> None:
+        key = record.key
+        if key is None:
+            await self._send_with_retries(record)
+            return
+        # Two records with one key are sent one after the other, in input order, so the
+        # last one read is the last one applied.
+        while (earlier := self._in_flight.get(key)) is not None:
+            await earlier.wait()
+        done = self._in_flight[key] = trio.Event()
+        try:
+            await self._send_with_retries(record)
+        finally:
+            del self._in_flight[key]
+            done.set()
+
+    async def _send_with_retries(self, record: Record) -> None:
         assert self.limiter is not None
         retry = self.settings.retry
         attempts = 0
@@ -389,12 +488,19 @@ class _Runner:
 
     def _succeed(self, record: Record, status: int | None, attempts: int) -> None:
         self.counters.ok += 1
+        if not self.dry_run:
+            self._checkpoint(record, OK, status, attempts, retryable=False, error=None)
+            if self.successes is not None:
+                self.successes.write(key=record.key, line=record.line, status=status, attempts=attempts)
         if self._hook_record_done:
             outcome = "dry_run" if self.dry_run else "ok"
             self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome=outcome, status=status, attempts=attempts)
+        self._check_failure_rate()
 
     def _fail(self, record: Record, exc: RecordError, attempts: int) -> None:
         self.counters.failed += 1
+        if not self.dry_run:
+            self._checkpoint(record, FAILED, exc.status, attempts, retryable=exc.retryable, error=exc.reason)
         self.rejects.write(
             line=record.line,
             key=record.key,
@@ -412,6 +518,38 @@ class _Runner:
         )
         if self._hook_record_done:
             self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="failed", status=exc.status, attempts=attempts)
+        self._check_failure_rate()
+
+    def _checkpoint(self, record: Record, outcome: str, status: int | None, attempts: int, *, retryable: bool, error: str | None) -> None:
+        if self.state is not None and record.key is not None:
+            self.state.record(
+                Outcome(record.key, content_hash(record.data), outcome, retryable, status, attempts, error, record.line)
+            )
+
+    def _skip(self, record: Record) -> None:
+        self.counters.skipped += 1
+        if self._hook_record_done:
+            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="skipped", status=None, attempts=0)
+
+    def _check_failure_rate(self) -> None:
+        limit = self.settings.max_failure_rate
+        counters = self.counters
+        if limit is None or self._stopping or counters.done < self.settings.min_records_for_failure_rate:
+            return
+        share = (counters.failed + counters.rejected) / counters.done
+        if share > limit:
+            self._stop_reason = (
+                f"{share:.0%} of the first {counters.done} records were rejected or failed "
+                f"(run.max_failure_rate is {limit:.0%}): check the mapping and the credentials"
+            )
+            self.log.error("failure_rate_exceeded", share=round(share, 4), records=counters.done, max_failure_rate=limit)
+            self._stop_gracefully()
+
+    def _stop_gracefully(self) -> None:
+        """Stop reading; let in-flight sends finish within the drain deadline."""
+        self._stopping = True
+        self._reader_scope.cancel()
+        self._workers_scope.deadline = trio.current_time() + self.settings.drain_timeout
 
     def _reject(self, rejection: _Rejection) -> None:
         record = rejection.record
@@ -422,6 +560,7 @@ class _Runner:
         self.log.info("record_rejected", line=record.line, stage=rejection.stage, plugin=rejection.plugin, reason=rejection.reason)
         if self._hook_record_done:
             self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="rejected", status=None, attempts=0)
+        self._check_failure_rate()
 
     # -- signals and the end -------------------------------------------------------
 
@@ -430,9 +569,7 @@ class _Runner:
             async for signum in signals:
                 if self._signal is None:
                     self._signal = signal.Signals(signum)
-                    self._stopping = True
-                    self._reader_scope.cancel()
-                    self._workers_scope.deadline = trio.current_time() + self.settings.drain_timeout
+                    self._stop_gracefully()
                     self.log.warning(
                         "stopping", signal=self._signal.name, in_flight_deadline_s=self.settings.drain_timeout,
                         hint="press Ctrl-C again to stop at once",
@@ -468,7 +605,8 @@ class _Runner:
                 "ok": counters.ok,
                 "rejected": counters.rejected,
                 "failed": counters.failed,
-                "not_processed": max(0, counters.read - counters.done),
+                "skipped": counters.skipped,
+                "not_processed": max(0, counters.read - counters.done - counters.skipped),
             },
             "requests": {
                 "attempts": counters.attempts,
@@ -484,6 +622,8 @@ class _Runner:
             "files": {
                 "report": self.report_path,
                 "rejects": self.rejects.path if self.rejects.count else None,
+                "success": self.successes.path if self.successes is not None else None,
+                "state": self.state.path if self.state is not None else None,
             },
         }
         write_report(self.report_path, report)

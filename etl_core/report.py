@@ -84,6 +84,36 @@ class RejectsWriter:
             self._file = None
 
 
+class SuccessWriter:
+    """Writes one CSV row per delivered record: key, line, status, attempts.
+
+    Args:
+        path: The CSV file to write (created on the first row).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.count = 0
+        self._file: Any = None
+        self._writer: Any = None
+
+    def write(self, *, key: str | None, line: int, status: int | None, attempts: int) -> None:
+        """Append one row."""
+        if self._writer is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._file = open(self.path, "w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["key", "line", "status", "attempts"])
+        self._writer.writerow([spreadsheet_safe(key), line, status, attempts])
+        self.count += 1
+
+    def close(self) -> None:
+        """Close the file, if one was created."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 @dataclasses.dataclass
 class RunCounters:
     """What happened to the records of a run, updated by the runner as it goes."""
@@ -92,6 +122,7 @@ class RunCounters:
     ok: int = 0
     rejected: int = 0
     failed: int = 0
+    skipped: int = 0
     retries: int = 0
     throttled: int = 0
     attempts: int = 0

@@ -129,7 +129,7 @@ def rejects(tmp_path):
 async def test_all_ok(tmp_path):
     result = await run(tmp_path, 50)
     assert result.exit_code == 0
-    assert result.report["records"] == {"read": 50, "ok": 50, "rejected": 0, "failed": 0, "not_processed": 0}
+    assert result.report["records"] == {"read": 50, "ok": 50, "rejected": 0, "failed": 0, "skipped": 0, "not_processed": 0}
     assert sorted(int(i) for _, i in ScriptedSink.sent) == list(range(1, 51))
     assert not (tmp_path / "rejects.csv").exists()
     assert (tmp_path / "report.json").exists()

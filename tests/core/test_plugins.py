@@ -64,7 +64,7 @@ async def test_plugin_defined_in_test_runs_a_pipeline(tmp_path):
     result = await run_pipeline(config, pm, handle_signals=False)
     assert sorted(UpperSink.received) == ["A", "C"]
     assert result.exit_code == 1
-    assert result.report["records"] == {"read": 3, "ok": 2, "rejected": 0, "failed": 1, "not_processed": 0}
+    assert result.report["records"] == {"read": 3, "ok": 2, "rejected": 0, "failed": 1, "skipped": 0, "not_processed": 0}
     rejects = (tmp_path / "rejects.csv").read_text()
     assert "RuntimeError: a bug in the sink" in rejects
 

@@ -85,7 +85,7 @@ def test_csv_to_jsonl_end_to_end(tmp_path):
     assert rejects[0]["_line"] == "2" and rejects[0]["_stage"] == "transform" and rejects[0]["_plugin"] == "validate"
     assert "email" in rejects[0]["_reason"] and rejects[0]["email"] == "user0-at-example"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["records"] == {"read": 500, "ok": 490, "rejected": 10, "failed": 0, "not_processed": 0}
+    assert report["records"] == {"read": 500, "ok": 490, "rejected": 10, "failed": 0, "skipped": 0, "not_processed": 0}
     assert report["exit_code"] == 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import tracemalloc
 from pathlib import Path
@@ -506,7 +505,7 @@ def test_round_trip_of_written_csv(tmp_path, rows, newline, block):
 
 
 def _csv_line(row: list[str], newline: str) -> str:
-    """Write a row as RFC 4180 does (csv.writer leaves a lone \r unquoted)."""
+    """Write a row as RFC 4180 does (csv.writer leaves a lone \\r unquoted)."""
     quoted = ['"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\r\n') else v for v in row]
     return ",".join(quoted) + newline
 

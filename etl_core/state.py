@@ -1,0 +1,231 @@
+"""The checkpoint store: what happened to each record, for resume and skip-unchanged.
+
+One SQLite database (standard library) per output directory, keyed by pipeline and
+record key. Outcomes are written by a dedicated thread that commits whatever has
+queued up since its last commit, so the workers never wait for the disk, and a crash
+(even ``kill -9``) loses at most the outcomes of the last few milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+#: Outcomes stored per record.
+OK, FAILED = "ok", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    pipeline   TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    retryable  INTEGER NOT NULL,
+    status     INTEGER,
+    attempts   INTEGER NOT NULL,
+    error      TEXT,
+    line       INTEGER,
+    run_id     TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (pipeline, key)
+) WITHOUT ROWID;
+"""
+
+# SQLite's default limit on host parameters is 32766; stay far below it.
+_LOOKUP_CHUNK = 500
+
+
+def content_hash(data: dict[str, Any]) -> str:
+    """Return a stable hash of a record's fields (after transforms)."""
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PreviousOutcome:
+    """What an earlier run recorded for a key."""
+
+    hash: str
+    outcome: str
+    retryable: bool
+    status: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """One record's final outcome in this run, queued for the store."""
+
+    key: str
+    hash: str
+    outcome: str
+    retryable: bool
+    status: int | None
+    attempts: int
+    error: str | None
+    line: int
+
+
+class StateStore:
+    """Checkpoints of one pipeline in a SQLite file.
+
+    Args:
+        path: The database file (created with its directory if missing).
+        pipeline: The pipeline name; several pipelines may share one file.
+        run_id: The current run, stored with each outcome.
+
+    Raises:
+        sqlite3.Error: The file is not a usable database (the caller reports it).
+    """
+
+    def __init__(self, path: str, pipeline: str, run_id: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self.pipeline = pipeline
+        self.run_id = run_id
+        self._read = self._connect()
+        self._read.executescript(_SCHEMA)
+        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.written = 0
+        self.has_history = self._read.execute(
+            "SELECT EXISTS(SELECT 1 FROM records WHERE pipeline = ?)", (pipeline,)
+        ).fetchone()[0] == 1
+
+    def _connect(self) -> sqlite3.Connection:
+        # check_same_thread=False: trio runs each read batch in whichever worker thread
+        # is free; batches never overlap, so the connection is never used concurrently.
+        connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        # NORMAL with WAL: a committed outcome survives a process crash; only a power
+        # loss may drop the last transactions, which a rerun then sends again.
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return connection
+
+    def forget(self) -> int:
+        """Delete this pipeline's checkpoints (``--fresh``); return how many there were."""
+        deleted = self._read.execute("DELETE FROM records WHERE pipeline = ?", (self.pipeline,)).rowcount
+        self.has_history = False
+        return deleted
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, PreviousOutcome]:
+        """Return the stored outcome of each of ``keys`` that has one."""
+        found: dict[str, PreviousOutcome] = {}
+        if not self.has_history:
+            return found
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._read.execute(
+                f"SELECT key, hash, outcome, retryable, status FROM records WHERE pipeline = ? AND key IN ({marks})",
+                (self.pipeline, *chunk),
+            )
+            for key, hash_, outcome, retryable, status in rows:
+                found[key] = PreviousOutcome(hash_, outcome, bool(retryable), status)
+        return found
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._writer = threading.Thread(target=self._write_loop, name="etl-state-writer", daemon=True)
+        self._writer.start()
+
+    def record(self, outcome: Outcome) -> None:
+        """Queue one outcome; the writer thread commits it within milliseconds."""
+        self._queue.put(outcome)
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer and close the database. Blocks."""
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
+        self._read.close()
+        if self._error is not None:
+            raise self._error
+
+    def _write_loop(self) -> None:
+        connection = self._connect()
+        insert = (
+            "INSERT INTO records (pipeline, key, hash, outcome, retryable, status, attempts, error, line, run_id, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (pipeline, key) DO UPDATE SET hash = excluded.hash, outcome = excluded.outcome,"
+            " retryable = excluded.retryable, status = excluded.status, attempts = excluded.attempts,"
+            " error = excluded.error, line = excluded.line, run_id = excluded.run_id, updated_at = excluded.updated_at"
+        )
+        try:
+            stop = False
+            while not stop:
+                batch = [self._queue.get()]
+                # Everything that queued up while the last commit ran goes in one transaction.
+                while True:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                if batch[-1] is None:
+                    stop = True
+                rows = list(self._rows(item for item in batch if item is not None))
+                if rows:
+                    connection.execute("BEGIN")
+                    connection.executemany(insert, rows)
+                    connection.execute("COMMIT")
+                    self.written += len(rows)
+        except BaseException as exc:  # reported by close(); the run must not hang on it
+            self._error = exc
+            while self._queue.get() is not None:
+                pass
+        finally:
+            connection.close()
+
+    def _rows(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Any, ...]]:
+        now = time.time()
+        for o in outcomes:
+            yield (self.pipeline, o.key, o.hash, o.outcome, int(o.retryable), o.status, o.attempts, o.error, o.line, self.run_id, now)
+
+
+class SeenKeys:
+    """Keys already read in this run, to detect duplicates without holding them in memory.
+
+    A private temporary SQLite database: a few bytes of memory per key, however many.
+    """
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute("CREATE TABLE seen (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+
+    def add(self, keyed: Sequence[tuple[str, int]]) -> dict[int, int]:
+        """Add ``(key, line)`` pairs in input order.
+
+        Returns:
+            For each pair whose key was seen before: its line -> the line of the first occurrence.
+        """
+        first: dict[str, int] = {}
+        keys = [key for key, _ in keyed]
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            first.update(self._db.execute(f"SELECT key, line FROM seen WHERE key IN ({marks})", chunk).fetchall())
+        duplicates: dict[int, int] = {}
+        new: list[tuple[str, int]] = []
+        for key, line in keyed:
+            if key in first:
+                duplicates[line] = first[key]
+            else:
+                first[key] = line
+                new.append((key, line))
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO seen VALUES (?, ?)", new)
+        self._db.execute("COMMIT")
+        return duplicates
+
+    def close(self) -> None:
+        """Drop the temporary database."""
+        self._db.close()
