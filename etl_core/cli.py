@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="read, transform and validate; describe the requests; send nothing")
     run.add_argument("--sandbox", action="store_true", help="send to the sink's bundled local sandbox instead of the real service")
     run.add_argument("--workers", type=_positive_int, help="number of concurrent sends (overrides run.workers)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     run.add_argument("--fresh", action="store_true", help="ignore the checkpoints of earlier runs and send every record")
     run.add_argument(
         "--retry-rejected", action="store_true", help="also send again records an earlier run saw refused for good (400, 404)"
@@ -136,7 +137,13 @@ async def _run(config: Any, pm: Any, args: argparse.Namespace) -> int:
     from .pipeline import run_pipeline
 
     result = await run_pipeline(
-        config, pm, dry_run=args.dry_run, workers=args.workers, fresh=args.fresh, retry_rejected=args.retry_rejected
+        config,
+        pm,
+        dry_run=args.dry_run,
+        workers=args.workers,
+        fresh=args.fresh,
+        retry_rejected=args.retry_rejected,
+        show_progress=not args.no_progress,
     )
     return result.exit_code
 

@@ -53,5 +53,17 @@ def record_done(run_id: str, line: int, key: str | None, outcome: str, status: i
 
 
 @hookspec
+def run_progress(run_id: str, snapshot: dict[str, Any]) -> None:
+    """Called about once a second during a run with a snapshot of its statistics.
+
+    ``snapshot`` holds ``records`` (read/ok/rejected/failed/skipped/in_flight),
+    ``requests`` (attempts, retries, throttled, by_status), ``retry_budget`` (balance,
+    capacity), ``rate_limit_per_s`` (None when unlimited), ``paused_s`` (seconds left
+    in a shared pause), ``paused_total_s`` and ``progress`` (source done/total units).
+    Runs on the event loop: keep it fast. Return value ignored.
+    """
+
+
+@hookspec
 def run_finished(run_id: str, report: dict[str, Any]) -> None:
     """Called once after the run, with the run report (as written to ``report.json``)."""

@@ -9,12 +9,14 @@ sends records one by one and the runner, not the sink, decides what each outcome
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import itertools
 import os
 import signal
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -27,6 +29,7 @@ from ._errors import ConfigError, FatalError, RecordError, RecordRejected, Throt
 from ._plugin import PluginOptions, Record, RunContext, Sink, Transform
 from .config import PipelineConfig
 from .logging import get_logger
+from .progress import ProgressBar
 from .report import RejectsWriter, RunCounters, SuccessWriter, write_report
 from .retry import AdaptiveRateLimiter, RetryBudget, SharedPause, backoff_delay
 from .state import FAILED, OK, Outcome, PreviousOutcome, SeenKeys, StateStore, content_hash
@@ -39,6 +42,8 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _DRY_RUN_SHOWN = 5
 #: A worker yields to the event loop at least this often, even when the sink never waits.
 _CHECKPOINT_EVERY = 64
+#: Seconds between progress snapshots (progress bar, run_progress hook).
+_PROGRESS_INTERVAL = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +78,7 @@ async def run_pipeline(
     handle_signals: bool = True,
     fresh: bool = False,
     retry_rejected: bool = False,
+    show_progress: bool = False,
 ) -> RunResult:
     """Run a validated pipeline to the end.
 
@@ -85,6 +91,7 @@ async def run_pipeline(
         handle_signals: Stop gracefully on SIGINT/SIGTERM (only possible in the main thread).
         fresh: Forget the checkpoints of earlier runs (``--fresh``).
         retry_rejected: Send again records an earlier run saw refused for good (``--retry-rejected``).
+        show_progress: Draw a progress bar on stderr when it is a terminal.
 
     Returns:
         The exit code and the run report.
@@ -93,7 +100,14 @@ async def run_pipeline(
         ConfigError: A plugin's ``check()`` found a problem (nothing was read or sent).
     """
     runner = _Runner(
-        config, pm, dry_run=dry_run, workers=workers, sink_options=sink_options, fresh=fresh, retry_rejected=retry_rejected
+        config,
+        pm,
+        dry_run=dry_run,
+        workers=workers,
+        sink_options=sink_options,
+        fresh=fresh,
+        retry_rejected=retry_rejected,
+        show_progress=show_progress,
     )
     return await runner.run(handle_signals=handle_signals)
 
@@ -117,6 +131,7 @@ class _Runner:
         sink_options: PluginOptions | None,
         fresh: bool = False,
         retry_rejected: bool = False,
+        show_progress: bool = False,
     ) -> None:
         model = config.model
         self.config = config
@@ -158,6 +173,8 @@ class _Runner:
         self._workers_scope = trio.CancelScope()
         self._reader_scope = trio.CancelScope()
         self._hook_record_done = bool(pm.hook.record_done.get_hookimpls())
+        self._hook_run_progress = bool(pm.hook.run_progress.get_hookimpls())
+        self.progress_bar = ProgressBar.for_terminal(dry_run=dry_run) if show_progress else None
         self._dry_run_shown = 0
         self._stop_reason: str | None = None
 
@@ -191,6 +208,7 @@ class _Runner:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     nursery.start_soon(self._watch_signals)
+                nursery.start_soon(self._report_progress)
                 await self._pump()
                 nursery.cancel_scope.cancel()
         except* FatalError as group:
@@ -252,8 +270,8 @@ class _Runner:
                     self.counters.read += read
                     for rejection in rejections:
                         self._reject(rejection)
-                    for record in skipped:
-                        self._skip(record)
+                    for record, before in skipped:
+                        self._skip(record, before)
                     if not read:
                         return
                     if batch:
@@ -262,7 +280,7 @@ class _Runner:
                         except trio.BrokenResourceError:
                             return  # the workers stopped (fatal error or shutdown)
 
-    def _next_batch(self) -> tuple[list[Record], list[_Rejection], list[Record], int]:
+    def _next_batch(self) -> tuple[list[Record], list[_Rejection], list[tuple[Record, PreviousOutcome]], int]:
         """Read, transform and check one batch against the state (runs in a worker thread)."""
         assert self._records is not None
         batch: list[Record] = []
@@ -298,13 +316,13 @@ class _Runner:
 
     def _dedupe_and_resume(
         self, batch: list[Record], rejections: list[_Rejection]
-    ) -> tuple[list[Record], list[_Rejection], list[Record]]:
+    ) -> tuple[list[Record], list[_Rejection], list[tuple[Record, PreviousOutcome]]]:
         assert self.seen is not None
         keyed = [(record.key, record.line) for record in batch if record.key is not None]
         duplicates = self.seen.add(keyed) if keyed else {}
         previous = self.state.lookup([key for key, _ in keyed]) if self.state is not None else {}
         to_send: list[Record] = []
-        skipped: list[Record] = []
+        skipped: list[tuple[Record, PreviousOutcome]] = []
         reject_duplicates = self.settings.duplicate_keys == "reject"
         for record in batch:
             first_line = duplicates.get(record.line)
@@ -318,7 +336,7 @@ class _Runner:
                 continue
             before = previous.get(record.key) if record.key is not None else None
             if before is not None and self._already_done(before, record):
-                skipped.append(record)
+                skipped.append((record, before))
             else:
                 to_send.append(record)
         return to_send, rejections, skipped
@@ -526,10 +544,22 @@ class _Runner:
                 Outcome(record.key, content_hash(record.data), outcome, retryable, status, attempts, error, record.line)
             )
 
-    def _skip(self, record: Record) -> None:
-        self.counters.skipped += 1
+    def _skip(self, record: Record, before: PreviousOutcome) -> None:
+        if before.outcome == FAILED:
+            # Refused for good by an earlier run and unchanged since: not sent again, but
+            # still a failure of this input, so it stays in the rejects and the exit code.
+            self.counters.failed += 1
+            reason = f"{before.error} (an earlier run; not sent again: use --retry-rejected to resend)"
+            self.rejects.write(
+                line=record.line, key=record.key, stage="sink", plugin=self.sink.name, reason=reason,
+                raw=record.raw, status=before.status, attempts=0, retryable=False,
+            )
+            outcome = "failed"
+        else:
+            self.counters.skipped += 1
+            outcome = "skipped"
         if self._hook_record_done:
-            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="skipped", status=None, attempts=0)
+            self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome=outcome, status=before.status, attempts=0)
 
     def _check_failure_rate(self) -> None:
         limit = self.settings.max_failure_rate
@@ -562,7 +592,53 @@ class _Runner:
             self.pm.hook.record_done(run_id=self.run_id, line=record.line, key=record.key, outcome="rejected", status=None, attempts=0)
         self._check_failure_rate()
 
-    # -- signals and the end -------------------------------------------------------
+    # -- progress, signals and the end ---------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the run's statistics now (see the ``run_progress`` hook)."""
+        counters = self.counters
+        assert self.limiter is not None
+        done, total = self.source.progress()
+        return {
+            "records": {
+                "read": counters.read,
+                "ok": counters.ok,
+                "rejected": counters.rejected,
+                "failed": counters.failed,
+                "skipped": counters.skipped,
+                "in_flight": len(self._in_flight),
+            },
+            "requests": {
+                "attempts": counters.attempts,
+                "retries": counters.retries,
+                "throttled": counters.throttled,
+                "by_status": dict(counters.by_status),
+            },
+            "retry_budget": {"balance": self.budget.balance, "capacity": self.budget.capacity},
+            "rate_limit_per_s": self.limiter.statistics().rate,
+            "paused_s": round(self.pause.remaining(), 3),
+            "paused_total_s": round(self.pause.paused_seconds, 3),
+            "progress": {"done": done, "total": total},
+            "elapsed_s": round(time.monotonic() - counters.started, 3),
+        }
+
+    async def _report_progress(self) -> None:
+        if self.progress_bar is None and not self._hook_run_progress:
+            return
+        with self.progress_bar if self.progress_bar is not None else contextlib.nullcontext():
+            try:
+                while True:
+                    self._publish_progress()
+                    await trio.sleep(_PROGRESS_INTERVAL)
+            finally:
+                self._publish_progress()  # the final figures, when the run ends
+
+    def _publish_progress(self) -> None:
+        snapshot = self.snapshot()
+        if self.progress_bar is not None:
+            self.progress_bar.update(snapshot)
+        if self._hook_run_progress:
+            self.pm.hook.run_progress(run_id=self.run_id, snapshot=snapshot)
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -57,6 +57,7 @@ class PreviousOutcome:
     outcome: str
     retryable: bool
     status: int | None
+    error: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -125,11 +126,11 @@ class StateStore:
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._read.execute(
-                f"SELECT key, hash, outcome, retryable, status FROM records WHERE pipeline = ? AND key IN ({marks})",
+                f"SELECT key, hash, outcome, retryable, status, error FROM records WHERE pipeline = ? AND key IN ({marks})",
                 (self.pipeline, *chunk),
             )
-            for key, hash_, outcome, retryable, status in rows:
-                found[key] = PreviousOutcome(hash_, outcome, bool(retryable), status)
+            for key, hash_, outcome, retryable, status, error in rows:
+                found[key] = PreviousOutcome(hash_, outcome, bool(retryable), status, error)
         return found
 
     def start(self) -> None:
