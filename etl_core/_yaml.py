@@ -29,7 +29,11 @@ def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, 
         ConfigError: The text is not valid YAML, holds several documents, or expands
             (through aliases) beyond :data:`MAX_NODES` nodes.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # control characters, caught while reading the stream
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise ConfigError(f"invalid YAML: {exc.reason} (character #x{character:04x} at offset {exc.position})", source=source) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -43,7 +47,7 @@ def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, 
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"invalid YAML: {problem}", line=line, source=source) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", source=source) from None
+        raise ConfigError(f"invalid YAML: {' '.join(str(exc).split())}", source=source) from None
     finally:
         loader.dispose()
 

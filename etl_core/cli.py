@@ -110,6 +110,8 @@ def _load(args: argparse.Namespace, sink_overrides: dict[str, Any] | None = None
     configure_logging(
         level=args.log_level or logging_settings.level,
         fmt=args.log_format or logging_settings.format,
+        mask_pii=logging_settings.mask_pii,
+        pii_fields=tuple(logging_settings.pii_fields),
     )
     for _, options in (config.source, *config.transforms, config.sink):
         for value in options.model_dump().values():

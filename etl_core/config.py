@@ -18,6 +18,7 @@ import pydantic
 from ._errors import ConfigError, PluginError
 from ._plugin import PluginOptions, Sink, Source, Transform
 from ._yaml import Path, load_yaml
+from .logging import DEFAULT_PII_FIELDS
 from .plugins import Registry
 
 _ENV_PATTERN = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -102,6 +103,12 @@ class LoggingSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = pydantic.Field("info", description="Lowest level written.")
     format: Literal["auto", "json", "console"] = pydantic.Field(
         "auto", description="json, console, or auto (console on a terminal, JSON otherwise)."
+    )
+    mask_pii: bool = pydantic.Field(
+        False, description="Mask personal data in log lines: the values of pii_fields, and email addresses anywhere."
+    )
+    pii_fields: list[str] = pydantic.Field(
+        list(DEFAULT_PII_FIELDS), description="Field names whose values mask_pii replaces with ***."
     )
 
 

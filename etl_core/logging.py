@@ -56,6 +56,33 @@ def _redact_processor(logger: Any, method: str, event_dict: dict[str, Any]) -> d
     return {key: _redact_value(key, value) for key, value in event_dict.items()}
 
 
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-])[A-Za-z0-9.-]*(\.[A-Za-z]{2,})")
+
+#: Field names whose values are personal data, masked when ``mask_pii`` is on.
+DEFAULT_PII_FIELDS = ("email", "phone", "firstName", "lastName", "first_name", "last_name", "name", "fullName", "address")
+
+
+class _PiiMasker:
+    """Masks personal data in log fields: named fields wholly, emails anywhere."""
+
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = frozenset(fields)
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        return {key: self._mask(key, value) for key, value in event_dict.items()}
+
+    def _mask(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._mask(str(k), v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._mask(key, v) for v in value]
+        if key in self.fields and value not in (None, ""):
+            return _MASK
+        if isinstance(value, str) and "@" in value:
+            return _EMAIL.sub(r"\1***@\2***\3", value)
+        return value
+
+
 def _leading_fields(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     # timestamp, level and event first: easier to read raw, and what log shippers expect.
     ordered = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
@@ -63,13 +90,22 @@ def _leading_fields(logger: Any, method: str, event_dict: dict[str, Any]) -> dic
     return ordered
 
 
-def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+def configure_logging(
+    *,
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    mask_pii: bool = False,
+    pii_fields: tuple[str, ...] = DEFAULT_PII_FIELDS,
+) -> None:
     """Configure structlog for the whole process.
 
     Args:
         level: Lowest level written: debug, info, warning or error.
         fmt: ``json``, ``console``, or ``auto`` (console when ``stream`` is a terminal).
         stream: Where log lines go (default: stdout).
+        mask_pii: Mask personal data: the values of ``pii_fields`` and any email address.
+        pii_fields: Field names whose values are masked when ``mask_pii`` is on.
     """
     stream = stream or sys.stdout
     if fmt == "auto":
@@ -79,6 +115,8 @@ def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if mask_pii:
+        shared.append(_PiiMasker(pii_fields))
     if fmt == "json":
         renderer: list[Any] = [
             # Locals of stack frames may hold credentials: never render them.

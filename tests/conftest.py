@@ -39,3 +39,13 @@ def run_etl(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     return subprocess.run(
         [*ETL, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging():
+    """Each test starts with structlog's defaults, whatever an earlier test configured."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

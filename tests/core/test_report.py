@@ -1,0 +1,47 @@
+import csv
+import json
+
+import pytest
+
+from etl_core.report import RejectsWriter, SuccessWriter, spreadsheet_safe, write_report
+
+
+@pytest.mark.parametrize("value", ["=SUM(A1)", "+1", "-2", "@cmd", "\tx", "\rx"])
+def test_formula_cells_neutralised(value):
+    assert spreadsheet_safe(value) == "'" + value
+
+
+@pytest.mark.parametrize("value", ["plain", "", "1+1", "a=b"])
+def test_other_cells_untouched(value):
+    assert spreadsheet_safe(value) == value
+
+
+def test_rejects_file_columns_and_extra_fields(tmp_path):
+    writer = RejectsWriter(str(tmp_path / "r.csv"))
+    writer.write(line=2, key="k1", stage="transform", plugin="validate", reason="email: bad", raw={"id": "k1", "email": "=HYPERLINK()"})
+    writer.write(line=5, key=None, stage="source", plugin="csv", reason="expected 2 fields", raw={"id": "x", "_extra_1": "y"})
+    writer.close()
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["_line"] == "2" and rows[0]["email"] == "'=HYPERLINK()" and rows[0]["_retryable"] == "no"
+    assert json.loads(rows[1]["_other_fields"]) == {"_extra_1": "y"}
+    assert writer.count == 2
+
+
+def test_no_rejects_no_file(tmp_path):
+    writer = RejectsWriter(str(tmp_path / "r.csv"))
+    writer.close()
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_success_file(tmp_path):
+    writer = SuccessWriter(str(tmp_path / "s.csv"))
+    writer.write(key="-k", line=3, status=200, attempts=1)
+    writer.close()
+    assert (tmp_path / "s.csv").read_text().splitlines() == ["key,line,status,attempts", "'-k,3,200,1"]
+
+
+def test_report_written_atomically(tmp_path):
+    write_report(str(tmp_path / "x" / "report.json"), {"a": 1})
+    assert json.loads((tmp_path / "x" / "report.json").read_text()) == {"a": 1}
+    assert not (tmp_path / "x" / "report.json.tmp").exists()
