@@ -180,6 +180,17 @@ class Sink(Plugin):
     async def aclose(self) -> None:
         """Release resources. Called once, even after an error."""
 
+    async def check_auth(self) -> str | None:
+        """Check the credentials with the destination, sending no record (``etl validate --check-auth``).
+
+        Returns:
+            What was checked, in a few words, or None when the sink has no credentials.
+
+        Raises:
+            FatalError: The destination refused the credentials.
+        """
+        return None
+
     @classmethod
     def open_sandbox(cls) -> AbstractAsyncContextManager[dict[str, Any]]:
         """Start a local stand-in for the destination, for ``etl run --sandbox``.

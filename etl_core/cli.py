@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config without reading or sending anything")
     validate.add_argument("config", help="pipeline config file (YAML)")
+    validate.add_argument(
+        "--check-auth", action="store_true", help="also check the sink's credentials (e.g. one token request); sends no record"
+    )
     _add_logging_args(validate)
     validate.set_defaults(handler=_cmd_validate)
 
@@ -174,6 +177,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         f"{args.config}: valid. pipeline {model.pipeline!r}: source {model.source.type!r}, "
         f"{len(model.transforms)} transform(s), sink {model.sink.type!r}, {model.run.workers} workers"
     )
+    if args.check_auth:
+        import trio
+
+        from ._errors import FatalError
+
+        sink_cls, options = config.sink
+        try:
+            checked = trio.run(sink_cls(options).check_auth)
+        except FatalError as exc:
+            print(f"etl: error: credentials check failed: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"credentials: {checked}" if checked else f"credentials: sink {model.sink.type!r} has none to check")
     return 0
 
 
