@@ -150,6 +150,9 @@ async def _run(config: Any, pm: Any, args: argparse.Namespace) -> int:
         retry_rejected=args.retry_rejected,
         show_progress=not args.no_progress,
     )
+    if result.report["aborted"]:
+        # Logs may be going to a file or a log shipper: say why on stderr too.
+        print(f"etl: error: run stopped: {result.report['aborted']}", file=sys.stderr)
     return result.exit_code
 
 
