@@ -425,10 +425,18 @@ class _Runner:
             except ThrottledError as exc:
                 self._count_status(exc.status)
                 self.counters.throttled += 1
-                self.limiter.on_throttle()
                 delay = exc.retry_after
-                if delay is not None and self.pause.pause_for(delay):
-                    self.log.warning("paused", seconds=round(delay, 3), status=exc.status, key=record.key, rate_limit=self.limiter.rate)
+                if exc.status == 429 or delay is not None:
+                    # A rate limit: learn from it. A bare 503 is more likely an outage,
+                    # which the retry budget handles; slowing first attempts would only
+                    # make the run crawl instead of failing fast.
+                    self.limiter.on_throttle()
+                if delay is not None:
+                    already_paused = self.pause.remaining() > 0
+                    if self.pause.pause_for(delay) and not already_paused:
+                        self.log.warning(
+                            "paused", seconds=round(delay, 3), status=exc.status, key=record.key, rate_limit=self.limiter.rate
+                        )
                 if not self._may_retry(record, exc, attempts, retry.throttled_cost):
                     return
                 if delay is None:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -119,14 +120,54 @@ def sandbox_env(sandbox: Sandbox, csv_path: Path | None = None) -> dict[str, str
     return env
 
 
-def start_etl(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """Start the real `etl` command without waiting (like tests.conftest.run_etl)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CXONE_")}
-    full_env.update(env)
-    return subprocess.Popen(
-        [*ETL, *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, text=True,
-    )
+class EtlProcess:
+    """The real `etl` command started without waiting (like tests.conftest.run_etl).
+
+    Output goes to files, not pipes, so a chatty run never blocks on a full pipe while
+    the test is busy polling the sandbox.
+    """
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str]) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CXONE_")}
+        full_env.update(env)
+        self._stdout = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.process = subprocess.Popen(
+            [*ETL, *args], cwd=cwd, env=full_env, stdout=self._stdout, stderr=self._stderr,
+            stdin=subprocess.DEVNULL, text=True,
+        )
+        self.returncode: int | None = None
+        self.stdout = self.stderr = ""
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float = 120) -> EtlProcess:
+        """Wait for the command to end and read its output."""
+        try:
+            self.returncode = self.process.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return self
+
+    def stop(self) -> None:
+        """Kill the command if it still runs (idempotent) and read its output."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._stdout.closed:
+            return
+        for name in ("_stdout", "_stderr"):
+            file = getattr(self, name)
+            file.seek(0)
+            setattr(self, name[1:], file.read())
+            file.close()
+
+    def __enter__(self) -> EtlProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def json_logs(stdout: str) -> list[dict[str, Any]]:

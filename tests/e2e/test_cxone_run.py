@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.conftest import run_etl
 from tests.e2e.conftest import (
     SHIPPED_CONFIG,
     SHIPPED_OUT,
+    EtlProcess,
     IssuedTokens,
     RequestLog,
     contact_row,
@@ -31,7 +33,6 @@ from tests.e2e.conftest import (
     read_csv,
     read_report,
     sandbox_env,
-    start_etl,
     wait_until,
     write_rows,
 )
@@ -48,11 +49,12 @@ def records(report: dict) -> dict[str, int]:
     return {k: report["records"][k] for k in ("read", "ok", "rejected", "failed", "not_processed")}
 
 
-def run_shipped(tmp_path: Path, sandbox, rows: list[dict[str, str]], *args: str):
-    """Run the shipped config (copied as is) against ``sandbox`` on ``rows``; cwd is tmp_path."""
+def run_shipped(tmp_path: Path, sandbox, rows: list[dict[str, str]], *args: str, timeout: float = 120):
+    """Run the shipped config against ``sandbox`` on ``rows`` (via CONTACTS_CSV); cwd is tmp_path."""
     csv_path = write_rows(tmp_path / "contacts.csv", rows)
     result = run_etl(
-        "run", str(SHIPPED_CONFIG), "--log-format", "json", *args, cwd=tmp_path, env=sandbox_env(sandbox, csv_path)
+        "run", str(SHIPPED_CONFIG), "--log-format", "json", *args,
+        cwd=tmp_path, env=sandbox_env(sandbox, csv_path), timeout=timeout,
     )
     no_traceback(result)
     return result
@@ -138,21 +140,18 @@ def test_expired_tokens_cause_one_refresh_per_401_burst(tmp_path, start_sandbox)
     sandbox = start_sandbox(latency=0.05)
     rows = [contact_row(i) for i in range(1000)]
     csv_path = write_rows(tmp_path / "contacts.csv", rows)
-    process = start_etl(
+    with EtlProcess(
         "run", str(SHIPPED_CONFIG), "--log-format", "json", "--log-level", "debug",
         cwd=tmp_path, env=sandbox_env(sandbox, csv_path),
-    )
-    try:
+    ) as etl:
         # Twice during the run, every issued token expires at once (32 requests in flight).
         wait_until(lambda: sandbox.stats()["requests"] >= 200)
         sandbox.advance_clock(4000)
         wait_until(lambda: sandbox.stats()["requests"] >= 600)
         sandbox.advance_clock(4000)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
-    assert "Traceback" not in stdout + stderr
-    assert process.returncode == 0, stderr
+        etl.wait()
+    assert "Traceback" not in etl.stdout + etl.stderr
+    assert etl.returncode == 0, etl.stderr
     stats = sandbox.stats()
     assert stats["by_status"].get("401", 0) >= 2
     assert stats["token_requests"] == 3, stats  # the first token, then one per burst
@@ -165,47 +164,70 @@ def test_expired_tokens_cause_one_refresh_per_401_burst(tmp_path, start_sandbox)
 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
-def test_retry_after_pauses_the_whole_pool(tmp_path, start_sandbox, form):
-    sandbox = start_sandbox(rate_limit=20, burst=5, retry_after=form)
+def test_retry_after_pauses_the_whole_pool(tmp_path, start_sandbox, custom_config, form):
+    # The adaptive rate is off so that only the shared pause keeps the pool from the API:
+    # after each pause the 8 workers burst, the bucket (10) runs dry and 429s pause it again.
+    sandbox = start_sandbox(rate_limit=50, burst=10, retry_after=form)
     requests = RequestLog(sandbox)
     workers = 8
-    rows = [contact_row(i) for i in range(60)]
-    result = run_shipped(tmp_path, sandbox, rows, "--workers", str(workers), "--log-level", "debug")
+    rows = [contact_row(i) for i in range(40)]
+    config = custom_config(
+        write_rows(tmp_path / "contacts.csv", rows),
+        workers=workers,
+        run_extra="rate: {adaptive: false}\n  retry: {max_attempts: 50}",
+    )
+    result = run_etl("run", str(config), "--log-format", "json", "--log-level", "debug", cwd=tmp_path, env=sandbox_env(sandbox))
+    no_traceback(result)
     assert result.returncode == 0, result.stderr
     stats = sandbox.stats()
-    assert stats["applied"] == 60
-    assert stats["by_status"].get("429", 0) >= 1
+    assert stats["applied"] == 40
+    assert stats["by_status"].get("429", 0) >= 2
 
     pauses = [e for e in json_logs(result.stdout) if e["event"] == "paused"]
     assert pauses, "a 429 with Retry-After must pause the pool"
     assert all(e["status"] == 429 and e["seconds"] >= 1 for e in pauses)
     arrivals = sorted(t for t, _ in requests.entries)
     assert len(arrivals) == stats["requests"]
-    # Requests already on their way when the pause started may still arrive just after it
+    # Requests already on their way when a pause started may still arrive just after it
     # (at most one per other worker); after that, nothing until the deadline.
     in_flight_slack, clock_slack = 0.25, 0.02
     for pause in pauses:
         started = log_time(pause)
         deadline = started + pause["seconds"]
-        early = [t for t in arrivals if started + in_flight_slack <= t < deadline - clock_slack]
-        assert not early, f"{len(early)} request(s) sent during a pause until {deadline}: {[round(t - started, 3) for t in early]}"
+        early = [round(t - started, 3) for t in arrivals if started + in_flight_slack <= t < deadline - clock_slack]
+        assert not early, f"request(s) sent {early} s into a {pause['seconds']} s pause"
         stragglers = [t for t in arrivals if started < t < started + in_flight_slack]
         assert len(stragglers) <= workers - 1
-    # The pool resumed after each pause: requests arrive after the last deadline too.
+    # The pool resumed after the last pause.
     last_deadline = max(log_time(p) + p["seconds"] for p in pauses)
     assert any(t >= last_deadline - clock_slack for t in arrivals)
+    report = read_report(tmp_path / "out")
+    assert report["requests"]["pauses"] >= 2 and report["requests"]["paused_s"] >= 2
 
 
 # -- 5. outage: the retry budget makes rows fail fast -----------------------------------
 
 
+OUTAGE_LIMIT_S = 15
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="etl_core/retry.py AdaptiveRateLimiter: every 503 of the outage counts as a throttle and, with no "
+    "success to measure a rate from, the limiter drops to a few requests per second (down to min_rate 0.5/s), "
+    "so even first attempts queue behind it and the run takes minutes instead of failing fast on the budget",
+)
 def test_outage_exhausts_the_retry_budget_and_fails_fast(tmp_path, start_sandbox):
     sandbox = start_sandbox(outage=True)
     rows = [contact_row(i) for i in range(300)]
-    result = run_shipped(tmp_path, sandbox, rows)
+    try:
+        result = run_shipped(tmp_path, sandbox, rows, timeout=OUTAGE_LIMIT_S + 5)
+    except subprocess.TimeoutExpired:
+        stats = sandbox.stats()
+        pytest.fail(f"still running after {OUTAGE_LIMIT_S + 5} s ({stats['requests']} requests sent)")
     assert result.returncode == 1, result.stderr
     report = read_report(tmp_path / SHIPPED_OUT)
-    assert report["duration_s"] < 20, report["duration_s"]
+    assert report["duration_s"] < OUTAGE_LIMIT_S, report["duration_s"]
     assert records(report) == {"read": 300, "ok": 0, "rejected": 0, "failed": 300, "not_processed": 0}
     rejects = read_csv(tmp_path / SHIPPED_OUT / "rejects.csv")
     assert len(rejects) == 300
@@ -340,27 +362,33 @@ def test_hostile_keys_are_rejected_with_the_default_key_format(tmp_path, start_s
 def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
     client_secret = "e2e-secret-" + secrets.token_hex(12)
     client_id = "e2e-client-" + secrets.token_hex(4)
+    # 2 s tokens (refreshed every second), some 5xx, and 32 workers at 150 ms per request:
+    # 500 rows take over 2 s.
     sandbox = start_sandbox(
         client_id=client_id, client_secret=client_secret, token_lifetime=2,
-        rate_limit=150, burst=10, error_rate=0.05, random_seed=7,
+        latency=0.15, error_rate=0.05, random_seed=7,
     )
     issued = IssuedTokens(sandbox)
-    rows = [contact_row(i) for i in range(400)]
+    rows = [contact_row(i) for i in range(500)]
     for n in range(5):
         rows[10 + 50 * n]["contact_id"] = unknown_id(n)
     csv_path = write_rows(tmp_path / "contacts.csv", rows)
-    process = start_etl(
+    with EtlProcess(
         "run", str(SHIPPED_CONFIG), "--log-format", "json", "--log-level", "debug",
         cwd=tmp_path, env=sandbox_env(sandbox, csv_path),
-    )
-    try:
-        wait_until(lambda: sandbox.stats()["requests"] >= 100)
+    ) as etl:
+        wait_until(lambda: sandbox.stats()["requests"] >= 150)
         sandbox.advance_clock(10)  # every token issued so far expires: 401s
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        process.kill()
+        wait_until(lambda: sandbox.stats()["by_status"].get("401", 0) >= 1)
+        # Then a short spell of rate limiting: 429s with Retry-After.
+        sandbox.settings.burst = 1
+        sandbox.settings.rate_limit = 1
+        wait_until(lambda: sandbox.stats()["rate_limited"] >= 1)
+        sandbox.settings.rate_limit = None
+        etl.wait()
+    stdout, stderr = etl.stdout, etl.stderr
     assert "Traceback" not in stdout + stderr
-    assert process.returncode == 1, stderr  # the unknown contacts, maybe some 5xx
+    assert etl.returncode == 1, stderr  # the unknown contacts
 
     stats = sandbox.stats()
     statuses = stats["by_status"]
@@ -373,13 +401,15 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
     needles = {"client secret": client_secret, "basic credentials": basic}
     needles |= {f"token {n}": token for n, token in enumerate(issued.tokens)}
     out = tmp_path / SHIPPED_OUT
-    outputs = {"stdout": stdout, "stderr": stderr}
+    outputs = {"stdout": stdout.encode(), "stderr": stderr.encode()}
     for name in ("report.json", "rejects.csv", "missing-contacts.csv"):
-        outputs[name] = (out / name).read_text(encoding="utf-8")
-    for path in out.rglob("*"):
+        assert (out / name).is_file(), name
+    for path in out.rglob("*"):  # and any other file of the run (e.g. its state)
         if path.is_file():
-            outputs[str(path.relative_to(tmp_path))] = path.read_text(encoding="utf-8")
-    leaks = [(what, where) for what, needle in needles.items() for where, text in outputs.items() if needle in text]
+            outputs[str(path.relative_to(out))] = path.read_bytes()
+    leaks = [
+        (what, where) for what, needle in needles.items() for where, data in outputs.items() if needle.encode() in data
+    ]
     assert not leaks, leaks
     assert "Bearer " not in stdout + stderr
     assert json_logs(stdout)[-1]["event"] == "run_finished"
@@ -388,11 +418,46 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
 # -- 9. throughput under a rate limit ----------------------------------------------------
 
 
+GOODPUT_TARGET = 90
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="etl_core/retry.py AdaptiveRateLimiter does not settle just under a 100/s, burst-10 quota: it starts "
+    "far too low after the first 429 and later overshoots, each overshoot costing a 1 s Retry-After pause of the "
+    "whole pool (measured 20-60 updates/s)",
+)
 def test_throughput_under_a_rate_limit(tmp_path, start_sandbox):
-    sandbox = start_sandbox(rate_limit=100, burst=10, retry_after="seconds")
+    rate, burst, workers = 100, 10, 32
+    sandbox = start_sandbox(rate_limit=rate, burst=burst, retry_after="seconds")
     rows = [contact_row(i) for i in range(3000)]
-    result = run_shipped(tmp_path, sandbox, rows, "--workers", "32")
-    assert result.returncode == 0, result.stderr
+    csv_path = write_rows(tmp_path / "contacts.csv", rows)
+    longest = len(rows) / GOODPUT_TARGET  # the run must not take longer than this
+    with EtlProcess(
+        "run", str(SHIPPED_CONFIG), "--log-format", "json", "--workers", str(workers),
+        cwd=tmp_path, env=sandbox_env(sandbox, csv_path),
+    ) as etl:
+        while etl.running():
+            time.sleep(0.25)
+            stats = sandbox.stats()
+            if stats["first_request_at"] is None:
+                continue
+            # The sandbox applies at most `burst` + `rate` per second from now on: stop as
+            # soon as the target cannot be reached any more (the run started before its
+            # first request, so this never gives up on a run that could still make it).
+            elapsed = sandbox.now() - stats["first_request_at"]
+            best_case = stats["applied"] + burst + rate * max(0.0, longest - elapsed)
+            if best_case < len(rows):
+                statuses = stats["by_status"]
+                print(
+                    f"\nthroughput: only {stats['applied']} applied after {elapsed:.1f} s "
+                    f"({stats['applied'] / elapsed:.1f} updates/s); {statuses.get('429', 0)} x 429 "
+                    f"of {stats['requests']} requests"
+                )
+                pytest.fail(f"{GOODPUT_TARGET} updates/s is out of reach: {stats['applied']} applied in {elapsed:.1f} s")
+        etl.wait()
+    assert "Traceback" not in etl.stdout + etl.stderr
+    assert etl.returncode == 0, etl.stderr
     report = read_report(tmp_path / SHIPPED_OUT)
     stats = sandbox.stats()
     duration = report["duration_s"]
@@ -404,10 +469,10 @@ def test_throughput_under_a_rate_limit(tmp_path, start_sandbox):
         f"{stats['by_status'].get('429', 0)} x 429 of {stats['requests']} requests = {share_429:.2%}; "
         f"paused {report['requests']['paused_s']} s in {report['requests']['pauses']} pauses"
     )
-    assert ok == 3000
-    assert goodput >= 90, goodput
+    assert ok == len(rows)
+    assert goodput >= GOODPUT_TARGET, goodput
     assert share_429 < 0.05, share_429
-    assert stats["applied"] == 3000 and all(count == 1 for count in stats["updates"].values())
+    assert stats["applied"] == len(rows) and all(count == 1 for count in stats["updates"].values())
     for row in rows:
         assert sandbox.contact(row["contact_id"]) == expected_fields(row)
 
