@@ -153,7 +153,6 @@ class StateStore:
             raise self._error
 
     def _write_loop(self) -> None:
-        connection = self._connect()
         insert = (
             "INSERT INTO records (pipeline, key, hash, outcome, retryable, status, attempts, error, line, run_id, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -161,8 +160,10 @@ class StateStore:
             " retryable = excluded.retryable, status = excluded.status, attempts = excluded.attempts,"
             " error = excluded.error, line = excluded.line, run_id = excluded.run_id, updated_at = excluded.updated_at"
         )
+        stop = False
+        connection: sqlite3.Connection | None = None
         try:
-            stop = False
+            connection = self._connect()
             while not stop:
                 batch = [self._queue.get()]
                 # Everything that queued up while the last commit ran goes in one transaction.
@@ -171,8 +172,7 @@ class StateStore:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                if batch[-1] is None:
-                    stop = True
+                stop = batch[-1] is None
                 rows = list(self._rows(item for item in batch if item is not None))
                 if rows:
                     connection.execute("BEGIN")
@@ -181,10 +181,12 @@ class StateStore:
                     self.written += len(rows)
         except BaseException as exc:  # reported by close(); the run must not hang on it
             self._error = exc
-            while self._queue.get() is not None:
-                pass
+            # Drain until close() says stop, unless its marker was in the failed batch.
+            while not stop:
+                stop = self._queue.get() is None
         finally:
-            connection.close()
+            if connection is not None:
+                connection.close()
 
     def _rows(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Any, ...]]:
         now = time.time()

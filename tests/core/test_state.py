@@ -1,0 +1,355 @@
+"""The checkpoint store (StateStore), duplicate detection (SeenKeys) and content_hash."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from etl_core.state import FAILED, OK, Outcome, PreviousOutcome, SeenKeys, StateStore, content_hash
+
+
+def outcome(key: str, *, hash: str = "h", result: str = OK, retryable: bool = False, status: int | None = 200, line: int = 2) -> Outcome:
+    error = None if result == OK else "HTTP 404: contact not found"
+    return Outcome(key, hash, result, retryable, status, 1, error, line)
+
+
+def open_store(path: Path, pipeline: str = "p", run_id: str = "run-1", *, start: bool = True) -> StateStore:
+    store = StateStore(str(path), pipeline, run_id)
+    if start:
+        store.start()
+    return store
+
+
+# -- StateStore ------------------------------------------------------------------------
+
+
+def test_new_store_creates_its_directory_and_has_no_history(tmp_path):
+    path = tmp_path / "deep" / "er" / "state.db"
+    store = open_store(path)
+    try:
+        assert path.exists()
+        assert store.has_history is False
+        assert store.lookup(["a", "b"]) == {}
+    finally:
+        store.close()
+
+
+def test_recorded_outcomes_are_found_by_the_next_run(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    store.record(outcome("a", hash="ha", status=200, line=2))
+    store.record(outcome("b", hash="hb", result=FAILED, retryable=True, status=503, line=3))
+    store.record(outcome("c", hash="hc", result=FAILED, retryable=False, status=404, line=4))
+    store.close()
+    assert store.written == 3
+
+    again = open_store(path, run_id="run-2", start=False)
+    try:
+        assert again.has_history is True
+        found = again.lookup(["a", "b", "c", "unknown"])
+        assert found == {
+            "a": PreviousOutcome("ha", OK, False, 200, None),
+            "b": PreviousOutcome("hb", FAILED, True, 503, "HTTP 404: contact not found"),
+            "c": PreviousOutcome("hc", FAILED, False, 404, "HTTP 404: contact not found"),
+        }
+        assert again.lookup([]) == {}
+    finally:
+        again.close()
+
+
+def test_the_latest_outcome_of_a_key_wins(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    store.record(outcome("a", hash="old", result=FAILED, retryable=True, status=500))
+    store.record(outcome("a", hash="new", status=200))
+    store.close()
+    store = open_store(path, run_id="run-2")
+    store.record(outcome("b", hash="hb"))
+    store.close()
+
+    again = open_store(path, start=False)
+    try:
+        assert again.lookup(["a", "b"]) == {"a": PreviousOutcome("new", OK, False, 200, None), "b": PreviousOutcome("hb", OK, False, 200, None)}
+        rows = sqlite3.connect(path).execute("SELECT key, run_id, line, attempts FROM records ORDER BY key").fetchall()
+        assert rows == [("a", "run-1", 2, 1), ("b", "run-2", 2, 1)]
+    finally:
+        again.close()
+
+
+def test_close_commits_everything_queued(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    for i in range(20_000):
+        store.record(outcome(f"k{i}", hash=f"h{i}", line=i + 2))
+    store.close()  # right away: nothing queued may be lost
+    assert store.written == 20_000
+    count = sqlite3.connect(path).execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    assert count == 20_000
+
+
+def test_outcomes_are_committed_while_the_run_goes_on(tmp_path):
+    """The writer commits as it goes: another connection sees outcomes before close()."""
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    try:
+        for i in range(100):
+            store.record(outcome(f"k{i}"))
+        reader = sqlite3.connect(path)
+        deadline = datetime.datetime.now() + datetime.timedelta(seconds=30)
+        while reader.execute("SELECT COUNT(*) FROM records").fetchone()[0] < 100:
+            assert datetime.datetime.now() < deadline, "outcomes were not committed before close()"
+        reader.close()
+    finally:
+        store.close()
+
+
+def test_lookup_of_more_keys_than_one_query_holds(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    for i in range(0, 3_000, 2):  # every even key
+        store.record(outcome(f"k{i}", hash=f"h{i}"))
+    store.close()
+    again = open_store(path, start=False)
+    try:
+        found = again.lookup([f"k{i}" for i in range(3_000)])
+        assert len(found) == 1_500
+        assert found["k2998"].hash == "h2998" and "k2999" not in found
+    finally:
+        again.close()
+
+
+def test_pipelines_sharing_a_file_are_kept_apart(tmp_path):
+    path = tmp_path / "state.db"
+    one = open_store(path, "one")
+    one.record(outcome("a", hash="from-one"))
+    one.close()
+    two = open_store(path, "two")
+    try:
+        assert two.has_history is False
+        assert two.lookup(["a"]) == {}
+        two.record(outcome("a", hash="from-two"))
+    finally:
+        two.close()
+    for name, expected in (("one", "from-one"), ("two", "from-two")):
+        store = open_store(path, name, start=False)
+        try:
+            assert store.has_history is True
+            assert store.lookup(["a"])["a"].hash == expected
+        finally:
+            store.close()
+
+
+def test_forget_deletes_only_this_pipeline(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path, "p")
+    for key in "abc":
+        store.record(outcome(key))
+    store.close()
+    other = open_store(path, "other")
+    other.record(outcome("a"))
+    other.close()
+
+    again = open_store(path, "p", start=False)
+    try:
+        assert again.has_history is True
+        assert again.forget() == 3
+        assert again.has_history is False
+        assert again.lookup(["a", "b", "c"]) == {}
+    finally:
+        again.close()
+    assert open_store(path, "p", start=False).has_history is False
+    survivor = open_store(path, "other", start=False)
+    try:
+        assert survivor.has_history is True and set(survivor.lookup(["a"])) == {"a"}
+    finally:
+        survivor.close()
+
+
+def test_forget_then_record_in_the_same_run(tmp_path):
+    """--fresh: forget the old outcomes, then record the new ones."""
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    store.record(outcome("a", hash="old"))
+    store.close()
+    fresh = open_store(path, run_id="run-2", start=False)
+    assert fresh.forget() == 1
+    fresh.start()
+    fresh.record(outcome("b", hash="new"))
+    fresh.close()
+    again = open_store(path, start=False)
+    try:
+        assert again.lookup(["a", "b"]) == {"b": PreviousOutcome("new", OK, False, 200, None)}
+    finally:
+        again.close()
+
+
+def test_close_without_start_and_close_of_an_unused_store(tmp_path):
+    store = open_store(tmp_path / "state.db", start=False)
+    store.close()
+    store = open_store(tmp_path / "state.db")
+    store.close()
+    assert store.written == 0
+
+
+def test_a_writer_error_is_raised_by_close(tmp_path):
+    store = open_store(tmp_path / "state.db")
+    store.record(Outcome("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
+    wait_for_writer(store)  # the error happens before close() is called
+    store.record(outcome("b"))  # queued after the failure: must not block close()
+    assert_close_raises_in_time(store)
+
+
+class _SlowStartStore(StateStore):
+    """The writer thread connects only once ``waiting`` items are queued."""
+
+    waiting = 2
+
+    def _connect(self) -> sqlite3.Connection:
+        if threading.current_thread().name == "etl-state-writer":
+            deadline = time.monotonic() + 30
+            while self._queue.qsize() < self.waiting and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return super()._connect()
+
+
+def test_a_writer_error_in_the_last_batch_does_not_hang_close(tmp_path):
+    store = _SlowStartStore(str(tmp_path / "state.db"), "p", "run-1")
+    store.start()
+    store.record(Outcome("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
+    # close() queues its stop marker; the writer then takes [bad outcome, stop] as one batch.
+    assert_close_raises_in_time(store)
+
+
+def wait_for_writer(store: StateStore) -> None:
+    deadline = time.monotonic() + 30
+    while store._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def assert_close_raises_in_time(store: StateStore) -> None:
+    raised: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            store.close()
+        except BaseException as exc:
+            raised.append(exc)
+
+    closer = threading.Thread(target=close, daemon=True)
+    closer.start()
+    closer.join(timeout=5)
+    assert not closer.is_alive(), "close() hangs after a writer error"
+    assert len(raised) == 1 and isinstance(raised[0], (sqlite3.Error, ValueError, TypeError)), raised
+
+
+def test_a_file_that_is_not_a_database_is_an_sqlite_error(tmp_path):
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.Error):
+        StateStore(str(path), "p", "run-1")
+
+
+def test_the_file_uses_write_ahead_logging(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    store.record(outcome("a"))
+    store.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- SeenKeys --------------------------------------------------------------------------
+
+
+def test_seen_keys_duplicates_within_one_batch():
+    seen = SeenKeys()
+    try:
+        assert seen.add([("a", 2), ("b", 3), ("a", 4), ("c", 5), ("a", 6), ("b", 7)]) == {4: 2, 6: 2, 7: 3}
+    finally:
+        seen.close()
+
+
+def test_seen_keys_duplicates_across_batches():
+    seen = SeenKeys()
+    try:
+        assert seen.add([("a", 2), ("b", 3)]) == {}
+        assert seen.add([("c", 4), ("b", 5)]) == {5: 3}
+        # A key seen in an earlier batch and twice in this one: both point at the first line.
+        assert seen.add([("a", 6), ("d", 7), ("a", 8), ("d", 9)]) == {6: 2, 8: 2, 9: 7}
+        assert seen.add([]) == {}
+        assert seen.add([("e", 10)]) == {}
+    finally:
+        seen.close()
+
+
+def test_seen_keys_with_batches_larger_than_one_query():
+    seen = SeenKeys()
+    try:
+        assert seen.add([(f"k{i}", i + 2) for i in range(1_200)]) == {}
+        again = seen.add([(f"k{i}", 5_000 + i) for i in range(0, 2_400, 2)])
+        # k0..k1198 (even) were seen; k1200.. are new.
+        assert again == {5_000 + i: i + 2 for i in range(0, 1_200, 2)}
+    finally:
+        seen.close()
+
+
+def test_seen_keys_instances_are_independent():
+    one, two = SeenKeys(), SeenKeys()
+    try:
+        one.add([("a", 2)])
+        assert two.add([("a", 9)]) == {}
+    finally:
+        one.close()
+        two.close()
+
+
+# -- content_hash ----------------------------------------------------------------------
+
+
+def test_content_hash_is_stable_and_ignores_field_order():
+    a = {"contactId": "1", "email": "a@b.co", "firstName": "Ann"}
+    b = {"firstName": "Ann", "email": "a@b.co", "contactId": "1"}
+    assert content_hash(a) == content_hash(dict(a)) == content_hash(b)
+    assert len(content_hash(a)) == 32 and int(content_hash(a), 16) >= 0
+
+
+def test_content_hash_ignores_order_in_nested_mappings():
+    assert content_hash({"x": {"a": 1, "b": 2}}) == content_hash({"x": {"b": 2, "a": 1}})
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"contactId": "1", "email": "b@b.co"},  # a changed value
+        {"contactId": "1", "email": "a@b.co", "city": "Oslo"},  # an added field
+        {"contactId": "1"},  # a removed field
+        {"contactId": 1, "email": "a@b.co"},  # another type
+        {"contactId": "1", "email": None},
+        {"contactId": "1", "email": ""},
+        {"contactid": "1", "email": "a@b.co"},  # another name
+    ],
+)
+def test_content_hash_changes_with_the_content(other):
+    assert content_hash({"contactId": "1", "email": "a@b.co"}) != content_hash(other)
+
+
+def test_content_hash_of_values_json_does_not_know():
+    when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    assert content_hash({"at": when}) == content_hash({"at": when})
+    assert content_hash({"at": when}) != content_hash({"at": when + datetime.timedelta(seconds=1)})
+    assert content_hash({"name": "Zoë 日本"}) == content_hash({"name": "Zoë 日本"})
+
+
+def test_content_hash_is_the_same_in_another_process():
+    data = {"b": "2", "a": "Zoë", "c": [1, 2]}
+    code = "from etl_core.state import content_hash; print(content_hash({'a': 'Zoë', 'c': [1, 2], 'b': '2'}))"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == content_hash(data)
