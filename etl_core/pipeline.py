@@ -151,6 +151,7 @@ class _Runner:
         self.state: StateStore | None = None
         self.seen: SeenKeys | None = None
         self._in_flight: dict[str, trio.Event] = {}
+        self._committed = trio.lowlevel.ParkingLot()
 
         source_cls, source_options = config.source
         self.source = source_cls(source_options)
@@ -238,6 +239,13 @@ class _Runner:
         elif self.state.has_history:
             self.log.info("resuming", path=self.state_path)
         if not self.dry_run:
+            token = trio.lowlevel.current_trio_token()
+
+            def wake_waiting_workers() -> None:  # runs in the writer thread
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._committed.unpark_all)
+
+            self.state.on_commit = wake_waiting_workers
             self.state.start()
 
     def _close_files(self) -> None:
@@ -368,10 +376,21 @@ class _Runner:
                 self._describe(record)
             else:
                 await self._deliver(record)
+                await self._wait_for_checkpoint()
             since_checkpoint += 1
             if since_checkpoint >= _CHECKPOINT_EVERY:
                 since_checkpoint = 0
                 await trio.lowlevel.checkpoint()
+
+    async def _wait_for_checkpoint(self) -> None:
+        # A worker takes its next record only once its last outcome is on disk (a group
+        # commit, shared with every other worker), so a crash re-sends at most the
+        # records that were in flight.
+        state = self.state
+        if state is not None:
+            target = state.recorded
+            while state.committed < target:
+                await self._committed.park()
 
     async def _refill(self, receive: trio.MemoryReceiveChannel[list[Record]]) -> None:
         # Batches cross the channel (cheap per record); records are shared from one

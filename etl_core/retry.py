@@ -112,20 +112,58 @@ class RateLimiterStatistics:
     throttle_events: int
 
 
-class AdaptiveRateLimiter:
-    """A client-side rate limiter that learns the destination's rate (AIMD).
+#: Successes kept for measuring the destination's rate, in seconds.
+_HISTORY = 10.0
+#: Windows shorter than this are too noisy to measure a rate from.
+_MIN_WINDOW = 0.05
+#: Sending for less than this since the last throttle is too little to measure the rate.
+_MIN_EPISODE = 0.5
+#: Answers this soon after the first throttle belong to the first wave of requests.
+_FIRST_WAVE = 0.25
+#: Burst sizes tried when measuring the burst.
+_BURST_STEPS = 50
+#: Throttles this soon after a throttle event answer requests sent before it: same event.
+_SAME_EVENT = 0.5
+#: Largest share of a second of traffic the limiter lets out at once.
+_MAX_TOLERANCE = 0.1
+#: A slot further away than this is recomputed then, in case the rate changed.
+_RECHECK = 0.1
 
-    Unlimited (or at ``max_rate``) until the first throttle. Then each throttle event
-    cuts the rate to ``decrease`` times the rate measured just before it, and every
-    second without one adds ``increase_fraction`` of the rate at the last cut, so the
-    sender probes back up slowly and steady-state 429s stay rare. Slots are handed out
-    with virtual scheduling (GCRA): one timestamp, no lock, no background task.
+
+class AdaptiveRateLimiter:
+    """A client-side rate limiter that learns the destination's rate from its 429s.
+
+    A throttle (429/503) ends a sending stretch at the moment the destination's quota
+    ran out, and a quota (a token bucket: a rate plus a burst) cannot have let through
+    more than its burst plus its rate times the elapsed time. So the successes counted
+    back from each throttle give a lower bound of the destination's rate, and the rate
+    the limiter was sending at gives an upper bound. The limiter:
+
+    * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
+      that first burst measure the destination's burst;
+    * then ramps up from a few bursts per second, faster and faster, until the next
+      throttle, and measures the rate from the successes before it;
+    * holds just under the measured rate (``margin``) for ``hold`` seconds of sending,
+      then probes: the rate grows slowly at first, then faster (``probe_growth``), so a
+      raised quota is found within seconds while a steady one costs one throttle
+      per probe. The hold doubles each time a probe finds the same rate, and stays
+      short for a minute after the rate moved (``hold_after_change``);
+    * when the successes do not explain a throttle (the quota dropped, or it came from
+      far above it), cuts to ``decrease`` times the rate and ramps up again.
+
+    Time spent paused (Retry-After) does not count as sending time. Slots are handed
+    out with virtual scheduling (GCRA): one timestamp, no lock, no background task.
 
     Args:
         max_rate: Fixed ceiling in requests per second, or None.
         adaptive: Learn from throttles; when False only ``max_rate`` applies.
-        decrease: Multiplicative decrease on a throttle event.
-        increase_fraction: Additive increase per second, as a share of the rate at the last cut.
+        margin: How far under the measured rate to hold, as a share of it.
+        decrease: Multiplicative cut when a throttle cannot be explained by the successes.
+        probe_growth: Growth of a probe: the rate is multiplied by ``exp(probe_growth * t**2)``
+            after ``t`` seconds of sending.
+        hold: Seconds of sending at the measured rate before the first probe.
+        max_hold: Longest hold between probes while the rate stays the same.
+        hold_after_change: Seconds between probes for a minute after the rate moved.
         min_rate: Floor in requests per second.
     """
 
@@ -134,92 +172,278 @@ class AdaptiveRateLimiter:
         *,
         max_rate: float | None = None,
         adaptive: bool = True,
-        decrease: float = 0.7,
-        increase_fraction: float = 0.05,
+        margin: float = 0.01,
+        decrease: float = 0.5,
+        probe_growth: float = 0.3,
+        ramp_growth: float = 1.0,
+        hold: float = 60.0,
+        max_hold: float = 600.0,
+        hold_after_change: float = 5.0,
         min_rate: float = 0.5,
     ) -> None:
         self.max_rate = max_rate
         self.adaptive = adaptive
+        self.margin = margin
         self.decrease = decrease
-        self.increase_fraction = increase_fraction
+        self.probe_growth = probe_growth
+        self.ramp_growth = ramp_growth
+        self.hold = hold
+        self.hold_after_change = hold_after_change
+        self.max_hold = max_hold
         self.min_rate = min_rate
-        self._learned: float | None = None  # rate after the last cut, grows while quiet
-        self._cut_at = 0.0
-        self._rate_at_cut = 0.0
-        self._next_slot = 0.0
         self.throttle_events = 0
-        # Times of the successes of the last second, to measure the rate actually achieved.
-        self._recent: collections.deque[float] = collections.deque()
-        self._started = trio.current_time()
+        self.estimate: float | None = None  # the destination's measured rate
+        self.burst_time: float | None = None  # its burst, in seconds of its rate
+        self._first_event: float | None = None
+        self._first_burst: int | None = None  # successes of the first wave of requests
+        self._first_measurement: tuple[list[float], float, float] | None = None
+        self._base: float | None = None  # rate at the start of the current phase
+        self._growth = 0.0  # 0 while holding
+        self._phase_active = 0.0  # self._active when the current phase started
+        self._hold_for = hold
+        self._stable_probes = 0
+        self._volatile_until = -math.inf
+        self._event_at: float | None = None
+        self._last_slot = -math.inf
+        self._gate = trio.Lock()
+        # Sending time: the time between successes, gaps (pauses) left out.
+        self._active = 0.0
+        self._first_success: float | None = None
+        self._last_success: float | None = None
+        self._successes = 0
+        self._measured_over = 0  # successes behind the last measurement
+        self._episode_start: float | None = None  # first success since the last throttle event
+        self._history: collections.deque[float] = collections.deque()  # success times
+        self._second: collections.deque[float] = collections.deque()  # those of the last second
+
+    # -- the rate ------------------------------------------------------------------
 
     @property
     def rate(self) -> float | None:
         """The current sending rate limit in requests per second, or None for unlimited."""
-        learned = self._current_learned()
-        if learned is None:
+        base = self._base
+        if base is None:
             return self.max_rate
-        return learned if self.max_rate is None else min(learned, self.max_rate)
-
-    def _current_learned(self) -> float | None:
-        if self._learned is None:
-            return None
-        quiet = max(0.0, trio.current_time() - self._cut_at)
-        return self._learned + self.increase_fraction * self._rate_at_cut * quiet
+        rate = base
+        if self._growth:
+            elapsed = self._active - self._phase_active
+            rate = base * math.exp(min(20.0, self._growth * elapsed * elapsed))
+            # Never run ahead of what the sender achieves (too few workers, slow
+            # responses): a probe would learn nothing and the rate would balloon.
+            rate = min(rate, max(base, 2.0 * len(self._second)))
+        rate = max(self.min_rate, rate)
+        return rate if self.max_rate is None else min(rate, self.max_rate)
 
     async def acquire(self) -> None:
-        """Wait for this request's sending slot."""
-        rate = self.rate
-        if rate is None:
+        """Wait for this request's sending slot.
+
+        Waiters queue (first come, first served) and only the first one waits for the
+        clock, so a change of rate applies to the very next slot.
+        """
+        if self.rate is None:
             return
-        now = trio.current_time()
-        # A small burst allowance (a tenth of a second of traffic) keeps workers busy
-        # without letting the sender exceed the rate over any longer window.
-        slot = max(self._next_slot, now - 0.1)
-        self._next_slot = slot + 1.0 / rate
-        if slot > now:
-            await trio.sleep_until(slot)
+        async with self._gate:
+            while True:
+                rate = self.rate
+                if rate is None:
+                    return
+                now = trio.current_time()
+                # A small burst allowance keeps workers busy without exceeding the rate
+                # over any longer window, nor the destination's burst.
+                tolerance = _MAX_TOLERANCE
+                if self.burst_time is not None:
+                    tolerance = min(tolerance, 0.5 * self.burst_time)
+                slot = max(self._last_slot + 1.0 / rate, now - tolerance)
+                if slot <= now:
+                    self._last_slot = slot
+                    return
+                await trio.sleep_until(min(slot, now + _RECHECK))
+
+    # -- feedback ------------------------------------------------------------------
 
     def on_success(self, hint: RateLimitHint | None = None) -> None:
         """Record a successful send."""
         now = trio.current_time()
-        recent = self._recent
-        recent.append(now)
-        while recent[0] < now - 1.0:
-            recent.popleft()
-
-    def _measured_rate(self, now: float) -> float:
-        recent = self._recent
-        while recent and recent[0] < now - 1.0:
-            recent.popleft()
-        return len(recent) / max(0.1, min(1.0, now - self._started))
+        last = self._last_success
+        if last is None:
+            self._first_success = now
+        else:
+            rate = self.rate
+            gap = 0.25 if rate is None else max(0.25, 4.0 / rate)
+            self._active += min(now - last, gap)
+        self._last_success = now
+        self._successes += 1
+        second = self._second
+        second.append(now)
+        while second[0] < now - 1.0:
+            second.popleft()
+        if self._base is None:
+            return  # nothing learnt yet: no history needed
+        history = self._history
+        history.append(now)
+        while history[0] < now - _HISTORY:
+            history.popleft()
+        if self._first_burst is None and now - self._first_event > _FIRST_WAVE:  # type: ignore[operator]
+            self._count_first_burst()
+            if self.estimate is None and self._growth == self.ramp_growth:
+                self._base = max(self._base, self._ramp_start(None))
+        if self._episode_start is None:
+            self._episode_start = now
+        if not self._growth and self._active - self._phase_active >= self._hold_for:
+            self._start(self._base, self.probe_growth)
 
     def on_throttle(self) -> bool:
-        """Record a throttled send; cut the rate unless a cut happened very recently.
+        """Record a throttled send and learn from it.
 
         Returns:
-            True if the rate was cut.
+            True if this started a new throttle event (the rate changed).
         """
         if not self.adaptive:
             return False
         now = trio.current_time()
-        # Throttles answering requests sent before the last cut belong to the same event.
-        if self._learned is not None and now - self._cut_at < 1.0:
+        if self._event_at is not None and now - self._event_at < _SAME_EVENT:
             return False
-        current = self._current_learned()
-        measured = self._measured_rate(now)
-        if current is None:
-            base = measured
-        else:
-            # The sender may run below its limit (too few workers): cut from what it achieved.
-            base = min(current, measured) if measured else current
-        new_rate = max(self.min_rate, base * self.decrease)
-        if self.max_rate is not None:
-            new_rate = min(new_rate, self.max_rate)
-        self._learned = new_rate
-        self._rate_at_cut = new_rate
-        self._cut_at = now
+        upper = self.rate  # the rate that ran out of quota
+        previous_event, self._event_at = self._event_at, now
         self.throttle_events += 1
+        episode_start, self._episode_start = self._episode_start, None
+        if self._first_event is None:
+            # The first throttle: the start measured the burst, not the rate. Answers
+            # to the rest of the first wave of requests are still on their way.
+            self._first_event = now
+            self._start(self._ramp_start(upper), self.ramp_growth)
+            return True
+        self._count_first_burst()
+        assert previous_event is not None
+        lower = self._measured_rate(now, previous_event)
+        import os, json  # DEBUG-TEMP
+        if os.environ.get("LIMITER_DEBUG"):  # DEBUG-TEMP
+            with open(os.environ["LIMITER_DEBUG"], "a") as fh:  # DEBUG-TEMP
+                fh.write(json.dumps({"now": now, "prev": previous_event, "ep": episode_start, "upper": upper, "lower": lower, "over": self._measured_over, "first": self._first_burst, "bt": self.burst_time, "hist": [t for t in self._history if t > previous_event]}) + "\n")  # DEBUG-TEMP
+        if upper is not None:
+            lower = min(lower, upper)
+        if lower > 0 and episode_start is not None and now - episode_start >= _MIN_EPISODE:
+            if self.burst_time is None:
+                lower = self._measure_burst(lower, now, previous_event)
+                if self.burst_time is not None:
+                    self.estimate = None  # the first estimate was a rough one
+            self._learn(lower, now)
+            if self.burst_time is None:
+                # The burst is not known yet, so neither is the rate, quite: probe again
+                # at once, gently, for a longer measurement.
+                self._start(lower * (1.0 - self.margin), self.probe_growth)
+            else:
+                self._start(lower * (1.0 - self.margin), 0.0)
+        else:
+            # Too little was sent since the last throttle to measure the rate: the
+            # quota dropped, or the rate was far above it. Ramp up again from what the
+            # successes prove, or from a cut.
+            if self.estimate is not None and lower < 0.8 * self.estimate:
+                self._volatile_until = now + 60.0
+                self._stable_probes = 0
+            cut = self.decrease * (upper if upper is not None else 2.0 * len(self._second))
+            self._start(lower if lower > 0 else cut, self.ramp_growth)
         return True
+
+    def _count_first_burst(self) -> None:
+        """Count the successes of the first wave (those that came back by the end of it)."""
+        if self._first_burst is None:
+            assert self._first_event is not None
+            end = self._first_event + _FIRST_WAVE
+            self._first_burst = self._successes - sum(1 for t in self._history if t > end)
+
+    def _ramp_start(self, upper: float | None) -> float:
+        """The rate to ramp up from after the first throttle: a few bursts per second."""
+        burst = self._first_burst if self._first_burst is not None else self._successes
+        rate = 4.0 * max(1, burst)
+        return rate if upper is None else min(rate, self.decrease * upper)
+
+    def _episode(self, previous_event: float) -> list[float]:
+        """The times of the successes since ``previous_event``, oldest first."""
+        times = []
+        for t in reversed(self._history):
+            if t <= previous_event:
+                break
+            times.append(t)
+        times.reverse()
+        return times
+
+    def _measured_rate(self, now: float, previous_event: float) -> float:
+        """A lower bound of the destination's rate, from the successes since the last throttle."""
+        return self._bound(self._episode(previous_event), now, previous_event, None)
+
+    def _bound(self, times: list[float], now: float, since: float, burst: float | None) -> float:
+        """A lower bound of the rate from the successes ``times`` between throttles at ``since`` and ``now``.
+
+        A token bucket lets through at most its burst plus its rate times the window,
+        and it was empty at ``since``. The burst is ``burst`` requests if given, else
+        ``burst_time`` seconds of the rate once that is known, else the first wave's
+        successes (an upper bound: they include what trickled in while it was sent).
+        """
+        burst_time = self.burst_time if burst is None else None
+        if burst is None and burst_time is None:
+            burst = float(self._first_burst or 0)
+        best = 0.0
+        count = self._measured_over = 0
+        for t in reversed(times):
+            count += 1
+            # Short windows are noisy: count them over at least _MIN_WINDOW.
+            window = max(now - t, _MIN_WINDOW)
+            refill = max(0.0, now - window - since)
+            if burst_time is not None:
+                bound = count / (window + min(burst_time, refill))
+            else:
+                assert burst is not None
+                bound = max(count / (window + refill), (count - burst) / window)
+            if bound > best:
+                best, self._measured_over = bound, count
+        return best
+
+    def _measure_burst(self, rate: float, now: float, previous_event: float) -> float:
+        """Learn the burst from two measurements; return the rate measured with it.
+
+        Each measurement gives the rate as a function of the burst, and a longer one
+        depends on it less. The first is kept; at the second, the burst for which
+        both give the same rate is the one the destination has.
+        """
+        times = self._episode(previous_event)
+        if self._first_measurement is None:
+            self._first_measurement = (times, now, previous_event)
+            return rate
+        first_times, first_now, first_since = self._first_measurement
+        self._first_measurement = None
+        top = float(self._first_burst or 0)
+        best_gap, burst, rate = math.inf, top, rate
+        for step in range(_BURST_STEPS, -1, -1):
+            candidate = top * step / _BURST_STEPS
+            first = self._bound(first_times, first_now, first_since, candidate)
+            second = self._bound(times, now, previous_event, candidate)
+            if abs(first - second) < best_gap:
+                best_gap, burst, rate = abs(first - second), candidate, max(first, second)
+        self.burst_time = burst / rate if rate > 0 else None
+        return rate
+
+    def _learn(self, estimate: float, now: float) -> None:
+        previous = self.estimate
+        self.estimate = estimate
+        if previous is None:
+            return
+        change = abs(estimate / previous - 1.0)
+        if change > 0.2:
+            self._volatile_until = now + 60.0
+            self._stable_probes = 0
+        elif change <= 0.05:
+            self._stable_probes += 1
+        if now < self._volatile_until:
+            self._hold_for = self.hold_after_change
+        else:
+            self._hold_for = min(self.max_hold, self.hold * 2.0 ** self._stable_probes)
+
+    def _start(self, rate: float | None, growth: float) -> None:
+        """Start a phase: hold ``rate`` (growth 0) or grow from it."""
+        self._base = None if rate is None else max(self.min_rate, rate)
+        self._growth = growth
+        self._phase_active = self._active
 
     def statistics(self) -> RateLimiterStatistics:
         """Return the current rate and the number of throttle events seen."""

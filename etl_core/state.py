@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: Outcomes stored per record.
@@ -97,6 +98,12 @@ class StateStore:
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
         self.written = 0
+        #: Outcomes queued so far (by the event loop) and committed so far (by the writer).
+        #: A failed writer sets ``committed`` to infinity so nobody waits on it forever.
+        self.recorded = 0
+        self.committed: float = 0
+        #: Called from the writer thread after each commit (e.g. to wake waiting tasks).
+        self.on_commit: Callable[[], None] | None = None
         self.has_history = self._read.execute(
             "SELECT EXISTS(SELECT 1 FROM records WHERE pipeline = ?)", (pipeline,)
         ).fetchone()[0] == 1
@@ -140,6 +147,7 @@ class StateStore:
 
     def record(self, outcome: Outcome) -> None:
         """Queue one outcome; the writer thread commits it within milliseconds."""
+        self.recorded += 1
         self._queue.put(outcome)
 
     def close(self) -> None:
@@ -179,14 +187,22 @@ class StateStore:
                     connection.executemany(insert, rows)
                     connection.execute("COMMIT")
                     self.written += len(rows)
+                    self.committed += len(rows)
+                    self._notify()
         except BaseException as exc:  # reported by close(); the run must not hang on it
             self._error = exc
+            self.committed = math.inf
+            self._notify()
             # Drain until close() says stop, unless its marker was in the failed batch.
             while not stop:
                 stop = self._queue.get() is None
         finally:
             if connection is not None:
                 connection.close()
+
+    def _notify(self) -> None:
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _rows(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Any, ...]]:
         now = time.time()

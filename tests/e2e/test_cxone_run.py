@@ -211,12 +211,6 @@ def test_retry_after_pauses_the_whole_pool(tmp_path, start_sandbox, custom_confi
 OUTAGE_LIMIT_S = 15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="etl_core/retry.py AdaptiveRateLimiter: every 503 of the outage counts as a throttle and, with no "
-    "success to measure a rate from, the limiter drops to a few requests per second (down to min_rate 0.5/s), "
-    "so even first attempts queue behind it and the run takes minutes instead of failing fast on the budget",
-)
 def test_outage_exhausts_the_retry_budget_and_fails_fast(tmp_path, start_sandbox):
     sandbox = start_sandbox(outage=True)
     rows = [contact_row(i) for i in range(300)]
