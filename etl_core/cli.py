@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="read, transform and validate; describe the requests; send nothing")
     run.add_argument("--sandbox", action="store_true", help="send to the sink's bundled local sandbox instead of the real service")
     run.add_argument("--workers", type=_positive_int, help="number of concurrent sends (overrides run.workers)")
+    run.add_argument(
+        "--metrics-port", type=_port, metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT during the run (0 picks a free port; see ETL_METRICS_ADDR)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     run.add_argument("--fresh", action="store_true", help="ignore the checkpoints of earlier runs and send every record")
     run.add_argument(
@@ -92,6 +97,16 @@ def _add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="lowest log level written")
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 0 and 65535")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -125,6 +140,10 @@ def _load(args: argparse.Namespace, sink_overrides: dict[str, Any] | None = None
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import trio
+
+    if args.metrics_port is not None:
+        # Read by the etl_metrics plugin when the run starts.
+        os.environ["ETL_METRICS_PORT"] = str(args.metrics_port)
 
     if not args.sandbox:
         config, pm = _load(args)

@@ -14,7 +14,7 @@ from ._errors import PluginError
 from ._plugin import Plugin, Sink, Source, Transform
 
 #: First-party plugins: ordinary plugin modules, registered like any other.
-DEFAULT_PLUGINS: tuple[str, ...] = ("etl_csv", "etl_transform", "etl_files", "etl_cxone")
+DEFAULT_PLUGINS: tuple[str, ...] = ("etl_csv", "etl_transform", "etl_files", "etl_cxone", "etl_metrics")
 
 Kind = Literal["source", "transform", "sink"]
 _BASES: dict[Kind, type[Plugin]] = {"source": Source, "transform": Transform, "sink": Sink}

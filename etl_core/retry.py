@@ -176,7 +176,7 @@ class AdaptiveRateLimiter:
         decrease: float = 0.5,
         probe_growth: float = 0.3,
         ramp_growth: float = 1.0,
-        hold: float = 60.0,
+        hold: float = 120.0,
         max_hold: float = 600.0,
         hold_after_change: float = 5.0,
         min_rate: float = 0.5,
@@ -230,7 +230,11 @@ class AdaptiveRateLimiter:
             rate = base * math.exp(min(20.0, self._growth * elapsed * elapsed))
             # Never run ahead of what the sender achieves (too few workers, slow
             # responses): a probe would learn nothing and the rate would balloon.
-            rate = min(rate, max(base, 2.0 * len(self._second)))
+            achieved = len(self._second)
+            if self._episode_start is not None:
+                # Sent for less than a second since a pause: count that time only.
+                achieved /= max(_MIN_WINDOW, min(1.0, trio.current_time() - self._episode_start))
+            rate = min(rate, max(base, 2.0 * achieved))
         rate = max(self.min_rate, rate)
         return rate if self.max_rate is None else min(rate, self.max_rate)
 
@@ -273,6 +277,9 @@ class AdaptiveRateLimiter:
             self._active += min(now - last, gap)
         self._last_success = now
         self._successes += 1
+        import os  # DEBUG-TEMP
+        if os.environ.get("WAVE_DEBUG") and (self._first_event is None or now - self._first_event < 0.3):  # DEBUG-TEMP
+            open(os.environ["WAVE_DEBUG"], "a").write(f"s {now}\n")  # DEBUG-TEMP
         second = self._second
         second.append(now)
         while second[0] < now - 1.0:
@@ -301,6 +308,9 @@ class AdaptiveRateLimiter:
         if not self.adaptive:
             return False
         now = trio.current_time()
+        import os  # DEBUG-TEMP
+        if os.environ.get("WAVE_DEBUG") and (self._first_event is None or now - self._first_event < 0.3):  # DEBUG-TEMP
+            open(os.environ["WAVE_DEBUG"], "a").write(f"t {now}\n")  # DEBUG-TEMP
         if self._event_at is not None and now - self._event_at < _SAME_EVENT:
             return False
         upper = self.rate  # the rate that ran out of quota

@@ -47,7 +47,7 @@ def test_builtins_registered(registry):
     names = {(info.kind, info.name) for info in registry.infos()}
     assert {("sink", "jsonl"), ("sink", "discard")} <= names
     for module in DEFAULT_PLUGINS:
-        assert module in {info.provider for info in registry.infos()} or module in ("etl_csv", "etl_transform", "etl_cxone")
+        assert module in {info.provider for info in registry.infos()} or module in ("etl_csv", "etl_transform", "etl_cxone", "etl_metrics")
 
 
 async def test_plugin_defined_in_test_runs_a_pipeline(tmp_path):
