@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 import importlib.metadata
 import json
 import re
@@ -215,11 +216,13 @@ def _import_tutorial(tmp_path: Path, package: str) -> types.ModuleType:
         sys.path.remove(str(tmp_path))
 
 
-def _run(config: dict, plugin: types.ModuleType, tmp_path: Path) -> dict:
+def _run(config: dict, plugin: types.ModuleType, tmp_path: Path, logs: io.StringIO | None = None) -> dict:
     import trio
 
+    from etl_core.logging import configure_logging
     from etl_core.pipeline import run_pipeline
 
+    configure_logging(fmt="json", level="debug", stream=logs if logs is not None else io.StringIO())
     pm = make_plugin_manager(load_entrypoints=False, extra_plugins=(plugin,))
     parsed = parse_config(config, {}, Registry(pm), env={}, source="tutorial.yaml")
     result = trio.run(lambda: run_pipeline(parsed, pm, handle_signals=False))
@@ -288,6 +291,7 @@ def test_sink_tutorial_runs(tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Webhook.seen = {}
+    logs = io.StringIO()
     try:
         report = _run(
             {
@@ -300,6 +304,7 @@ def test_sink_tutorial_runs(tmp_path):
             },
             plugin,
             tmp_path,
+            logs,
         )
     finally:
         server.shutdown()
@@ -309,6 +314,36 @@ def test_sink_tutorial_runs(tmp_path):
     assert _Webhook.seen == {"1": 1, "2": 1, "3": 2, "4": 2}
     rejects = (tmp_path / "out" / "rejects.csv").read_text(encoding="utf-8")
     assert "s3cret-api-key" not in rejects
+    events = [json.loads(line)["event"] for line in logs.getvalue().splitlines()]
+    assert {"paused", "retry", "give_up", "record_failed"} <= set(events)
+    assert "s3cret-api-key" not in logs.getvalue()
+
+
+def test_testing_example_runs(tmp_path):
+    import trio
+
+    code = _tutorial_modules().get("tests/test_webhook.py")
+    assert code, "docs/plugins.md has no `# tests/test_webhook.py` example"
+    plugin = _import_tutorial(tmp_path, "etl_webhook")
+    namespace: dict = {}
+    exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)  # noqa: S102 - our own docs
+    assert namespace["etl_webhook"] is plugin
+    namespace["test_the_class_is_well_formed"]()
+    namespace["test_a_dry_run_describes_every_record"](tmp_path / "dry")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Webhook.seen = {}
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        # The example's own API key, as the test server expects ours.
+        code = code.replace("test-api-key", "s3cret-api-key")
+        exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)  # noqa: S102
+        trio.run(namespace["test_a_refusal_is_permanent"], url)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert _Webhook.seen == {"2": 1}
 
 
 def test_tutorial_pyproject_declares_the_entry_point():
@@ -405,7 +440,10 @@ def _event_table() -> dict[str, tuple[set[str], set[str]]]:
             continue
         levels = set(re.findall(r"\b(debug|info|warning|error|critical)\b", cells[1]))
         fields = set(re.findall(r"`(\w+)`", cells[2]))
-        table[match.group(1)] = (levels, fields)
+        # An event logged in several ways has several rows.
+        known_levels, known_fields = table.setdefault(match.group(1), (set(), set()))
+        known_levels |= levels
+        known_fields |= fields
     return table
 
 
@@ -472,16 +510,35 @@ parser.error("not a log call")
     assert _CALL.search("self.log.info(name)").group("other") == "name"
 
 
-def test_rejects_columns_and_report_fields_are_documented():
+def test_rejects_columns_and_report_fields_are_documented(tmp_path):
     from etl_core.report import REJECT_COLUMNS
 
     text = _doc("logging.md")
     for column in REJECT_COLUMNS:
         assert f"`{column}`" in text, f"docs/logging.md does not describe the rejects column {column}"
-    pipeline = (ROOT / "etl_core" / "pipeline.py").read_text(encoding="utf-8")
-    body = pipeline[pipeline.index("report: dict[str, Any] = {") :]
-    body = body[: body.index("write_report(")]
-    for key in set(re.findall(r'^\s*"(\w+)":', body, re.MULTILINE)):
+    # The report of a real run, every key at every depth (status codes aside).
+    data = tmp_path / "in.csv"
+    data.write_text("id,email\n1,a@example.com\n2,\n", encoding="utf-8")
+    report = _run(
+        {
+            "pipeline": "report-fields",
+            "key": "id",
+            "source": {"type": "csv", "path": str(data)},
+            "transforms": [{"type": "validate", "fields": {"email": ["required"]}}],
+            "sink": {"type": "discard"},
+            "output": {"dir": str(tmp_path / "out"), "success": "ok.csv"},
+        },
+        types.ModuleType("no_plugin"),
+        tmp_path,
+    )
+
+    def keys(value, parent=""):
+        if isinstance(value, dict) and parent != "by_status":
+            for key, item in value.items():
+                yield key
+                yield from keys(item, key)
+
+    for key in set(keys(report)):
         assert f"`{key}`" in text, f"docs/logging.md does not describe the report field {key}"
 
 
@@ -515,7 +572,10 @@ class _AnyEnv(Mapping[str, str]):
         return 0
 
 
-def test_config_examples_validate(registry):
+def test_config_examples_validate(tmp_path):
+    # The tutorials' configs use the tutorials' plugins.
+    tutorials = tuple(_import_tutorial(tmp_path, package) for package in ("etl_jsonl_source", "etl_webhook"))
+    registry = Registry(make_plugin_manager(load_entrypoints=False, extra_plugins=tutorials))
     count = 0
     for path in [*_checked_docs(), ROOT / "README.md"]:
         for block in _fenced(path.read_text(encoding="utf-8"), "yaml"):
