@@ -54,8 +54,8 @@ class PluginError(EtlError):
 class FatalError(EtlError):
     """The run cannot go on (e.g. the API rejects the credentials).
 
-    The runner stops sending at once, records the in-flight records as retryable
-    failures and exits with code 1.
+    The runner stops sending at once and exits with code 1. Records that were in flight
+    have no outcome (``not_processed`` in the report) and are sent again by a rerun.
     """
 
 

@@ -27,9 +27,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PluginError) as exc:
         print(f"etl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BaseExceptionGroup as group:
+        # Raised inside a task group (e.g. while a sandbox serves).
+        user_errors, others = group.split((ConfigError, PluginError))
+        if user_errors is None or others is not None:
+            raise
+        print(f"etl: error: {_first_leaf(user_errors)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         # Ctrl-C outside a run (a run handles its own signals).
         return 130
+
+
+def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,12 +164,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def in_sandbox() -> int:
         async with _sandbox_sink_class(args.config).open_sandbox() as overrides:
             config, pm = _load(args, sink_overrides=overrides)
-            return await _run(config, pm, args)
+            # Each sandbox starts empty: its runs keep their files (and checkpoints) apart
+            # from the real service's, and never resume.
+            sandbox_dir = os.path.join(config.model.output.dir, "sandbox")
+            return await _run(config, pm, args, output_dir=sandbox_dir, fresh=True)
 
     return trio.run(in_sandbox)
 
 
-async def _run(config: Any, pm: Any, args: argparse.Namespace) -> int:
+async def _run(config: Any, pm: Any, args: argparse.Namespace, *, output_dir: str | None = None, fresh: bool = False) -> int:
     from .pipeline import run_pipeline
 
     result = await run_pipeline(
@@ -165,9 +180,10 @@ async def _run(config: Any, pm: Any, args: argparse.Namespace) -> int:
         pm,
         dry_run=args.dry_run,
         workers=args.workers,
-        fresh=args.fresh,
+        fresh=args.fresh or fresh,
         retry_rejected=args.retry_rejected,
         show_progress=not args.no_progress,
+        output_dir=output_dir,
     )
     if result.report["aborted"]:
         # Logs may be going to a file or a log shipper: say why on stderr too.
@@ -202,12 +218,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.check_auth:
         import trio
 
-        from ._errors import FatalError
+        from ._errors import EtlError
 
         sink_cls, options = config.sink
         try:
             checked = trio.run(sink_cls(options).check_auth)
-        except FatalError as exc:
+        except EtlError as exc:
             print(f"etl: error: credentials check failed: {exc}", file=sys.stderr)
             return EXIT_USAGE
         print(f"credentials: {checked}" if checked else f"credentials: sink {model.sink.type!r} has none to check")

@@ -179,10 +179,11 @@ def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path
             if match.group(1):
                 return "$"
             name, default = match.group(2), match.group(3)
-            if name in env:
-                return env[name]
+            value = env.get(name)
             if default is not None:
-                return default
+                return value or default  # like the shell's ${VAR:-default}: unset or empty
+            if value is not None:
+                return value
             raise ConfigError(
                 f"environment variable {name} is not set (set it, or give a default: ${{{name}:-value}})",
                 path=_dotted(path),

@@ -126,7 +126,12 @@ def configure_logging(
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
     else:
-        renderer = [_redact_processor, structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+        renderer = [
+            # Render the traceback as text first, without frame locals, so masking applies to it.
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback),
+        ]
     structlog.configure(
         processors=shared + renderer,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

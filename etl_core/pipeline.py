@@ -79,6 +79,7 @@ async def run_pipeline(
     fresh: bool = False,
     retry_rejected: bool = False,
     show_progress: bool = False,
+    output_dir: str | None = None,
 ) -> RunResult:
     """Run a validated pipeline to the end.
 
@@ -92,6 +93,7 @@ async def run_pipeline(
         fresh: Forget the checkpoints of earlier runs (``--fresh``).
         retry_rejected: Send again records an earlier run saw refused for good (``--retry-rejected``).
         show_progress: Draw a progress bar on stderr when it is a terminal.
+        output_dir: Write the report, rejects and state here instead of ``output.dir``.
 
     Returns:
         The exit code and the run report.
@@ -108,8 +110,14 @@ async def run_pipeline(
         fresh=fresh,
         retry_rejected=retry_rejected,
         show_progress=show_progress,
+        output_dir=output_dir,
     )
     return await runner.run(handle_signals=handle_signals)
+
+
+def _iso(moment: datetime.datetime) -> str:
+    """ISO-8601 UTC with a Z, like the log timestamps."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
@@ -132,6 +140,7 @@ class _Runner:
         fresh: bool = False,
         retry_rejected: bool = False,
         show_progress: bool = False,
+        output_dir: str | None = None,
     ) -> None:
         model = config.model
         self.config = config
@@ -141,7 +150,7 @@ class _Runner:
         self.workers = workers or model.run.workers
         self.key_field = model.key
         self.run_id = uuid.uuid4().hex
-        self.output_dir = os.path.abspath(model.output.dir)
+        self.output_dir = os.path.abspath(output_dir or model.output.dir)
         self.report_path = os.path.join(self.output_dir, model.output.report)
         self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects))
         self.successes = SuccessWriter(os.path.join(self.output_dir, model.output.success)) if model.output.success else None
@@ -200,6 +209,7 @@ class _Runner:
         self.pm.hook.run_started(run_id=self.run_id, pipeline=self.config.model.pipeline, config=self.config.masked())
         aborted: str | None = None
         self._open_state()
+        self._remove_previous_results()
         try:
             if not self.dry_run:
                 structlog.contextvars.bind_contextvars(stage="sink")
@@ -215,6 +225,12 @@ class _Runner:
         except* FatalError as group:
             aborted = "; ".join(dict.fromkeys(str(exc) for exc in _leaves(group)))
             self.log.error("run_aborted", reason=aborted)
+        except* Exception as group:
+            # A bug in a plugin or in the core: still write the report and keep the state
+            # consistent, so that nothing done so far is lost and a rerun resumes.
+            first = next(_leaves(group))
+            aborted = f"internal error: {type(first).__name__}: {first}"
+            self.log.error("run_crashed", reason=aborted, exc_info=first)
         finally:
             with trio.CancelScope(shield=True):
                 await self.sink.aclose()
@@ -247,6 +263,13 @@ class _Runner:
 
             self.state.on_commit = wake_waiting_workers
             self.state.start()
+
+    def _remove_previous_results(self) -> None:
+        # Rejects and success files are created on their first row: a file left by an
+        # earlier run would otherwise pass for this run's.
+        for writer in (self.rejects, self.successes):
+            if writer is not None and os.path.exists(writer.path):
+                os.remove(writer.path)
 
     def _close_files(self) -> None:
         self.rejects.close()
@@ -412,7 +435,7 @@ class _Runner:
             return
         self._dry_run_shown += 1
         level = "info" if self._dry_run_shown <= _DRY_RUN_SHOWN else "debug"
-        getattr(self.log, level)("dry_run_request", line=record.line, key=record.key, **request)
+        getattr(self.log, level)("dry_run_request", line=record.line, key=record.key, request=request)
         self._succeed(record, status=None, attempts=0)
 
     async def _deliver(self, record: Record) -> None:
@@ -444,7 +467,7 @@ class _Runner:
             except ThrottledError as exc:
                 self._count_status(exc.status)
                 self.counters.throttled += 1
-                delay = exc.retry_after
+                delay = exc.retry_after if exc.retry_after is None else min(exc.retry_after, retry.retry_after_max)
                 if exc.status == 429 or delay is not None:
                     # A rate limit: learn from it. A bare 503 is more likely an outage,
                     # which the retry budget handles; slowing first attempts would only
@@ -499,8 +522,10 @@ class _Runner:
         # The server says the window is spent: pause until it resets instead of
         # spending requests to learn the same thing from 429s.
         if hint.remaining is not None and hint.remaining <= 0 and hint.reset:
-            if self.pause.pause_for(min(hint.reset, self.settings.retry.retry_after_max)):
-                self.log.info("paused", seconds=round(hint.reset, 3), reason="rate limit window spent")
+            seconds = min(hint.reset, self.settings.retry.retry_after_max)
+            already_paused = self.pause.remaining() > 0
+            if self.pause.pause_for(seconds) and not already_paused:
+                self.log.info("paused", seconds=round(seconds, 3), reason="rate limit window spent")
 
     def _may_retry(self, record: Record, exc: TransientError, attempts: int, cost: int) -> bool:
         if attempts >= self.settings.retry.max_attempts:
@@ -577,6 +602,7 @@ class _Runner:
             # still a failure of this input, so it stays in the rejects and the exit code.
             self.counters.failed += 1
             reason = f"{before.error} (an earlier run; not sent again: use --retry-rejected to resend)"
+            self.log.warning("record_failed", key=record.key, line=record.line, status=before.status, reason=reason, attempts=0, retryable=False)
             self.rejects.write(
                 line=record.line, key=record.key, stage="sink", plugin=self.sink.name, reason=reason,
                 raw=record.raw, status=before.status, attempts=0, retryable=False,
@@ -697,8 +723,8 @@ class _Runner:
             "pipeline": self.config.model.pipeline,
             "config": self.config.path,
             "dry_run": self.dry_run,
-            "started_at": started_at.isoformat(),
-            "finished_at": finished_at.isoformat(),
+            "started_at": _iso(started_at),
+            "finished_at": _iso(finished_at),
             "duration_s": round(duration, 3),
             "exit_code": exit_code,
             "interrupted_by": self._signal.name if self._signal else None,

@@ -67,7 +67,8 @@ def test_shipped_command_with_bundled_sandbox(project_copy):
     result = run_etl("run", "configs/cxone-contacts.yaml", "--sandbox", "--log-format", "json", cwd=project_copy)
     no_traceback(result)
     assert result.returncode == 1, result.stderr  # the sample has bad rows on purpose
-    out = project_copy / SHIPPED_OUT
+    out = project_copy / SHIPPED_OUT / "sandbox"  # sandbox runs keep apart from real ones
+    assert not (project_copy / SHIPPED_OUT / "state.db").exists()
     report = read_report(out)
     assert records(report) == {"read": 300, "ok": 284, "rejected": 10, "failed": 6, "not_processed": 0}
     assert report["requests"]["by_status"] == {"200": 284, "404": 6}
@@ -102,6 +103,12 @@ def test_shipped_command_with_bundled_sandbox(project_copy):
 
     events = json_logs(result.stdout)
     assert events[-1]["event"] == "run_finished" and events[-1]["records_read"] == 300
+
+    # Every sandbox starts empty, so running the demo again does the same work again.
+    again = run_etl("run", "configs/cxone-contacts.yaml", "--sandbox", "--log-format", "json", cwd=project_copy)
+    assert again.returncode == 1, again.stderr
+    assert records(read_report(out)) == records(report)
+    assert len(read_csv(out / "missing-contacts.csv")) == 6
 
 
 # -- 2./3. tokens -----------------------------------------------------------------------
