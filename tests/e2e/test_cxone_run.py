@@ -374,8 +374,12 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
     for n in range(5):
         rows[10 + 50 * n]["contact_id"] = unknown_id(n)
     csv_path = write_rows(tmp_path / "contacts.csv", rows)
+    config = tmp_path / "with-success-file.yaml"  # the shipped job, plus a success file
+    config.write_text(
+        SHIPPED_CONFIG.read_text().replace("  dir: out/cxone-contacts", "  dir: out/cxone-contacts\n  success: success.csv")
+    )
     with EtlProcess(
-        "run", str(SHIPPED_CONFIG), "--log-format", "json", "--log-level", "debug",
+        "run", str(config), "--log-format", "json", "--log-level", "debug",
         cwd=tmp_path, env=sandbox_env(sandbox, csv_path),
     ) as etl:
         wait_until(lambda: sandbox.stats()["requests"] >= 150)
@@ -403,7 +407,7 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
     needles |= {f"token {n}": token for n, token in enumerate(issued.tokens)}
     out = tmp_path / SHIPPED_OUT
     outputs = {"stdout": stdout.encode(), "stderr": stderr.encode()}
-    for name in ("report.json", "rejects.csv", "missing-contacts.csv"):
+    for name in ("report.json", "rejects.csv", "missing-contacts.csv", "success.csv", "state.db"):
         assert (out / name).is_file(), name
     for path in out.rglob("*"):  # and any other file of the run (e.g. its state)
         if path.is_file():
