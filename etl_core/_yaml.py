@@ -41,6 +41,8 @@ def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, 
         lines: dict[Path, int] = {}
         _index(node, (), lines, [0])
         return loader.construct_document(node), lines
+    except RecursionError:
+        raise ConfigError("the document nests too deeply (or an alias refers to itself); refusing to load it", source=source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -44,6 +44,8 @@ _DRY_RUN_SHOWN = 5
 _CHECKPOINT_EVERY = 64
 #: Seconds between progress snapshots (progress bar, run_progress hook).
 _PROGRESS_INTERVAL = 1.0
+#: Seconds the sink may take to close at the end of a run.
+_CLOSE_TIMEOUT = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +152,16 @@ class _Runner:
         self.workers = workers or model.run.workers
         self.key_field = model.key
         self.run_id = uuid.uuid4().hex
-        self.output_dir = os.path.abspath(output_dir or model.output.dir)
+        base_dir = os.path.abspath(output_dir or model.output.dir)
+        # A dry run keeps its report and rejects apart from the real runs' (it reads
+        # their checkpoints, though, to show what a real run would skip).
+        self.output_dir = os.path.join(base_dir, "dry-run") if dry_run else base_dir
         self.report_path = os.path.join(self.output_dir, model.output.report)
         self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects))
         self.successes = SuccessWriter(os.path.join(self.output_dir, model.output.success)) if model.output.success else None
         self.fresh = fresh
         self.resend_permanent = retry_rejected or model.state.resend_permanent_failures
-        self.state_path = os.path.join(self.output_dir, model.state.path)
+        self.state_path = os.path.join(base_dir, model.state.path)
         self.state: StateStore | None = None
         self.seen: SeenKeys | None = None
         self._in_flight: dict[str, trio.Event] = {}
@@ -181,6 +186,7 @@ class _Runner:
         self._stopping = False
         self._signal: signal.Signals | None = None
         self._workers_scope = trio.CancelScope()
+        self._open_scope = trio.CancelScope()
         self._reader_scope = trio.CancelScope()
         self._hook_record_done = bool(pm.hook.record_done.get_hookimpls())
         self._hook_run_progress = bool(pm.hook.run_progress.get_hookimpls())
@@ -208,19 +214,22 @@ class _Runner:
         )
         self.pm.hook.run_started(run_id=self.run_id, pipeline=self.config.model.pipeline, config=self.config.masked())
         aborted: str | None = None
+        self._prepare_output_dir()
         self._open_state()
         self._remove_previous_results()
         try:
-            if not self.dry_run:
-                structlog.contextvars.bind_contextvars(stage="sink")
-                await self.sink.open(
-                    RunContext(self.run_id, self.config.model.pipeline, self.output_dir, self.dry_run)
-                )
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     nursery.start_soon(self._watch_signals)
+                if not self.dry_run:
+                    structlog.contextvars.bind_contextvars(stage="sink")
+                    with self._open_scope:  # a signal cancels a slow open (e.g. token retries)
+                        await self.sink.open(
+                            RunContext(self.run_id, self.config.model.pipeline, self.output_dir, self.dry_run)
+                        )
                 nursery.start_soon(self._report_progress)
-                await self._pump()
+                if not self._stopping:
+                    await self._pump()
                 nursery.cancel_scope.cancel()
         except* FatalError as group:
             aborted = "; ".join(dict.fromkeys(str(exc) for exc in _leaves(group)))
@@ -232,11 +241,27 @@ class _Runner:
             aborted = f"internal error: {type(first).__name__}: {first}"
             self.log.error("run_crashed", reason=aborted, exc_info=first)
         finally:
+            # Shielded from a second Ctrl-C, but bounded: a peer that never answers the
+            # close must not keep the report and the checkpoints from being written.
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                try:
+                    await self.sink.aclose()
+                except Exception:
+                    self.log.exception("sink_close_failed")
             with trio.CancelScope(shield=True):
-                await self.sink.aclose()
-                await trio.to_thread.run_sync(self._close_files)
+                state_error = await trio.to_thread.run_sync(self._close_files)
+            if state_error is not None and aborted is None:
+                aborted = f"the state file could not be written: {state_error}"
             structlog.contextvars.unbind_contextvars("stage")
         return self._finish(started_at, aborted or self._stop_reason)
+
+    def _prepare_output_dir(self) -> None:
+        try:
+            os.makedirs(self.output_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output directory {self.output_dir}: {exc.strerror}", path="output.dir") from None
+        if not os.access(self.output_dir, os.W_OK):
+            raise ConfigError(f"the output directory {self.output_dir} is not writable", path="output.dir")
 
     def _open_state(self) -> None:
         if self.key_field is not None:
@@ -247,7 +272,7 @@ class _Runner:
             return  # a dry run reads earlier checkpoints but never creates them
         try:
             self.state = StateStore(self.state_path, self.config.model.pipeline, self.run_id)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise ConfigError(f"cannot use the state file {self.state_path}: {exc}", path="state.path") from None
         if self.fresh and not self.dry_run:
             forgotten = self.state.forget()
@@ -259,10 +284,18 @@ class _Runner:
 
             def wake_waiting_workers() -> None:  # runs in the writer thread
                 with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(self._committed.unpark_all)
+                    token.run_sync_soon(self._after_commit)
 
             self.state.on_commit = wake_waiting_workers
             self.state.start()
+
+    def _after_commit(self) -> None:
+        self._committed.unpark_all()
+        if self.state is not None and self.state.failed and not self._stopping:
+            # Without checkpoints a crash would lose track of what was sent: stop now.
+            self._stop_reason = "the state file could not be written; stopped to keep reruns safe"
+            self.log.error("state_write_failed", path=self.state_path)
+            self._stop_gracefully()
 
     def _remove_previous_results(self) -> None:
         # Rejects and success files are created on their first row: a file left by an
@@ -271,14 +304,20 @@ class _Runner:
             if writer is not None and os.path.exists(writer.path):
                 os.remove(writer.path)
 
-    def _close_files(self) -> None:
+    def _close_files(self) -> BaseException | None:
+        """Close every file (runs in a thread); return the state store's write error, if any."""
         self.rejects.close()
         if self.successes is not None:
             self.successes.close()
         if self.seen is not None:
             self.seen.close()
         if self.state is not None:
-            self.state.close()
+            try:
+                self.state.close()
+            except Exception as exc:  # reported in the run report, never a traceback
+                self.log.error("state_write_failed", path=self.state_path, reason=f"{type(exc).__name__}: {exc}")
+                return exc
+        return None
 
     async def _pump(self) -> None:
         self._records = iter(self.source.read())
@@ -631,6 +670,7 @@ class _Runner:
     def _stop_gracefully(self) -> None:
         """Stop reading; let in-flight sends finish within the drain deadline."""
         self._stopping = True
+        self._open_scope.cancel()  # nothing was sent yet if the sink is still opening
         self._reader_scope.cancel()
         self._workers_scope.deadline = trio.current_time() + self.settings.drain_timeout
 

@@ -55,9 +55,10 @@ def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[o
         _register(pm, plugin, None)
     if load_entrypoints:
         for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
-            if pm.get_plugin(ep.name) is not None:
-                continue
             dist = ep.dist.name if ep.dist else "unknown distribution"
+            if pm.get_plugin(ep.name) is not None:
+                owner = pm.distributions.get(ep.name, ("etl (built in)",))[0]
+                raise PluginError(f"plugin name {ep.name!r} is claimed twice: by {owner} and by {dist}")
             try:
                 plugin = ep.load()
             except Exception as exc:  # any import failure of third-party code

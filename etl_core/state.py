@@ -200,6 +200,11 @@ class StateStore:
             if connection is not None:
                 connection.close()
 
+    @property
+    def failed(self) -> bool:
+        """True once the writer has failed (the error is raised by :meth:`close`)."""
+        return self._error is not None
+
     def _notify(self) -> None:
         if self.on_commit is not None:
             self.on_commit()

@@ -29,6 +29,8 @@ _REFRESH_FRACTION = 0.1
 # ...but use every token for at least half its lifetime, or short-lived tokens would
 # be refreshed on every request.
 _MAX_REFRESH_FRACTION = 0.5
+# After a failed early refresh, seconds to wait before trying again (the old token is kept).
+_REFRESH_RETRY = 5.0
 # Only a short, code-like OAuth ``error`` value is quoted back; anything else may be junk.
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
 _ERROR_HINTS = {
@@ -122,7 +124,16 @@ class TokenProvider:
                 return current.value
             flight = self._flight
             if flight is None:
-                return await self._refresh()
+                try:
+                    return await self._refresh()
+                except TransientError:
+                    if current is None or self._clock() >= current.expires_at:
+                        raise
+                    # The token is still good: keep using it, and try the refresh again
+                    # a little later instead of on the very next request.
+                    retry_at = min(self._clock() + _REFRESH_RETRY, current.expires_at)
+                    self._current = dataclasses.replace(current, refresh_at=retry_at)
+                    return current.value
             if current is not None and now < current.expires_at:
                 return current.value
             await flight.done.wait()

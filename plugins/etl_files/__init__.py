@@ -6,7 +6,9 @@ import json
 import os
 from typing import Any
 
-from etl_core import PluginOptions, Record, RunContext, SendResult, Sink, hookimpl
+import pydantic
+
+from etl_core import ConfigError, PluginOptions, Record, RunContext, SendResult, Sink, hookimpl
 
 
 class JsonlSink(Sink):
@@ -15,9 +17,16 @@ class JsonlSink(Sink):
     name = "jsonl"
 
     class Options(PluginOptions):
-        path: str
-        #: Write the input line number under this field (off when empty).
-        line_field: str = ""
+        path: str = pydantic.Field(description="The JSON Lines file; appended to, created with its directory if missing.")
+        line_field: str = pydantic.Field("", description="Also write the input line number under this field (off when empty).")
+
+    def check(self) -> None:
+        parent = os.path.dirname(os.path.abspath(self.options.path))
+        existing = parent
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing) or (os.path.isdir(parent) and not os.access(parent, os.W_OK)):
+            raise ConfigError(f"cannot write {self.options.path!r}: {existing!r} is not a writable directory", path="sink.path")
 
     async def open(self, context: RunContext) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.options.path)), exist_ok=True)
@@ -30,6 +39,9 @@ class JsonlSink(Sink):
         if self.options.line_field:
             data[self.options.line_field] = record.line
         self._file.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        # Flushed before the runner records the record as delivered: a crash must not
+        # leave checkpointed lines behind in a buffer.
+        self._file.flush()
         return SendResult()
 
     async def aclose(self) -> None:

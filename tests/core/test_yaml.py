@@ -42,3 +42,9 @@ def test_alias_bomb_refused():
 def test_python_tags_are_not_constructed():
     with pytest.raises(ConfigError):
         load_yaml("a: !!python/object/apply:os.system ['true']\n")
+
+
+@pytest.mark.parametrize("text", ["source: &a {type: csv, path: [*a]}", "[" * 3000], ids=["recursive-alias", "deep"])
+def test_recursive_or_deep_documents_refused(text):
+    with pytest.raises(ConfigError, match="nests too deeply"):
+        load_yaml(text)

@@ -123,8 +123,9 @@ def test_dry_run_sends_nothing(tmp_path):
     assert not (tmp_path / "out" / "records.jsonl").exists()
     events = json_lines(result.stdout)
     assert sum(e["event"] == "dry_run_request" for e in events) == 5  # the first few are shown
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = json.loads((tmp_path / "out" / "dry-run" / "report.json").read_text())
     assert report["dry_run"] is True and report["records"]["rejected"] == 3
+    assert not (tmp_path / "out" / "report.json").exists(), "a dry run keeps apart from real runs"
 
 
 def test_validate_reads_nothing(tmp_path):

@@ -496,3 +496,24 @@ def test_dry_run_sends_nothing(tmp_path, start_sandbox):
     assert report["dry_run"] is True and report["records"]["ok"] == 50
     shown = [e for e in json_logs(result.stdout) if e["event"] == "dry_run_request"]
     assert shown and shown[0]["url"].startswith(sandbox.url + "/api/v2/contacts/")
+
+
+# -- validate --check-auth ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("secret", "expected_code"), [("sandbox-secret", 0), ("wrong-secret-123", 2)])
+def test_validate_check_auth(tmp_path, start_sandbox, secret, expected_code):
+    sandbox = start_sandbox()
+    csv_path = write_rows(tmp_path / "contacts.csv", [contact_row(0)])
+    env = {**sandbox_env(sandbox, csv_path), "CXONE_CLIENT_SECRET": secret}
+    result = run_etl("validate", str(SHIPPED_CONFIG), "--check-auth", cwd=tmp_path, env=env)
+    no_traceback(result)
+    assert result.returncode == expected_code, result.stderr
+    assert sandbox.stats()["token_requests"] == 1
+    assert sandbox.stats()["requests"] == 0  # no record is sent
+    assert "wrong-secret-123" not in result.stdout + result.stderr
+    if expected_code == 0:
+        assert "a token was issued" in result.stdout
+    else:
+        assert "credentials check failed" in result.stderr and "refused" in result.stderr
+    assert not (tmp_path / "out").exists()
