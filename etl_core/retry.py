@@ -116,6 +116,8 @@ class RateLimiterStatistics:
 _HISTORY = 10.0
 #: Windows shorter than this are too noisy to measure a rate from.
 _MIN_WINDOW = 0.05
+#: Most windows tried per measurement.
+_WINDOWS = 500
 #: Sending for less than this since the last throttle is too little to measure the rate.
 _MIN_EPISODE = 0.5
 #: Answers this soon after the first throttle belong to the first wave of requests.
@@ -131,36 +133,44 @@ _RECHECK = 0.1
 
 
 class AdaptiveRateLimiter:
-    """A client-side rate limiter that learns the destination's rate from its 429s.
+    """A client-side rate limiter that learns the destination's rate from its throttles.
 
-    A throttle (429/503) ends a sending stretch at the moment the destination's quota
-    ran out, and a quota (a token bucket: a rate plus a burst) cannot have let through
-    more than its burst plus its rate times the elapsed time. So the successes counted
-    back from each throttle give a lower bound of the destination's rate, and the rate
-    the limiter was sending at gives an upper bound. The limiter:
+    With ``Retry-After`` every throttle (429/503) pauses the whole pool, so a throttle
+    costs a second or more of sending however it is answered: the limiter's job is to
+    need few of them, and to send just under the destination's rate in between.
+
+    It measures instead of cutting blindly. A throttle marks the moment the
+    destination's quota ran out, and a quota (a token bucket: a rate plus a burst)
+    lets through at most its burst plus its rate times the elapsed time; so the
+    successes counted back from a throttle give the destination's rate once its burst
+    is known. The limiter:
 
     * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
-      that first burst measure the destination's burst;
-    * then ramps up from a few bursts per second, faster and faster, until the next
-      throttle, and measures the rate from the successes before it;
-    * holds just under the measured rate (``margin``) for ``hold`` seconds of sending,
-      then probes: the rate grows slowly at first, then faster (``probe_growth``), so a
-      raised quota is found within seconds while a steady one costs one throttle
-      per probe. The hold doubles each time a probe finds the same rate, and stays
-      short for a minute after the rate moved (``hold_after_change``);
-    * when the successes do not explain a throttle (the quota dropped, or it came from
-      far above it), cuts to ``decrease`` times the rate and ramps up again.
+      that first wave of requests are the burst, plus whatever trickled in meanwhile;
+    * ramps up from a few bursts per second (``ramp_growth``) until the next throttle,
+      and measures the rate from the successes before it;
+    * probes once more, gently, from just under that rate (``probe_growth``): two
+      measurements that depend differently on the burst tell both the burst and the rate;
+    * then holds ``margin`` under the measured rate. After ``hold`` seconds of sending
+      it probes again (the rate grows slowly at first, then faster) to find a raised
+      quota; each probe that finds the same rate doubles the hold (up to ``max_hold``),
+      and for a minute after the rate moved, probes come every ``hold_after_change``;
+    * when too little was sent since the last throttle to measure anything (the quota
+      dropped, or the rate was far above it), ramps up again from what the successes
+      prove, or from ``decrease`` times the rate.
 
-    Time spent paused (Retry-After) does not count as sending time. Slots are handed
-    out with virtual scheduling (GCRA): one timestamp, no lock, no background task.
+    Time spent paused (no successes) does not count as sending time. Slots are handed
+    out with virtual scheduling (GCRA): waiters queue, and the first one sleeps until
+    its slot, recomputed at least every 0.1 s so a new rate applies at once.
 
     Args:
         max_rate: Fixed ceiling in requests per second, or None.
         adaptive: Learn from throttles; when False only ``max_rate`` applies.
         margin: How far under the measured rate to hold, as a share of it.
-        decrease: Multiplicative cut when a throttle cannot be explained by the successes.
+        decrease: Cut applied when a throttle cannot be measured from.
         probe_growth: Growth of a probe: the rate is multiplied by ``exp(probe_growth * t**2)``
             after ``t`` seconds of sending.
+        ramp_growth: The same for a ramp (the rate is not known yet).
         hold: Seconds of sending at the measured rate before the first probe.
         max_hold: Longest hold between probes while the rate stays the same.
         hold_after_change: Seconds between probes for a minute after the rate moved.
@@ -208,11 +218,10 @@ class AdaptiveRateLimiter:
         self._gate = trio.Lock()
         # Sending time: the time between successes, gaps (pauses) left out.
         self._active = 0.0
-        self._first_success: float | None = None
         self._last_success: float | None = None
         self._successes = 0
-        self._measured_over = 0  # successes behind the last measurement
         self._episode_start: float | None = None  # first success since the last throttle event
+        self._active_at_event = 0.0
         self._history: collections.deque[float] = collections.deque()  # success times
         self._second: collections.deque[float] = collections.deque()  # those of the last second
 
@@ -257,6 +266,8 @@ class AdaptiveRateLimiter:
                 tolerance = _MAX_TOLERANCE
                 if self.burst_time is not None:
                     tolerance = min(tolerance, 0.5 * self.burst_time)
+                elif self._first_burst is not None:
+                    tolerance = min(tolerance, 0.5 * self._first_burst / rate)
                 slot = max(self._last_slot + 1.0 / rate, now - tolerance)
                 if slot <= now:
                     self._last_slot = slot
@@ -269,17 +280,12 @@ class AdaptiveRateLimiter:
         """Record a successful send."""
         now = trio.current_time()
         last = self._last_success
-        if last is None:
-            self._first_success = now
-        else:
+        if last is not None:
             rate = self.rate
             gap = 0.25 if rate is None else max(0.25, 4.0 / rate)
             self._active += min(now - last, gap)
         self._last_success = now
         self._successes += 1
-        import os  # DEBUG-TEMP
-        if os.environ.get("WAVE_DEBUG") and (self._first_event is None or now - self._first_event < 0.3):  # DEBUG-TEMP
-            open(os.environ["WAVE_DEBUG"], "a").write(f"s {now}\n")  # DEBUG-TEMP
         second = self._second
         second.append(now)
         while second[0] < now - 1.0:
@@ -308,15 +314,14 @@ class AdaptiveRateLimiter:
         if not self.adaptive:
             return False
         now = trio.current_time()
-        import os  # DEBUG-TEMP
-        if os.environ.get("WAVE_DEBUG") and (self._first_event is None or now - self._first_event < 0.3):  # DEBUG-TEMP
-            open(os.environ["WAVE_DEBUG"], "a").write(f"t {now}\n")  # DEBUG-TEMP
         if self._event_at is not None and now - self._event_at < _SAME_EVENT:
             return False
         upper = self.rate  # the rate that ran out of quota
         previous_event, self._event_at = self._event_at, now
         self.throttle_events += 1
-        episode_start, self._episode_start = self._episode_start, None
+        self._episode_start = None
+        # Sending time since the last throttle (pauses left out).
+        sent_for, self._active_at_event = self._active - self._active_at_event, self._active
         if self._first_event is None:
             # The first throttle: the start measured the burst, not the rate. Answers
             # to the rest of the first wave of requests are still on their way.
@@ -326,13 +331,9 @@ class AdaptiveRateLimiter:
         self._count_first_burst()
         assert previous_event is not None
         lower = self._measured_rate(now, previous_event)
-        import os, json  # DEBUG-TEMP
-        if os.environ.get("LIMITER_DEBUG"):  # DEBUG-TEMP
-            with open(os.environ["LIMITER_DEBUG"], "a") as fh:  # DEBUG-TEMP
-                fh.write(json.dumps({"now": now, "prev": previous_event, "ep": episode_start, "upper": upper, "lower": lower, "over": self._measured_over, "first": self._first_burst, "bt": self.burst_time, "hist": [t for t in self._history if t > previous_event]}) + "\n")  # DEBUG-TEMP
         if upper is not None:
             lower = min(lower, upper)
-        if lower > 0 and episode_start is not None and now - episode_start >= _MIN_EPISODE:
+        if lower > 0 and sent_for >= _MIN_EPISODE:
             if self.burst_time is None:
                 lower = self._measure_burst(lower, now, previous_event)
                 if self.burst_time is not None:
@@ -394,9 +395,13 @@ class AdaptiveRateLimiter:
         if burst is None and burst_time is None:
             burst = float(self._first_burst or 0)
         best = 0.0
-        count = self._measured_over = 0
+        count = 0
+        # Every window ending now is a bound; a few hundred of them are plenty.
+        stride = 1 + len(times) // _WINDOWS
         for t in reversed(times):
             count += 1
+            if count % stride:
+                continue
             # Short windows are noisy: count them over at least _MIN_WINDOW.
             window = max(now - t, _MIN_WINDOW)
             refill = max(0.0, now - window - since)
@@ -405,8 +410,7 @@ class AdaptiveRateLimiter:
             else:
                 assert burst is not None
                 bound = max(count / (window + refill), (count - burst) / window)
-            if bound > best:
-                best, self._measured_over = bound, count
+            best = max(best, bound)
         return best
 
     def _measure_burst(self, rate: float, now: float, previous_event: float) -> float:

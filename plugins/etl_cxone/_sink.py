@@ -8,6 +8,7 @@ import io
 import json
 import os
 import ssl
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from etl_core import (
 )
 
 from ._auth import TokenProvider
-from ._urls import KeyFormat, check_http_url, check_secure, render_path, segment_value, template_fields
+from ._urls import KeyFormat, check_http_url, check_secure, display_url, render_path, segment_value, template_fields
 
 _SUCCESS = frozenset({200, 201, 202, 204})
 _THROTTLED = frozenset({429, 503})
@@ -169,7 +170,8 @@ class CxoneSink(Sink):
         self.options: CxoneOptions = options
         self._clock = clock
         self._path_fields = template_fields(options.path_template)
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None  # token requests
+        self._pool: _ClientPool | None = None  # API requests
         self._tokens: TokenProvider | None = None
         self._missing: _MissingFile | None = None
 
@@ -211,17 +213,31 @@ class CxoneSink(Sink):
         register_secret(options.client_secret.get_secret_value())
         if options.missing_file:
             self._missing = _MissingFile(os.path.join(context.output_dir, options.missing_file))
-        verify: ssl.SSLContext | bool = True
+        # One SSL context for every client: building one costs tens of milliseconds.
         if options.ca_bundle:
             verify = ssl.create_default_context(cafile=options.ca_bundle)
+        else:
+            verify = httpx.create_ssl_context(verify=True, trust_env=True)
+        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
+        headers = {"User-Agent": f"etl/{__version__}", "Accept": "application/json"}
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(options.timeout, connect=options.connect_timeout),
+            timeout=timeout,
             limits=httpx.Limits(
                 max_connections=options.max_connections, max_keepalive_connections=options.max_connections
             ),
             verify=verify,
             trust_env=True,
-            headers={"User-Agent": f"etl/{__version__}", "Accept": "application/json"},
+            headers=headers,
+        )
+        self._pool = _ClientPool(
+            lambda: httpx.AsyncClient(
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                verify=verify,
+                trust_env=True,
+                headers=headers,
+            ),
+            options.max_connections,
         )
         self._tokens = TokenProvider(
             self._client,
@@ -253,10 +269,25 @@ class CxoneSink(Sink):
         """
         return _sandbox_overrides()
 
+    async def check_auth(self) -> str:
+        """Request one token with the configured credentials (``etl validate --check-auth``).
+
+        Raises:
+            FatalError: The token endpoint refused the credentials or could not be reached.
+        """
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                await self.open(RunContext("check-auth", "check-auth", scratch))
+            finally:
+                await self.aclose()
+        return f"a token was issued by {display_url(self.options.token_url)} for client {self.options.client_id!r}"
+
     async def aclose(self) -> None:
-        """Close the connection pool and the missing-keys file."""
+        """Close the connections and the missing-keys file."""
         if self._missing is not None:
             await self._missing.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
         if self._client is not None:
             await self._client.aclose()
 
@@ -336,19 +367,73 @@ class CxoneSink(Sink):
         return response, token
 
     async def _request(self, url: str, content: bytes, token: str) -> httpx.Response:
-        assert self._client is not None
+        pool = self._pool
+        assert pool is not None
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        client = await pool.take()
         try:
-            return await self._client.request(self.options.method, url, content=content, headers=headers)
+            return await client.request(self.options.method, url, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientError(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             # e.g. RemoteProtocolError when the server closes the connection mid-request.
             raise TransientError(f"connection error ({type(exc).__name__})") from None
+        finally:
+            pool.give(client)
+
+
+class _ClientPool:
+    """Single-connection HTTP clients, each lent to one request at a time.
+
+    httpx's shared connection pool spends CPU in proportion to the number of
+    concurrent requests on every request; with one connection per client and one
+    client per concurrent request, the cost per request stays flat however many
+    workers send. Clients are created on demand, at most ``limit`` of them, and
+    kept (with their open connection) for the next request.
+
+    Args:
+        factory: Makes a new client.
+        limit: Most clients, hence most open connections.
+    """
+
+    def __init__(self, factory: Callable[[], httpx.AsyncClient], limit: int) -> None:
+        self._factory = factory
+        self._free: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+        self._slots = trio.Semaphore(limit)
+
+    async def take(self) -> httpx.AsyncClient:
+        """Return a client for one request; give it back with :meth:`give`."""
+        try:
+            # No scheduling round trip when a slot is free: the request that follows
+            # is full of checkpoints anyway.
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            await self._slots.acquire()
+        if self._free:
+            return self._free.pop()
+        try:
+            client = self._factory()
+        except BaseException:
+            self._slots.release()
+            raise
+        self._all.append(client)
+        return client
+
+    def give(self, client: httpx.AsyncClient) -> None:
+        """Return a client taken with :meth:`take`."""
+        self._free.append(client)
+        self._slots.release()
+
+    async def aclose(self) -> None:
+        """Close every client (and its connection)."""
+        clients, self._all, self._free = self._all, [], []
+        for client in clients:
+            await client.aclose()
 
 
 class _MissingFile:
-    """Append-only CSV of keys the API does not know, opened on first use."""
+    """CSV of the keys the API does not know in this run, created on first use."""
 
     def __init__(self, path: str) -> None:
         self._path = trio.Path(path)
@@ -359,10 +444,9 @@ class _MissingFile:
         async with self._lock:
             if self._file is None:
                 await self._path.parent.mkdir(parents=True, exist_ok=True)
-                is_new = not await self._path.exists() or (await self._path.stat()).st_size == 0
-                self._file = await self._path.open("a", encoding="utf-8", newline="")
-                if is_new:
-                    await self._file.write(_csv_row("key", "line"))
+                # One file per run, like the rejects file (which also lists these rows).
+                self._file = await self._path.open("w", encoding="utf-8", newline="")
+                await self._file.write(_csv_row("key", "line"))
             await self._file.write(_csv_row(_cell(key), str(line)))
             # Flushed per row so the list is complete even if the run is killed.
             await self._file.flush()
