@@ -129,6 +129,14 @@ class Source(Plugin):
         """
         raise NotImplementedError
 
+    def fields(self) -> list[str]:
+        """Return the names of the input's fields, once known (e.g. the CSV header).
+
+        The rejects file uses them as its columns, whatever the first rejected row holds.
+        An empty list (the default) means: take them from the first rejected record.
+        """
+        return []
+
     def progress(self) -> tuple[int, int | None]:
         """Return ``(done, total)`` in source units (e.g. bytes read of the file size).
 

@@ -157,7 +157,7 @@ class _Runner:
         # their checkpoints, though, to show what a real run would skip).
         self.output_dir = os.path.join(base_dir, "dry-run") if dry_run else base_dir
         self.report_path = os.path.join(self.output_dir, model.output.report)
-        self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects))
+        self.rejects = RejectsWriter(os.path.join(self.output_dir, model.output.rejects), columns=self._source_fields)
         self.successes = SuccessWriter(os.path.join(self.output_dir, model.output.success)) if model.output.success else None
         self.fresh = fresh
         self.resend_permanent = retry_rejected or model.state.resend_permanent_failures
@@ -193,6 +193,9 @@ class _Runner:
         self.progress_bar = ProgressBar.for_terminal(dry_run=dry_run) if show_progress else None
         self._dry_run_shown = 0
         self._stop_reason: str | None = None
+
+    def _source_fields(self) -> list[str]:
+        return self.source.fields()
 
     # -- the run -------------------------------------------------------------------
 

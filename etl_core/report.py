@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 #: Cells starting with these are formulas to a spreadsheet (CSV injection).
@@ -34,10 +34,13 @@ class RejectsWriter:
 
     Args:
         path: The CSV file to write.
+        columns: Returns the input's field names when known (see ``Source.fields``);
+            otherwise the first rejected record's fields become the columns.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, columns: Callable[[], list[str]] | None = None) -> None:
         self.path = path
+        self._columns = columns
         self.count = 0
         self._file: Any = None
         self._writer: Any = None
@@ -62,7 +65,8 @@ class RejectsWriter:
         if self._writer is None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._file = open(self.path, "w", newline="", encoding="utf-8")
-            self._fields = [name for name in raw if name not in REJECT_COLUMNS]
+            known = self._columns() if self._columns is not None else []
+            self._fields = [name for name in (known or raw) if name not in REJECT_COLUMNS]
             self._writer = csv.writer(self._file)
             self._writer.writerow([*REJECT_COLUMNS, *self._fields, "_other_fields"])
         extra = {k: v for k, v in raw.items() if k not in self._fields}

@@ -203,6 +203,10 @@ class CsvSource(Source):
         )
         return self._reader.records()
 
+    def fields(self) -> list[str]:
+        """Return the column names (from the header or ``columns``), once reading has started."""
+        return list(self._reader._names) if self._reader is not None else []
+
     def progress(self) -> tuple[int, int | None]:
         """Return (bytes read so far, file size); the size is None until reading starts."""
         if self._reader is None:

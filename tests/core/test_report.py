@@ -45,3 +45,13 @@ def test_report_written_atomically(tmp_path):
     write_report(str(tmp_path / "x" / "report.json"), {"a": 1})
     assert json.loads((tmp_path / "x" / "report.json").read_text()) == {"a": 1}
     assert not (tmp_path / "x" / "report.json.tmp").exists()
+
+
+def test_rejects_columns_come_from_the_source_when_known(tmp_path):
+    writer = RejectsWriter(str(tmp_path / "r.csv"), columns=lambda: ["id", "email"])
+    writer.write(line=2, key=None, stage="source", plugin="csv", reason="not valid utf-8", raw={})
+    writer.write(line=3, key="k", stage="transform", plugin="validate", reason="email: bad", raw={"id": "k", "email": "x"})
+    writer.close()
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1]["id"] == "k" and rows[1]["email"] == "x" and rows[1]["_other_fields"] == ""
