@@ -1,0 +1,66 @@
+"""Run every benchmark, one at a time, and print all the tables.
+
+    .venv/bin/python bench/run_all.py            # the full set: about half an hour
+    .venv/bin/python bench/run_all.py --quick    # tiny sizes: a smoke check
+    .venv/bin/python bench/run_all.py --only 1,3 --json results.json
+
+Cases: 1 goodput under a rate limit, 2 a limit that moves, 3 latency-bound,
+4 the naive client (inside cases 1 and 3), 5 engine speed, 6 memory, 7 start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import _common as c
+import engine
+import latency
+import moving_limit
+import rate_limit
+import startup
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = c.parser(__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma-separated case numbers (default: all)")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive client (case 4)")
+    p.add_argument("--no-10m", action="store_true", help="skip the 10M-row dry run of case 6")
+    args = p.parse_args(argv)
+    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7}
+    naive = not args.no_naive and 4 in only
+    results: dict[str, Any] = {"machine": c.machine(), "quick": args.quick}
+    tables: list[str] = []
+    started = time.monotonic()
+    m = results["machine"]
+    print(f"machine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}", file=sys.stderr, flush=True)
+
+    if 7 in only:
+        results["startup"] = startup.measure(quick=args.quick)
+        tables.append(startup.table(results["startup"]))
+    if 1 in only or (4 in only and 3 not in only):
+        results["rate_limit"] = rate_limit.measure(quick=args.quick, naive=naive)
+        tables.append(rate_limit.table(results["rate_limit"]))
+    if 2 in only:
+        results["moving_limit"] = moving_limit.measure(quick=args.quick)
+        tables.append(moving_limit.table(results["moving_limit"]))
+    if 3 in only:
+        results["latency"] = latency.measure(quick=args.quick, naive=naive)
+        tables.append(latency.table(results["latency"]))
+    if 5 in only or 6 in only:
+        results["engine"] = engine.measure(quick=args.quick, big=6 in only and not args.no_10m)
+        tables.append(engine.table(results["engine"]))
+
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    print(f"\nmachine: {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; took {results['elapsed_s']:.0f} s"
+          + (" (--quick: sizes too small for the targets)" if args.quick else ""))
+    for text in tables:
+        print()
+        print(text)
+    c.save_json(args.json, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
