@@ -495,7 +495,7 @@ def test_dry_run_sends_nothing(tmp_path, start_sandbox):
     report = read_report(tmp_path / SHIPPED_OUT / "dry-run")  # apart from real runs
     assert report["dry_run"] is True and report["records"]["ok"] == 50
     shown = [e for e in json_logs(result.stdout) if e["event"] == "dry_run_request"]
-    assert shown and shown[0]["url"].startswith(sandbox.url + "/api/v2/contacts/")
+    assert shown and shown[0]["request"]["url"].startswith(sandbox.url + "/api/v2/contacts/")
 
 
 # -- validate --check-auth ----------------------------------------------------------------
