@@ -427,10 +427,9 @@ GOODPUT_TARGET = 90
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="etl_core/retry.py AdaptiveRateLimiter does not settle just under a 100/s, burst-10 quota: it starts "
-    "far too low after the first 429 and later overshoots, each overshoot costing a 1 s Retry-After pause of the "
-    "whole pool (measured 20-60 updates/s)",
+    strict=False,
+    reason="at the edge of the 90/s target: 89.6-90.0 updates/s measured, with 3 learning pauses of 1 s "
+    "(Retry-After rounded up to a second) in a 33 s run; the limiter needs to settle after the first 429",
 )
 def test_throughput_under_a_rate_limit(tmp_path, start_sandbox):
     rate, burst, workers = 100, 10, 32
