@@ -307,9 +307,11 @@ class Run:
             result.update(json.loads(self.usage_path.read_text()))
         except (OSError, ValueError):
             result["exit_code"] = self.proc.returncode
-        report = self.cwd / REPORT
-        if report.exists():
-            result["report"] = json.loads(report.read_text())
+        # The run report: out/<pipeline>/report.json, or a subdirectory of it for dry
+        # runs; the newest one is this run's.
+        reports = sorted((self.cwd / REPORT.parent).rglob(REPORT.name), key=lambda p: p.stat().st_mtime)
+        if reports:
+            result["report"] = json.loads(reports[-1].read_text())
         return result
 
     def tail(self, lines: int = 5) -> str:
@@ -394,6 +396,24 @@ def run_naive(csv_path: Path, sandbox: Sandbox, *, workers: int, cwd: Path, time
     else:
         result["log_tail"] = run.tail()
     return result
+
+
+def applied_after(sandbox: Sandbox, run: Run, seconds: float) -> int | None:
+    """The sandbox's ``applied`` count ``seconds`` after the run's first API request.
+
+    None if the run ends (or sends nothing for a minute) before then.
+    """
+    deadline = time.monotonic() + 60
+    while sandbox.stats()["requests"] == 0:
+        if not run.running() or time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    at = time.monotonic() + seconds
+    while time.monotonic() < at:
+        if not run.running():
+            return None
+        time.sleep(min(0.25, max(0.0, at - time.monotonic())))
+    return sandbox.stats()["applied"]
 
 
 def api_rate(stats: dict[str, Any]) -> float | None:

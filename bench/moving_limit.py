@@ -33,8 +33,8 @@ def recovery(samples: list[float], change_at: int, rate: float, *, run: int = 3)
 
 
 def measure(*, quick: bool = False, workers: int = 64) -> dict[str, Any]:
-    phases = [(0, 200.0), (6, 50.0), (12, 200.0)] if quick else [(0, 200.0), (20, 50.0), (40, 200.0)]
-    end = 18 if quick else 62
+    phases = [(0, 200.0), (4, 50.0), (8, 200.0)] if quick else [(0, 200.0), (20, 50.0), (40, 200.0)]
+    end = 12 if quick else 62
     rows = int(sum(rate * ((phases[i + 1][0] if i + 1 < len(phases) else end + 5) - at) for i, (at, rate) in enumerate(phases)))
     result: dict[str, Any] = {"phases": phases, "rows": rows, "workers": workers}
     with c.workdir() as wd:

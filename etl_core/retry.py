@@ -220,8 +220,7 @@ class AdaptiveRateLimiter:
         self._active = 0.0
         self._last_success: float | None = None
         self._successes = 0
-        self._episode_start: float | None = None  # first success since the last throttle event
-        self._active_at_event = 0.0
+        self._active_at_event = 0.0  # self._active at the last throttle event
         self._history: collections.deque[float] = collections.deque()  # success times
         self._second: collections.deque[float] = collections.deque()  # those of the last second
 
@@ -239,10 +238,9 @@ class AdaptiveRateLimiter:
             rate = base * math.exp(min(20.0, self._growth * elapsed * elapsed))
             # Never run ahead of what the sender achieves (too few workers, slow
             # responses): a probe would learn nothing and the rate would balloon.
-            achieved = len(self._second)
-            if self._episode_start is not None:
-                # Sent for less than a second since a pause: count that time only.
-                achieved /= max(_MIN_WINDOW, min(1.0, trio.current_time() - self._episode_start))
+            # (Measured over the last second, or over the sending time since the last
+            # throttle when that is shorter: a pause is not a slow sender.)
+            achieved = len(self._second) / max(_MIN_WINDOW, min(1.0, self._active - self._active_at_event))
             rate = min(rate, max(base, 2.0 * achieved))
         rate = max(self.min_rate, rate)
         return rate if self.max_rate is None else min(rate, self.max_rate)
@@ -300,8 +298,6 @@ class AdaptiveRateLimiter:
             self._count_first_burst()
             if self.estimate is None and self._growth == self.ramp_growth:
                 self._base = max(self._base, self._ramp_start(None))
-        if self._episode_start is None:
-            self._episode_start = now
         if not self._growth and self._active - self._phase_active >= self._hold_for:
             self._start(self._base, self.probe_growth)
 
@@ -319,7 +315,6 @@ class AdaptiveRateLimiter:
         upper = self.rate  # the rate that ran out of quota
         previous_event, self._event_at = self._event_at, now
         self.throttle_events += 1
-        self._episode_start = None
         # Sending time since the last throttle (pauses left out).
         sent_for, self._active_at_event = self._active - self._active_at_event, self._active
         if self._first_event is None:
