@@ -502,6 +502,7 @@ class _Runner:
         attempts = 0
         while True:
             await self._wait_for_slot()
+            sent_at = trio.current_time()
             attempts += 1
             self.counters.attempts += 1
             try:
@@ -546,7 +547,7 @@ class _Runner:
                 status = result.status if result is not None else None
                 self._count_status(status)
                 self.budget.refund()
-                self.limiter.on_success(result.rate_limit if result is not None else None)
+                self.limiter.on_success(sent_at)
                 if result is not None and result.rate_limit is not None:
                     self._honour_rate_limit_headers(result.rate_limit)
                 self._succeed(record, status, attempts)

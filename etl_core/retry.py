@@ -13,7 +13,6 @@ import random
 
 import trio
 
-from ._plugin import RateLimitHint
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
@@ -120,10 +119,6 @@ _MIN_WINDOW = 0.05
 _WINDOWS = 500
 #: Sending for less than this since the last throttle is too little to measure the rate.
 _MIN_EPISODE = 0.5
-#: Answers this soon after the first throttle belong to the first wave of requests.
-_FIRST_WAVE = 0.25
-#: Burst sizes tried when measuring the burst.
-_BURST_STEPS = 50
 #: Throttles this soon after a throttle event answer requests sent before it: same event.
 _SAME_EVENT = 0.5
 #: Largest share of a second of traffic the limiter lets out at once.
@@ -139,25 +134,26 @@ class AdaptiveRateLimiter:
     costs a second or more of sending however it is answered: the limiter's job is to
     need few of them, and to send just under the destination's rate in between.
 
-    It measures instead of cutting blindly. A throttle marks the moment the
-    destination's quota ran out, and a quota (a token bucket: a rate plus a burst)
-    lets through at most its burst plus its rate times the elapsed time; so the
-    successes counted back from a throttle give the destination's rate once its burst
-    is known. The limiter:
+    It measures instead of cutting blindly. A quota is a token bucket (a rate plus a
+    burst): it lets through at most its burst plus its rate times the elapsed time, and
+    it is empty when it throttles. So the successes counted back from a throttle give
+    the destination's rate once the burst is known. The limiter:
 
     * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
-      that first wave of requests are the burst, plus whatever trickled in meanwhile;
+      the requests sent before it are the burst (plus whatever trickled in meanwhile,
+      so the rates measured with it err low);
     * ramps up from a few bursts per second (``ramp_growth``) until the next throttle,
-      and measures the rate from the successes before it;
-    * probes once more, gently, from just under that rate (``probe_growth``): two
-      measurements that depend differently on the burst tell both the burst and the rate;
-    * then holds ``margin`` under the measured rate. After ``hold`` seconds of sending
-      it probes again (the rate grows slowly at first, then faster) to find a raised
-      quota; each probe that finds the same rate doubles the hold (up to ``max_hold``),
-      and for a minute after the rate moved, probes come every ``hold_after_change``;
+      measures the rate from the successes before it (from then on the burst is taken
+      as the same share of a second of the rate, so it follows a quota that moves)
+      and holds ``margin`` under it: two throttles in all when the quota stays put;
+    * after ``hold`` seconds of sending it probes (the rate grows slowly at first,
+      then faster: ``probe_growth``) to find a raised quota, and measures again at the
+      probe's throttle; each probe that finds the same rate doubles the hold (up to
+      ``max_hold``), and for a minute after the rate moved, probes come every
+      ``hold_after_change``;
     * when too little was sent since the last throttle to measure anything (the quota
-      dropped, or the rate was far above it), ramps up again from what the successes
-      prove, or from ``decrease`` times the rate.
+      dropped), ramps up again from what the successes prove, or from ``decrease``
+      times the rate (the multiplicative decrease of AIMD).
 
     Time spent paused (no successes) does not count as sending time. Slots are handed
     out with virtual scheduling (GCRA): waiters queue, and the first one sleeps until
@@ -203,10 +199,9 @@ class AdaptiveRateLimiter:
         self.min_rate = min_rate
         self.throttle_events = 0
         self.estimate: float | None = None  # the destination's measured rate
-        self.burst_time: float | None = None  # its burst, in seconds of its rate
+        self.burst: int | None = None  # its burst: successes of requests sent before the first throttle
+        self.burst_time: float | None = None  # the burst in seconds of the rate, once the rate is known
         self._first_event: float | None = None
-        self._first_burst: int | None = None  # successes of the first wave of requests
-        self._first_measurement: tuple[list[float], float, float] | None = None
         self._base: float | None = None  # rate at the start of the current phase
         self._growth = 0.0  # 0 while holding
         self._phase_active = 0.0  # self._active when the current phase started
@@ -264,8 +259,8 @@ class AdaptiveRateLimiter:
                 tolerance = _MAX_TOLERANCE
                 if self.burst_time is not None:
                     tolerance = min(tolerance, 0.5 * self.burst_time)
-                elif self._first_burst is not None:
-                    tolerance = min(tolerance, 0.5 * self._first_burst / rate)
+                elif self.burst is not None:
+                    tolerance = min(tolerance, 0.5 * self.burst / rate)
                 slot = max(self._last_slot + 1.0 / rate, now - tolerance)
                 if slot <= now:
                     self._last_slot = slot
@@ -274,8 +269,12 @@ class AdaptiveRateLimiter:
 
     # -- feedback ------------------------------------------------------------------
 
-    def on_success(self, hint: RateLimitHint | None = None) -> None:
-        """Record a successful send."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """Record a successful send.
+
+        Args:
+            sent_at: When the request was sent (``trio.current_time()``); now if None.
+        """
         now = trio.current_time()
         last = self._last_success
         if last is not None:
@@ -294,9 +293,10 @@ class AdaptiveRateLimiter:
         history.append(now)
         while history[0] < now - _HISTORY:
             history.popleft()
-        if self._first_burst is None and now - self._first_event > _FIRST_WAVE:  # type: ignore[operator]
-            self._count_first_burst()
-            if self.estimate is None and self._growth == self.ramp_growth:
+        if self.estimate is None and (now if sent_at is None else sent_at) <= self._first_event:  # type: ignore[operator]
+            # A late answer to the first wave: the burst is larger than it seemed.
+            self.burst = (self.burst or 0) + 1
+            if self._growth == self.ramp_growth:
                 self._base = max(self._base, self._ramp_start(None))
         if not self._growth and self._active - self._phase_active >= self._hold_for:
             self._start(self._base, self.probe_growth)
@@ -321,25 +321,18 @@ class AdaptiveRateLimiter:
             # The first throttle: the start measured the burst, not the rate. Answers
             # to the rest of the first wave of requests are still on their way.
             self._first_event = now
+            self.burst = self._successes
             self._start(self._ramp_start(upper), self.ramp_growth)
             return True
-        self._count_first_burst()
         assert previous_event is not None
         lower = self._measured_rate(now, previous_event)
         if upper is not None:
             lower = min(lower, upper)
         if lower > 0 and sent_for >= _MIN_EPISODE:
-            if self.burst_time is None:
-                lower = self._measure_burst(lower, now, previous_event)
-                if self.burst_time is not None:
-                    self.estimate = None  # the first estimate was a rough one
             self._learn(lower, now)
-            if self.burst_time is None:
-                # The burst is not known yet, so neither is the rate, quite: probe again
-                # at once, gently, for a longer measurement.
-                self._start(lower * (1.0 - self.margin), self.probe_growth)
-            else:
-                self._start(lower * (1.0 - self.margin), 0.0)
+            if self.burst_time is None and self.burst:
+                self.burst_time = self.burst / lower
+            self._start(lower * (1.0 - self.margin), 0.0)
         else:
             # Too little was sent since the last throttle to measure the rate: the
             # quota dropped, or the rate was far above it. Ramp up again from what the
@@ -351,86 +344,40 @@ class AdaptiveRateLimiter:
             self._start(lower if lower > 0 else cut, self.ramp_growth)
         return True
 
-    def _count_first_burst(self) -> None:
-        """Count the successes of the first wave (those that came back by the end of it)."""
-        if self._first_burst is None:
-            assert self._first_event is not None
-            end = self._first_event + _FIRST_WAVE
-            self._first_burst = self._successes - sum(1 for t in self._history if t > end)
-
     def _ramp_start(self, upper: float | None) -> float:
         """The rate to ramp up from after the first throttle: a few bursts per second."""
-        burst = self._first_burst if self._first_burst is not None else self._successes
-        rate = 4.0 * max(1, burst)
+        rate = 4.0 * max(1, self.burst or 0)
         return rate if upper is None else min(rate, self.decrease * upper)
 
-    def _episode(self, previous_event: float) -> list[float]:
-        """The times of the successes since ``previous_event``, oldest first."""
-        times = []
-        for t in reversed(self._history):
-            if t <= previous_event:
-                break
-            times.append(t)
-        times.reverse()
-        return times
-
     def _measured_rate(self, now: float, previous_event: float) -> float:
-        """A lower bound of the destination's rate, from the successes since the last throttle."""
-        return self._bound(self._episode(previous_event), now, previous_event, None)
+        """The destination's rate, measured from the successes since the last throttle.
 
-    def _bound(self, times: list[float], now: float, since: float, burst: float | None) -> float:
-        """A lower bound of the rate from the successes ``times`` between throttles at ``since`` and ``now``.
-
-        A token bucket lets through at most its burst plus its rate times the window,
-        and it was empty at ``since``. The burst is ``burst`` requests if given, else
-        ``burst_time`` seconds of the rate once that is known, else the first wave's
-        successes (an upper bound: they include what trickled in while it was sent).
+        A quota is a token bucket. It was empty at ``previous_event`` and is empty now
+        (less than one request left: count half of one). In any window ending now it let
+        through what it held when the window began plus its rate times the window; what
+        it held is at most its rate times the time since ``previous_event``, and at most
+        its burst: the first wave's successes until a rate is known, then the same
+        share of a second of the rate (so that it follows a quota that moves). Every
+        window gives a lower bound of the rate; the largest one is the measurement.
         """
-        burst_time = self.burst_time if burst is None else None
-        if burst is None and burst_time is None:
-            burst = float(self._first_burst or 0)
+        burst, burst_time = float(self.burst or 0), self.burst_time
         best = 0.0
-        count = 0
-        # Every window ending now is a bound; a few hundred of them are plenty.
-        stride = 1 + len(times) // _WINDOWS
-        for t in reversed(times):
+        count = 0.5
+        episode = [t for t in self._history if t > previous_event]
+        # A few hundred windows are plenty.
+        stride = 1 + len(episode) // _WINDOWS
+        for i, t in enumerate(reversed(episode), 1):
             count += 1
-            if count % stride:
+            if i % stride:
                 continue
             # Short windows are noisy: count them over at least _MIN_WINDOW.
             window = max(now - t, _MIN_WINDOW)
-            refill = max(0.0, now - window - since)
+            refill = max(0.0, now - window - previous_event)
             if burst_time is not None:
-                bound = count / (window + min(burst_time, refill))
+                best = max(best, count / (window + min(refill, burst_time)))
             else:
-                assert burst is not None
-                bound = max(count / (window + refill), (count - burst) / window)
-            best = max(best, bound)
+                best = max(best, count / (window + refill), (count - burst) / window)
         return best
-
-    def _measure_burst(self, rate: float, now: float, previous_event: float) -> float:
-        """Learn the burst from two measurements; return the rate measured with it.
-
-        Each measurement gives the rate as a function of the burst, and a longer one
-        depends on it less. The first is kept; at the second, the burst for which
-        both give the same rate is the one the destination has.
-        """
-        times = self._episode(previous_event)
-        if self._first_measurement is None:
-            self._first_measurement = (times, now, previous_event)
-            return rate
-        first_times, first_now, first_since = self._first_measurement
-        self._first_measurement = None
-        top = float(self._first_burst or 0)
-        best_gap, burst, rate = math.inf, top, rate
-        for step in range(_BURST_STEPS, -1, -1):
-            candidate = top * step / _BURST_STEPS
-            first = self._bound(first_times, first_now, first_since, candidate)
-            second = self._bound(times, now, previous_event, candidate)
-            if abs(first - second) < best_gap:
-                best_gap, burst, rate = abs(first - second), candidate, max(first, second)
-        self.burst_time = burst / rate if rate > 0 else None
-        return rate
 
     def _learn(self, estimate: float, now: float) -> None:
         previous = self.estimate
