@@ -29,6 +29,7 @@ from ._plugin import (
 from ._version import __version__
 from .hookspecs import hookimpl
 from .logging import register_secret
+from .report import spreadsheet_safe
 
 __all__ = [
     "ConfigError",
@@ -54,4 +55,5 @@ __all__ = [
     "parse_rate_limit",
     "parse_retry_after",
     "register_secret",
+    "spreadsheet_safe",
 ]

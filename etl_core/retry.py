@@ -125,6 +125,8 @@ _SAME_EVENT = 0.5
 _MAX_TOLERANCE = 0.1
 #: A slot further away than this is recomputed then, in case the rate changed.
 _RECHECK = 0.1
+#: Burst sizes tried when solving for the burst.
+_BURST_STEPS = 50
 
 
 class AdaptiveRateLimiter:
@@ -140,17 +142,18 @@ class AdaptiveRateLimiter:
     the destination's rate once the burst is known. The limiter:
 
     * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
-      the requests sent before it are the burst (plus whatever trickled in meanwhile,
-      so the rates measured with it err low);
+      the requests sent before it are the burst, plus what the rate let through while
+      the destination worked through them (which is taken off);
     * ramps up from a few bursts per second (``ramp_growth``) until the next throttle,
-      measures the rate from the successes before it (from then on the burst is taken
-      as the same share of a second of the rate, so it follows a quota that moves)
-      and holds ``margin`` under it: two throttles in all when the quota stays put;
-    * after ``hold`` seconds of sending it probes (the rate grows slowly at first,
-      then faster: ``probe_growth``) to find a raised quota, and measures again at the
-      probe's throttle; each probe that finds the same rate doubles the hold (up to
-      ``max_hold``), and for a minute after the rate moved, probes come every
-      ``hold_after_change``;
+      measures the rate from the successes before it, and holds ``margin`` under it:
+      two throttles in all while the quota stays put;
+    * after ``hold`` seconds of sending it probes (the rate grows slowly at first, then
+      faster: ``probe_growth``) to find a raised quota, and measures again at the
+      probe's throttle. The first two measurements together give the burst exactly
+      (from then on taken as the same share of a second of the rate, so that it
+      follows a quota that moves). Each probe that finds the same rate doubles the
+      hold (up to ``max_hold``), and for a minute after the rate moved, probes come
+      every ``hold_after_change``;
     * when too little was sent since the last throttle to measure anything (the quota
       dropped), ramps up again from what the successes prove, or from ``decrease``
       times the rate (the multiplicative decrease of AIMD).
@@ -178,7 +181,7 @@ class AdaptiveRateLimiter:
         *,
         max_rate: float | None = None,
         adaptive: bool = True,
-        margin: float = 0.01,
+        margin: float = 0.02,
         decrease: float = 0.5,
         probe_growth: float = 0.3,
         ramp_growth: float = 1.0,
@@ -199,9 +202,14 @@ class AdaptiveRateLimiter:
         self.min_rate = min_rate
         self.throttle_events = 0
         self.estimate: float | None = None  # the destination's measured rate
-        self.burst: int | None = None  # its burst: successes of requests sent before the first throttle
+        self.burst: float | None = None  # its burst, in requests
         self.burst_time: float | None = None  # the burst in seconds of the rate, once the rate is known
         self._first_event: float | None = None
+        self._wave_successes = 0  # successes of the requests sent before the first throttle
+        self._wave_answers = (math.inf, -math.inf)  # when the first and the last of those came back
+        # The first measurement's successes, throttle and previous throttle, until the
+        # second measurement tells the burst.
+        self._ramp_episode: tuple[list[float], float, float] | None = None
         self._base: float | None = None  # rate at the start of the current phase
         self._growth = 0.0  # 0 while holding
         self._phase_active = 0.0  # self._active when the current phase started
@@ -276,6 +284,7 @@ class AdaptiveRateLimiter:
             sent_at: When the request was sent (``trio.current_time()``); now if None.
         """
         now = trio.current_time()
+        sent = now if sent_at is None else sent_at
         last = self._last_success
         if last is not None:
             rate = self.rate
@@ -287,15 +296,18 @@ class AdaptiveRateLimiter:
         second.append(now)
         while second[0] < now - 1.0:
             second.popleft()
+        if self._first_event is None or (self.estimate is None and sent <= self._first_event):
+            self._wave_successes += 1
+            self._wave_answers = (min(self._wave_answers[0], now), max(self._wave_answers[1], now))
         if self._base is None:
             return  # nothing learnt yet: no history needed
         history = self._history
         history.append(now)
         while history[0] < now - _HISTORY:
             history.popleft()
-        if self.estimate is None and (now if sent_at is None else sent_at) <= self._first_event:  # type: ignore[operator]
+        if self.estimate is None and sent <= self._first_event:  # type: ignore[operator]
             # A late answer to the first wave: the burst is larger than it seemed.
-            self.burst = (self.burst or 0) + 1
+            self.burst = self._wave_successes
             if self._growth == self.ramp_growth:
                 self._base = max(self._base, self._ramp_start(None))
         if not self._growth and self._active - self._phase_active >= self._hold_for:
@@ -321,17 +333,25 @@ class AdaptiveRateLimiter:
             # The first throttle: the start measured the burst, not the rate. Answers
             # to the rest of the first wave of requests are still on their way.
             self._first_event = now
-            self.burst = self._successes
+            self.burst = self._wave_successes
             self._start(self._ramp_start(upper), self.ramp_growth)
             return True
         assert previous_event is not None
-        lower = self._measured_rate(now, previous_event)
+        episode = [t for t in self._history if t > previous_event]
+        if self.burst_time is None:
+            lower = self._first_measurement(episode, now, previous_event)
+        else:
+            lower = self._bound(episode, now, previous_event)
         if upper is not None:
             lower = min(lower, upper)
         if lower > 0 and sent_for >= _MIN_EPISODE:
+            if self.burst_time is None:
+                # The first measurement; kept until the next one tells the burst exactly.
+                self._ramp_episode = (episode, now, previous_event)
+                self.burst_time = (self.burst or 0.0) / lower
+            elif self._ramp_episode is not None:
+                lower = self._solve_burst(episode, now, previous_event, fallback=lower)
             self._learn(lower, now)
-            if self.burst_time is None and self.burst:
-                self.burst_time = self.burst / lower
             self._start(lower * (1.0 - self.margin), 0.0)
         else:
             # Too little was sent since the last throttle to measure the rate: the
@@ -346,38 +366,83 @@ class AdaptiveRateLimiter:
 
     def _ramp_start(self, upper: float | None) -> float:
         """The rate to ramp up from after the first throttle: a few bursts per second."""
-        rate = 4.0 * max(1, self.burst or 0)
+        rate = 4.0 * max(1.0, self.burst or 0.0)
         return rate if upper is None else min(rate, self.decrease * upper)
 
-    def _measured_rate(self, now: float, previous_event: float) -> float:
-        """The destination's rate, measured from the successes since the last throttle.
+    def _bound(self, times: list[float], now: float, since: float, burst: float | None = None) -> float:
+        """The destination's rate, measured from the successes ``times`` between throttles at ``since`` and ``now``.
 
-        A quota is a token bucket. It was empty at ``previous_event`` and is empty now
-        (less than one request left: count half of one). In any window ending now it let
+        A quota is a token bucket. It was empty at ``since`` and is empty now (less
+        than one request left: count half of one). In any window ending now it let
         through what it held when the window began plus its rate times the window; what
-        it held is at most its rate times the time since ``previous_event``, and at most
-        its burst: the first wave's successes until a rate is known, then the same
-        share of a second of the rate (so that it follows a quota that moves). Every
-        window gives a lower bound of the rate; the largest one is the measurement.
+        it held is at most its rate times the time since ``since``, and at most its
+        burst: ``burst`` requests if given, else ``burst_time`` seconds of the rate once
+        that is known (so that it follows a quota that moves), else the first wave's
+        successes. Every window gives a lower bound of the rate; the largest one is the
+        measurement.
         """
-        burst, burst_time = float(self.burst or 0), self.burst_time
+        burst_time = self.burst_time if burst is None else None
+        if burst is None:
+            burst = self.burst or 0.0
         best = 0.0
         count = 0.5
-        episode = [t for t in self._history if t > previous_event]
         # A few hundred windows are plenty.
-        stride = 1 + len(episode) // _WINDOWS
-        for i, t in enumerate(reversed(episode), 1):
+        stride = 1 + len(times) // _WINDOWS
+        for i, t in enumerate(reversed(times), 1):
             count += 1
             if i % stride:
                 continue
             # Short windows are noisy: count them over at least _MIN_WINDOW.
             window = max(now - t, _MIN_WINDOW)
-            refill = max(0.0, now - window - previous_event)
+            refill = max(0.0, now - window - since)
             if burst_time is not None:
                 best = max(best, count / (window + min(refill, burst_time)))
             else:
                 best = max(best, count / (window + refill), (count - burst) / window)
         return best
+
+    def _first_measurement(self, episode: list[float], now: float, since: float) -> float:
+        """Measure the rate, with the burst taken from the first wave.
+
+        The first wave's successes are the burst plus the requests the rate let through
+        while the destination worked through the wave, which is about as long as its
+        successes took to come back. Each pass takes that trickle, at the rate measured
+        so far, off the burst and measures again. The result may err either way by a
+        request or two of burst, a few per cent of the rate at a small burst: the
+        ``margin`` absorbs that, and the first probe corrects it.
+        """
+        wave = self._wave_successes
+        first_answer, last_answer = self._wave_answers
+        trickle_time = max(0.0, last_answer - first_answer) if wave > 1 else 0.0
+        rate = self._bound(episode, now, since)
+        for _ in range(3):
+            self.burst = max(1.0, wave - rate * trickle_time)
+            rate = self._bound(episode, now, since)
+        return rate
+
+    def _solve_burst(self, times: list[float], now: float, since: float, *, fallback: float) -> float:
+        """Learn the burst from this measurement and the first one; return the rate.
+
+        Each measurement gives the rate as a function of the burst, and a longer one
+        (a gentle probe) depends on it less: the burst for which both give the same
+        rate is the destination's. If no burst makes them agree (the quota moved in
+        between), ``fallback`` is returned and the burst stays as it was.
+        """
+        assert self._ramp_episode is not None
+        first_times, first_now, first_since = self._ramp_episode
+        self._ramp_episode = None
+        top = float(self._wave_successes)  # the most the burst can be
+        best_gap, burst, rate = math.inf, top, fallback
+        for step in range(_BURST_STEPS, -1, -1):
+            candidate = top * step / _BURST_STEPS
+            first = self._bound(first_times, first_now, first_since, candidate)
+            second = self._bound(times, now, since, candidate)
+            if abs(first - second) < best_gap:
+                best_gap, burst, rate = abs(first - second), candidate, max(first, second)
+        if rate <= 0 or best_gap > 0.02 * rate:
+            return fallback
+        self.burst, self.burst_time = burst, burst / rate
+        return rate
 
     def _learn(self, estimate: float, now: float) -> None:
         previous = self.estimate

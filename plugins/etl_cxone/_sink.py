@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import ssl
 import tempfile
@@ -33,6 +34,7 @@ from etl_core import (
     parse_rate_limit,
     parse_retry_after,
     register_secret,
+    spreadsheet_safe,
 )
 
 from ._auth import TokenProvider
@@ -47,8 +49,6 @@ _REASONS = {
     409: "conflict",
     422: "unprocessable entity",
 }
-# Cells starting with these are formulas to a spreadsheet.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _OPEN_ATTEMPTS = 3
 
 
@@ -117,9 +117,6 @@ class CxoneOptions(PluginOptions):
     ca_bundle: str | None = pydantic.Field(
         default=None,
         description="PEM file of CA certificates to trust instead of the system's (certificates are still verified).",
-    )
-    retry_after_max: float = pydantic.Field(
-        default=300.0, ge=0, description="Longest pause, in seconds, a Retry-After header may ask for."
     )
     missing_file: str = pydantic.Field(
         default="missing-contacts.csv",
@@ -311,9 +308,8 @@ class CxoneSink(Sink):
         headers = response.headers
         detail = _detail(response, token)
         if status in _THROTTLED:
-            retry_after = parse_retry_after(
-                headers.get("Retry-After"), date=headers.get("Date"), maximum=self.options.retry_after_max
-            )
+            # Clamped by the runner (run.retry.retry_after_max), the same for every sink.
+            retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"), maximum=math.inf)
             phrase = "too many requests" if status == 429 else "service unavailable"
             raise ThrottledError(f"HTTP {status}: {phrase}", retry_after=retry_after, status=status, detail=detail)
         if status >= 500:
@@ -334,8 +330,9 @@ class CxoneSink(Sink):
 
     def _request_parts(self, record: Record) -> tuple[str, dict[str, Any]]:
         options = self.options
-        # The key is validated even when the template does not use it.
-        segment_value(record.data, options.key_field, options.key_format)
+        if options.key_field not in self._path_fields:
+            # The key is validated even when the template does not use it.
+            segment_value(record.data, options.key_field, options.key_format)
         path = render_path(
             options.path_template, record.data, key_field=options.key_field, key_format=options.key_format
         )
@@ -447,7 +444,7 @@ class _MissingFile:
                 # One file per run, like the rejects file (which also lists these rows).
                 self._file = await self._path.open("w", encoding="utf-8", newline="")
                 await self._file.write(_csv_row("key", "line"))
-            await self._file.write(_csv_row(_cell(key), str(line)))
+            await self._file.write(_csv_row(spreadsheet_safe(key), str(line)))
             # Flushed per row so the list is complete even if the run is killed.
             await self._file.flush()
 
@@ -460,10 +457,6 @@ def _csv_row(*cells: str) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(cells)
     return buffer.getvalue()
-
-
-def _cell(value: str) -> str:
-    return "'" + value if value.startswith(_FORMULA_PREFIXES) else value
 
 
 def _detail(response: httpx.Response, token: str) -> str | None:

@@ -6,6 +6,7 @@ import csv
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from etl_core import (
     FatalError,
@@ -192,6 +193,17 @@ async def test_retry_after_pauses_the_whole_pool(tmp_path, autojump_clock):
     assert result.report["requests"]["pauses"] == 1
     assert result.report["requests"]["throttled"] == 1
     assert trio.current_time() - start >= 10
+
+
+async def test_retry_after_is_capped_by_the_runner(tmp_path, autojump_clock):
+    ScriptedSink.script = {"1": [ThrottledError("HTTP 429", status=429, retry_after=86_400.0)]}
+    with capture_logs() as logs:
+        result = await run(tmp_path, 5, run={"retry": {"retry_after_max": 7}})
+    assert result.exit_code == 0
+    assert [e["seconds"] for e in logs if e["event"] == "paused"] == [7]
+    throttled_at, retried_at = (t for t, i in ScriptedSink.sent if i == "1")
+    # (The clock jumps ahead while threads work, so only a wide upper bound holds.)
+    assert 7 <= retried_at - throttled_at < 1000
 
 
 async def test_budget_exhaustion_fails_fast(tmp_path, autojump_clock):

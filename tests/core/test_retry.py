@@ -208,6 +208,16 @@ async def test_limiter_learns_the_rate_with_retry_after_pauses(autojump_clock, r
     assert outcome.throttled_share <= 0.03
 
 
+async def test_limiter_probe_tells_the_burst(autojump_clock):
+    # The first probe, after two minutes of sending, gives a second measurement; the two
+    # together separate the burst (rate / 10 here) from the rate.
+    outcome, limiter = await send_through(200 * 200, 200, retry_after=True)
+    assert limiter.throttle_events == 3
+    assert limiter.burst_time is not None and abs(limiter.burst_time / 0.1 - 1) < 0.1
+    assert abs(limiter.estimate / 200 - 1) < 0.01
+    assert outcome.goodput >= 0.96 * 200
+
+
 async def test_limiter_learns_the_rate_without_retry_after(autojump_clock):
     outcome, limiter = await send_through(200 * 60, 200, retry_after=False)
     assert outcome.goodput >= 0.95 * 200
