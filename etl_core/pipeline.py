@@ -35,7 +35,7 @@ from .retry import AdaptiveRateLimiter, RetryBudget, SharedPause, backoff_delay
 from .state import FAILED, OK, Outcome, PreviousOutcome, SeenKeys, StateStore, content_hash
 
 #: Exit codes, as documented in docs/exit-codes.md.
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES = 0, 1  # and EXIT_USAGE (2) in cli.py
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 #: Dry runs log the first few requests at info level, the rest at debug.

@@ -296,7 +296,8 @@ class AdaptiveRateLimiter:
         second.append(now)
         while second[0] < now - 1.0:
             second.popleft()
-        if self._first_event is None or (self.estimate is None and sent <= self._first_event):
+        in_first_wave = self._first_event is None or (self.estimate is None and sent <= self._first_event)
+        if in_first_wave:
             self._wave_successes += 1
             self._wave_answers = (min(self._wave_answers[0], now), max(self._wave_answers[1], now))
         if self._base is None:
@@ -305,8 +306,9 @@ class AdaptiveRateLimiter:
         history.append(now)
         while history[0] < now - _HISTORY:
             history.popleft()
-        if self.estimate is None and sent <= self._first_event:  # type: ignore[operator]
-            # A late answer to the first wave: the burst is larger than it seemed.
+        if in_first_wave:
+            # A late answer to the first wave (which ended at the first throttle, since a
+            # phase has started): the burst is larger than it seemed.
             self.burst = self._wave_successes
             if self._growth == self.ramp_growth:
                 self._base = max(self._base, self._ramp_start(None))

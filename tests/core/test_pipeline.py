@@ -9,6 +9,7 @@ import trio
 from structlog.testing import capture_logs
 
 from etl_core import (
+    ConfigError,
     FatalError,
     PermanentError,
     PluginOptions,
@@ -75,6 +76,8 @@ class ScriptedSink(Sink):
                 await trio.sleep(cls.delay)
             steps = cls.script.get(record.data["id"])
             outcome = steps.pop(0) if steps else cls.default
+            if outcome == "hang":
+                await trio.sleep_forever()
             if isinstance(outcome, BaseException):
                 raise outcome
             if isinstance(outcome, SendResult):
@@ -288,3 +291,32 @@ async def test_lifecycle_hooks(tmp_path):
     assert seen["started"] == [("test", "scripted")]
     assert sorted(seen["done"]) == [("1", "ok"), ("2", "failed"), ("3", "ok")]
     assert seen["finished"] == [2]
+
+
+async def test_drain_timeout_cuts_sends_that_do_not_finish(tmp_path, autojump_clock):
+    # The failure-rate stop drains in-flight sends; ones that hang are cut at drain_timeout
+    # and left unprocessed (not marked done), so a rerun sends them again.
+    ScriptedSink.default = PermanentError("HTTP 400: validation failed", status=400)
+    ScriptedSink.script = {"1": ["hang"], "2": ["hang"]}
+    start = trio.current_time()
+    with trio.fail_after(86_400):  # a hang fails the test instead of stalling it
+        result = await run(
+            tmp_path, 200, workers=4, run={"max_failure_rate": 0.1, "min_records_for_failure_rate": 10, "drain_timeout": 5}
+        )
+    elapsed = trio.current_time() - start
+    assert result.exit_code == 1
+    assert "run.max_failure_rate" in result.report["aborted"]
+    # Two sends never finish, so the run ended only because the drain deadline cut them.
+    # (The clock jumps ahead while threads work, so only the lower bound is exact.)
+    assert elapsed >= 5
+    assert result.report["records"]["ok"] == 0 and result.report["records"]["not_processed"] >= 2
+    assert not {"1", "2"} & {row["id"] for row in rejects(tmp_path)}
+
+
+async def test_unusable_output_dir_is_a_config_error_and_sends_nothing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError) as caught:
+        await run(blocker / "out", 5)
+    assert caught.value.path == "output.dir"
+    assert ScriptedSink.sent == []
