@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,78 @@ import pytest
 from etl_core.plugins import Registry, make_plugin_manager
 
 ETL = [sys.executable, "-m", "etl_core.cli"]
+
+#: The cxone sink's options, pointed at a server by the CXONE_* variables at run time.
+CXONE_SINK_OPTIONS = {
+    "base_url": "${CXONE_BASE_URL}",
+    "token_url": "${CXONE_TOKEN_URL}",
+    "client_id": "${CXONE_CLIENT_ID}",
+    "client_secret": "${CXONE_CLIENT_SECRET}",
+    "scope": "contact:write",
+    "path_template": "/api/v2/contacts/{contactId}",
+    "method": "PATCH",
+}
+
+#: The usual validate rules: a uuid key, and a well-formed email where there is one.
+CONTACT_RULES = {"contactId": "[required, uuid]", "email": "[email]"}
+
+
+def pipeline_config(
+    *,
+    name: str,
+    csv: str | Path,
+    out: str | Path,
+    fields: Mapping[str, str],
+    drop_empty: bool = True,
+    validate: Mapping[str, str] | None = CONTACT_RULES,
+    sink: str = "cxone",
+    sink_options: Mapping[str, str] = CXONE_SINK_OPTIONS,
+    sink_extra: str = "",
+    workers: int = 8,
+    run_extra: str = "",
+    output_extra: str = "",
+    extra: str = "",
+) -> str:
+    """The YAML text of a pipeline keyed on contactId: csv source, map, validate, one sink.
+
+    ``fields``, ``validate`` and ``sink_options`` map a name to its YAML text, written as is
+    (``{"email": "{from: email, normalize: [strip, lower]}"}``); ``validate=None`` leaves the
+    validate transform out. ``sink_extra``, ``run_extra`` and ``output_extra`` are YAML lines
+    added to those sections (dedented, then indented here); ``extra`` is appended as is.
+    The csv and output paths are quoted, so any path makes a valid YAML string.
+    """
+
+    def indented(text: str) -> list[str]:
+        return textwrap.indent(textwrap.dedent(text).strip(), "  ").splitlines()
+
+    lines = [
+        f"pipeline: {name}",
+        "key: contactId",
+        "source:",
+        "  type: csv",
+        f"  path: {json.dumps(str(csv))}",
+        "transforms:",
+        "  - type: map",
+        "    fields:",
+        *(f"      {field}: {spec}" for field, spec in fields.items()),
+    ]
+    if drop_empty:
+        lines.append("    drop_empty: true")
+    if validate is not None:
+        lines += ["  - type: validate", "    fields:", *(f"      {field}: {rules}" for field, rules in validate.items())]
+    lines += [
+        "sink:",
+        f"  type: {sink}",
+        *(f"  {option}: {value}" for option, value in sink_options.items()),
+        *indented(sink_extra),
+        "run:",
+        f"  workers: {workers}",
+        *indented(run_extra),
+        "output:",
+        f"  dir: {json.dumps(str(out))}",
+        *indented(output_extra),
+    ]
+    return "\n".join(lines) + "\n" + extra
 
 
 @pytest.fixture(scope="session")

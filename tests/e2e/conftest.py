@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from etl_cxone.sandbox import Sandbox, SandboxSettings, contact_id, run_sandbox_in_thread
-from tests.conftest import ETL
+from tests.conftest import ETL, pipeline_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = PROJECT_ROOT / "configs" / "cxone-contacts.yaml"
@@ -32,44 +31,15 @@ SHIPPED_CONFIG = PROJECT_ROOT / "configs" / "cxone-contacts.yaml"
 SHIPPED_OUT = Path("out") / "cxone-contacts"
 HEADER = ("contact_id", "first_name", "last_name", "email", "phone", "city")
 
-#: A pipeline like the shipped one, with the knobs some tests need: which rules the validate
-#: transform applies to the key and the email, the sink's key_format, and run settings.
-CUSTOM_CONFIG = """
-pipeline: cxone-e2e
-key: contactId
-source:
-  type: csv
-  path: {csv}
-transforms:
-  - type: map
-    fields:
-      contactId: {{from: contact_id, normalize: [strip]}}
-      firstName: {{from: first_name, normalize: [strip, collapse_whitespace]}}
-      lastName: {{from: last_name, normalize: [strip, collapse_whitespace]}}
-      email: {{from: email, normalize: [strip, lower]}}
-      phone: {{from: phone, normalize: [strip]}}
-      city: {{from: city, normalize: [strip]}}
-    drop_empty: true
-  - type: validate
-    fields:
-      contactId: {key_rules}
-      {email_rule}
-sink:
-  type: cxone
-  base_url: ${{CXONE_BASE_URL}}
-  token_url: ${{CXONE_TOKEN_URL}}
-  client_id: ${{CXONE_CLIENT_ID}}
-  client_secret: ${{CXONE_CLIENT_SECRET}}
-  scope: contact:write
-  path_template: /api/v2/contacts/{{contactId}}
-  method: PATCH
-  {sink_extra}
-run:
-  workers: {workers}
-  {run_extra}
-output:
-  dir: {out}
-"""
+#: The shipped pipeline's mapping: every column of the sample, normalised.
+CONTACT_FIELDS = {
+    "contactId": "{from: contact_id, normalize: [strip]}",
+    "firstName": "{from: first_name, normalize: [strip, collapse_whitespace]}",
+    "lastName": "{from: last_name, normalize: [strip, collapse_whitespace]}",
+    "email": "{from: email, normalize: [strip, lower]}",
+    "phone": "{from: phone, normalize: [strip]}",
+    "city": "{from: city, normalize: [strip]}",
+}
 
 
 def contact_row(i: int, **overrides: str) -> dict[str, str]:
@@ -275,17 +245,24 @@ def custom_config(tmp_path: Path) -> Callable[..., Path]:
         name: str = "pipeline.yaml",
         out: Path | None = None,
     ) -> Path:
-        text = CUSTOM_CONFIG.format(
-            csv=json.dumps(str(csv_path)),
-            key_rules=key_rules,
-            email_rule=email_rule,
-            sink_extra=sink_extra,
+        validate = {"contactId": key_rules}
+        if email_rule:  # a whole line, "email: [email]"
+            field, rules = email_rule.split(":", 1)
+            validate[field.strip()] = rules.strip()
+        # The extras' second and later lines come indented already ("rate: ...\n  retry: ..."):
+        # indent the first line as well, so that they dedent as one block.
+        text = pipeline_config(
+            name="cxone-e2e",
+            csv=csv_path,
+            out=out or tmp_path / "out",
+            fields=CONTACT_FIELDS,
+            validate=validate,
+            sink_extra="  " + sink_extra,
             workers=workers,
-            run_extra=run_extra,
-            out=json.dumps(str(out or tmp_path / "out")),
+            run_extra="  " + run_extra,
         )
         path = tmp_path / name
-        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
         return path
 
     return write

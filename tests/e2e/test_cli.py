@@ -11,33 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ETL, run_etl
-
-PIPELINE = """
-pipeline: e2e
-key: contactId
-source:
-  type: csv
-  path: {csv}
-transforms:
-  - type: map
-    fields:
-      contactId: {{from: id, normalize: [strip]}}
-      email: {{from: email, normalize: [strip, lower]}}
-      name: {{from: name, normalize: [strip]}}
-    drop_empty: true
-  - type: validate
-    fields:
-      contactId: [required, uuid]
-      email: [email]
-sink:
-  type: {sink}
-  {sink_options}
-run:
-  workers: 4
-output:
-  dir: {out}
-"""
+from tests.conftest import ETL, pipeline_config, run_etl
 
 
 def write_csv(path: Path, rows: int, *, bad_email_every: int = 0) -> list[dict[str, str]]:
@@ -54,10 +28,22 @@ def write_csv(path: Path, rows: int, *, bad_email_every: int = 0) -> list[dict[s
 
 
 def config(tmp_path: Path, csv_path: Path, *, sink: str = "jsonl", extra: str = "") -> Path:
-    sink_options = f"path: {tmp_path / 'out' / 'records.jsonl'}" if sink == "jsonl" else ""
-    text = PIPELINE.format(csv=csv_path, sink=sink, sink_options=sink_options, out=tmp_path / "out") + extra
+    text = pipeline_config(
+        name="e2e",
+        csv=csv_path,
+        out=tmp_path / "out",
+        fields={
+            "contactId": "{from: id, normalize: [strip]}",
+            "email": "{from: email, normalize: [strip, lower]}",
+            "name": "{from: name, normalize: [strip]}",
+        },
+        sink=sink,
+        sink_options={"path": json.dumps(str(tmp_path / "out" / "records.jsonl"))} if sink == "jsonl" else {},
+        workers=4,
+        extra=extra,
+    )
     path = tmp_path / "pipeline.yaml"
-    path.write_text(text.lstrip(), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 

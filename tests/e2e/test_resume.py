@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,44 +21,9 @@ from typing import Any
 import pytest
 
 from etl_cxone.sandbox import Sandbox, SandboxSettings, contact_id, run_sandbox_in_thread
-from tests.conftest import ETL
+from tests.conftest import ETL, pipeline_config
 
 HEADER = ("contact_id", "first_name", "last_name", "email")
-
-CONFIG = """
-pipeline: resume-e2e
-key: contactId
-source:
-  type: csv
-  path: {csv}
-transforms:
-  - type: map
-    fields:
-      contactId: {{from: contact_id, normalize: [strip]}}
-      firstName: {{from: first_name, normalize: [strip, collapse_whitespace]}}
-      lastName: {{from: last_name, normalize: [strip, collapse_whitespace]}}
-      email: {{from: {email_from}, normalize: [strip, lower]}}
-    drop_empty: true
-  - type: validate
-    fields:
-      contactId: [required, uuid]
-      email: [email]
-sink:
-  type: cxone
-  base_url: ${{CXONE_BASE_URL}}
-  token_url: ${{CXONE_TOKEN_URL}}
-  client_id: ${{CXONE_CLIENT_ID}}
-  client_secret: ${{CXONE_CLIENT_SECRET}}
-  scope: contact:write
-  path_template: /api/v2/contacts/{{contactId}}
-  method: PATCH
-run:
-  workers: {workers}
-{run_extra}
-output:
-  dir: {out}
-{output_extra}
-"""
 
 #: Contacts the sandbox knows: contact_id(0) .. contact_id(SEEDED - 1).
 SEEDED = 25_000
@@ -116,15 +80,22 @@ class Job:
         self.csv = csv_path
         self.config = tmp_path / "pipeline.yaml"
         self.runs = 0
-        text = CONFIG.format(
-            csv=json.dumps(str(csv_path)),
-            email_from=options.get("email_from", "email"),
+        email_from = options.get("email_from", "email")
+        text = pipeline_config(
+            name="resume-e2e",
+            csv=csv_path,
+            out=self.out,
+            fields={
+                "contactId": "{from: contact_id, normalize: [strip]}",
+                "firstName": "{from: first_name, normalize: [strip, collapse_whitespace]}",
+                "lastName": "{from: last_name, normalize: [strip, collapse_whitespace]}",
+                "email": f"{{from: {email_from}, normalize: [strip, lower]}}",
+            },
             workers=options.get("workers", 8),
-            run_extra=textwrap.indent(textwrap.dedent(options.get("run_extra", "")).strip(), "  "),
-            out=json.dumps(str(self.out)),
-            output_extra=textwrap.indent(textwrap.dedent(options.get("output_extra", "")).strip(), "  "),
+            run_extra=options.get("run_extra", ""),
+            output_extra=options.get("output_extra", ""),
         )
-        self.config.write_text(text.lstrip(), encoding="utf-8")
+        self.config.write_text(text, encoding="utf-8")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CXONE_")}
         self.env.update(
             CXONE_BASE_URL=sandbox.url,

@@ -19,7 +19,7 @@ import trio
 from etl_core import ConfigError
 from etl_core.testing import ListSource, RecordingSink, plugin_of, run_pipeline_from_dict
 from etl_cxone.sandbox import SandboxSettings, contact_id, run_sandbox_in_thread
-from tests.conftest import ETL
+from tests.conftest import ETL, pipeline_config
 
 etl_metrics = pytest.importorskip("etl_metrics", reason="etl_metrics is not importable: add it to the package list in pyproject.toml")
 text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
@@ -239,30 +239,6 @@ async def test_scraped_during_an_in_process_run(metrics_env: None, tmp_path: Pat
 
 # -- the real command --------------------------------------------------------------------
 
-CONFIG = """\
-pipeline: metrics-e2e
-key: contactId
-source:
-  type: csv
-  path: {csv}
-transforms:
-  - type: map
-    fields:
-      contactId: contact_id
-      email: {{from: email, normalize: [strip, lower]}}
-sink:
-  type: cxone
-  base_url: ${{CXONE_BASE_URL}}
-  token_url: ${{CXONE_TOKEN_URL}}
-  client_id: ${{CXONE_CLIENT_ID}}
-  client_secret: ${{CXONE_CLIENT_SECRET}}
-  path_template: /api/v2/contacts/{{contactId}}
-run:
-  workers: 2
-output:
-  dir: {out}
-"""
-
 
 def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path) -> None:
     rows = 500
@@ -273,7 +249,18 @@ def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path) -> None:
         for i in range(rows):
             writer.writerow([contact_id(i), f"User{i}@Example.com"])
     config = tmp_path / "pipeline.yaml"
-    config.write_text(CONFIG.format(csv=csv_path, out=tmp_path / "out"), encoding="utf-8")
+    config.write_text(
+        pipeline_config(
+            name="metrics-e2e",
+            csv=csv_path,
+            out=tmp_path / "out",
+            fields={"contactId": "contact_id", "email": "{from: email, normalize: [strip, lower]}"},
+            drop_empty=False,
+            validate=None,
+            workers=2,
+        ),
+        encoding="utf-8",
+    )
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
 
