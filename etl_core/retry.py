@@ -117,14 +117,17 @@ _HISTORY = 10.0
 _MIN_WINDOW = 0.05
 #: Most windows tried per measurement.
 _WINDOWS = 500
-#: Sending for less than this since the last throttle is too little to measure the rate.
-_MIN_EPISODE = 0.5
+#: Successes beyond the burst needed to measure the rate: with fewer, one request of
+#: error in the burst would move the measurement by more than 1/_MIN_MEASURED.
+_MIN_MEASURED = 15
 #: Throttles this soon after a throttle event answer requests sent before it: same event.
 _SAME_EVENT = 0.5
 #: Largest share of a second of traffic the limiter lets out at once.
 _MAX_TOLERANCE = 0.1
 #: A slot further away than this is recomputed then, in case the rate changed.
 _RECHECK = 0.1
+#: Bursts per second a ramp starts from after the first throttle.
+_RAMP_START = 6.0
 #: Burst sizes tried when solving for the burst.
 _BURST_STEPS = 50
 
@@ -144,19 +147,22 @@ class AdaptiveRateLimiter:
     * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
       the requests sent before it are the burst, plus what the rate let through while
       the destination worked through them (which is taken off);
-    * ramps up from a few bursts per second (``ramp_growth``) until the next throttle,
-      measures the rate from the successes before it, and holds ``margin`` under it:
-      two throttles in all while the quota stays put;
+    * ramps up from six bursts per second (``ramp_growth``) until the next throttle,
+      measures the rate from the successes before it, and holds ``first_margin``
+      under it (the burst may be a request off): two throttles in all while the
+      quota stays put;
     * after ``hold`` seconds of sending it probes (the rate grows slowly at first, then
       faster: ``probe_growth``) to find a raised quota, and measures again at the
       probe's throttle. The first two measurements together give the burst exactly
       (from then on taken as the same share of a second of the rate, so that it
-      follows a quota that moves). Each probe that finds the same rate doubles the
+      follows a quota that moves), and from then on the limiter holds ``margin``
+      under each measurement. Each probe that finds the same rate doubles the
       hold (up to ``max_hold``), and for a minute after the rate moved, probes come
       every ``hold_after_change``;
-    * when too little was sent since the last throttle to measure anything (the quota
-      dropped), ramps up again from what the successes prove, or from ``decrease``
-      times the rate (the multiplicative decrease of AIMD).
+    * when too few requests got through since the last throttle to measure the rate
+      (under 15 beyond the burst: the quota dropped, or the ramp started far above
+      it), ramps up again from what the successes prove, or from ``decrease`` times
+      the rate (the multiplicative decrease of AIMD).
 
     Time spent paused (no successes) does not count as sending time. Slots are handed
     out with virtual scheduling (GCRA): waiters queue, and the first one sleeps until
@@ -165,7 +171,10 @@ class AdaptiveRateLimiter:
     Args:
         max_rate: Fixed ceiling in requests per second, or None.
         adaptive: Learn from throttles; when False only ``max_rate`` applies.
-        margin: How far under the measured rate to hold, as a share of it.
+        margin: How far under a measured rate to hold, as a share of it, once the burst
+            is known.
+        first_margin: The same for the first measurement, whose burst comes from the
+            first wave and may be a request off.
         decrease: Cut applied when a throttle cannot be measured from.
         probe_growth: Growth of a probe: the rate is multiplied by ``exp(probe_growth * t**2)``
             after ``t`` seconds of sending.
@@ -181,7 +190,8 @@ class AdaptiveRateLimiter:
         *,
         max_rate: float | None = None,
         adaptive: bool = True,
-        margin: float = 0.02,
+        margin: float = 0.01,
+        first_margin: float = 0.025,
         decrease: float = 0.5,
         probe_growth: float = 0.3,
         ramp_growth: float = 1.0,
@@ -193,6 +203,7 @@ class AdaptiveRateLimiter:
         self.max_rate = max_rate
         self.adaptive = adaptive
         self.margin = margin
+        self.first_margin = first_margin
         self.decrease = decrease
         self.probe_growth = probe_growth
         self.ramp_growth = ramp_growth
@@ -329,8 +340,7 @@ class AdaptiveRateLimiter:
         upper = self.rate  # the rate that ran out of quota
         previous_event, self._event_at = self._event_at, now
         self.throttle_events += 1
-        # Sending time since the last throttle (pauses left out).
-        sent_for, self._active_at_event = self._active - self._active_at_event, self._active
+        self._active_at_event = self._active
         if self._first_event is None:
             # The first throttle: the start measured the burst, not the rate. Answers
             # to the rest of the first wave of requests are still on their way.
@@ -346,17 +356,20 @@ class AdaptiveRateLimiter:
             lower = self._bound(episode, now, previous_event)
         if upper is not None:
             lower = min(lower, upper)
-        if lower > 0 and sent_for >= _MIN_EPISODE:
+        burst = self.burst if self.burst_time is None else self.burst_time * lower
+        if lower > 0 and len(episode) - (burst or 0.0) >= _MIN_MEASURED:
+            margin = self.margin
             if self.burst_time is None:
                 # The first measurement; kept until the next one tells the burst exactly.
                 self._ramp_episode = (episode, now, previous_event)
                 self.burst_time = (self.burst or 0.0) / lower
+                margin = self.first_margin
             elif self._ramp_episode is not None:
                 lower = self._solve_burst(episode, now, previous_event, fallback=lower)
             self._learn(lower, now)
-            self._start(lower * (1.0 - self.margin), 0.0)
+            self._start(lower * (1.0 - margin), 0.0)
         else:
-            # Too little was sent since the last throttle to measure the rate: the
+            # Too few got through since the last throttle to measure the rate: the
             # quota dropped, or the rate was far above it. Ramp up again from what the
             # successes prove, or from a cut.
             if self.estimate is not None and lower < 0.8 * self.estimate:
@@ -367,8 +380,8 @@ class AdaptiveRateLimiter:
         return True
 
     def _ramp_start(self, upper: float | None) -> float:
-        """The rate to ramp up from after the first throttle: a few bursts per second."""
-        rate = 4.0 * max(1.0, self.burst or 0.0)
+        """The rate to ramp up from after the first throttle: six bursts per second."""
+        rate = _RAMP_START * max(1.0, self.burst or 0.0)
         return rate if upper is None else min(rate, self.decrease * upper)
 
     def _bound(self, times: list[float], now: float, since: float, burst: float | None = None) -> float:
@@ -411,7 +424,7 @@ class AdaptiveRateLimiter:
         successes took to come back. Each pass takes that trickle, at the rate measured
         so far, off the burst and measures again. The result may err either way by a
         request or two of burst, a few per cent of the rate at a small burst: the
-        ``margin`` absorbs that, and the first probe corrects it.
+        ``first_margin`` absorbs that, and the first probe corrects it.
         """
         wave = self._wave_successes
         first_answer, last_answer = self._wave_answers
