@@ -117,8 +117,10 @@ _HISTORY = 10.0
 _MIN_WINDOW = 0.05
 #: Most windows tried per measurement.
 _WINDOWS = 500
-#: Successes beyond the burst needed to measure the rate: with fewer, one request of
-#: error in the burst would move the measurement by more than 1/_MIN_MEASURED.
+#: Sending for this long since the last throttle is enough to measure the rate...
+_MIN_EPISODE = 0.5
+#: ...and so are this many successes beyond the burst, however quickly they came (one
+#: request of error in the burst moves the measurement by at most 1/_MIN_MEASURED).
 _MIN_MEASURED = 15
 #: Throttles this soon after a throttle event answer requests sent before it: same event.
 _SAME_EVENT = 0.5
@@ -159,9 +161,9 @@ class AdaptiveRateLimiter:
       under each measurement. Each probe that finds the same rate doubles the
       hold (up to ``max_hold``), and for a minute after the rate moved, probes come
       every ``hold_after_change``;
-    * when too few requests got through since the last throttle to measure the rate
-      (under 15 beyond the burst: the quota dropped, or the ramp started far above
-      it), ramps up again from what the successes prove, or from ``decrease`` times
+    * when too little got through since the last throttle to measure the rate (under
+      half a second of sending and under 15 requests beyond the burst: the quota
+      dropped, or the ramp started far above it), ramps up again from what the successes prove, or from ``decrease`` times
       the rate (the multiplicative decrease of AIMD).
 
     Time spent paused (no successes) does not count as sending time. Slots are handed
@@ -274,12 +276,13 @@ class AdaptiveRateLimiter:
                     return
                 now = trio.current_time()
                 # A small burst allowance keeps workers busy without exceeding the rate
-                # over any longer window, nor the destination's burst.
+                # over any longer window, nor the destination's burst: it lets out
+                # 1 + tolerance * rate requests at once, half the burst and never all
+                # of it.
+                burst = self.burst if self.burst_time is None else self.burst_time * rate
                 tolerance = _MAX_TOLERANCE
-                if self.burst_time is not None:
-                    tolerance = min(tolerance, 0.5 * self.burst_time)
-                elif self.burst is not None:
-                    tolerance = min(tolerance, 0.5 * self.burst / rate)
+                if burst is not None:
+                    tolerance = min(tolerance, max(0.0, min(0.5 * burst, burst - 1.0)) / rate)
                 slot = max(self._last_slot + 1.0 / rate, now - tolerance)
                 if slot <= now:
                     self._last_slot = slot
@@ -340,7 +343,9 @@ class AdaptiveRateLimiter:
         upper = self.rate  # the rate that ran out of quota
         previous_event, self._event_at = self._event_at, now
         self.throttle_events += 1
-        self._active_at_event = self._active
+        # Sending time since the last throttle (pauses left out).
+        sent_for, self._active_at_event = self._active - self._active_at_event, self._active
+        self._last_success = None  # the wait (and any pause) until the next success is not sending time
         if self._first_event is None:
             # The first throttle: the start measured the burst, not the rate. Answers
             # to the rest of the first wave of requests are still on their way.
@@ -357,7 +362,9 @@ class AdaptiveRateLimiter:
         if upper is not None:
             lower = min(lower, upper)
         burst = self.burst if self.burst_time is None else self.burst_time * lower
-        if lower > 0 and len(episode) - (burst or 0.0) >= _MIN_MEASURED:
+        # Only what got through beyond the burst tells anything about the rate.
+        beyond_burst = len(episode) - (burst or 0.0)
+        if lower > 0 and beyond_burst >= 1 and (sent_for >= _MIN_EPISODE or beyond_burst >= _MIN_MEASURED):
             margin = self.margin
             if self.burst_time is None:
                 # The first measurement; kept until the next one tells the burst exactly.
@@ -371,12 +378,12 @@ class AdaptiveRateLimiter:
         else:
             # Too few got through since the last throttle to measure the rate: the
             # quota dropped, or the rate was far above it. Ramp up again from what the
-            # successes prove, or from a cut.
+            # successes prove, or from a cut when only the burst got through.
             if self.estimate is not None and lower < 0.8 * self.estimate:
                 self._volatile_until = now + 60.0
                 self._stable_probes = 0
             cut = self.decrease * (upper if upper is not None else 2.0 * len(self._second))
-            self._start(lower if lower > 0 else cut, self.ramp_growth)
+            self._start(lower if lower > 0 and beyond_burst >= 1 else cut, self.ramp_growth)
         return True
 
     def _ramp_start(self, upper: float | None) -> float:
