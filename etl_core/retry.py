@@ -119,9 +119,9 @@ _MIN_WINDOW = 0.05
 _WINDOWS = 500
 #: Sending for this long since the last throttle is enough to measure the rate...
 _MIN_EPISODE = 0.5
-#: ...and so are this many successes beyond the burst, however quickly they came (one
-#: request of error in the burst moves the measurement by at most 1/_MIN_MEASURED).
-_MIN_MEASURED = 15
+#: ...and so are this many successes beyond what the bucket held, however quickly they
+#: came: one request of error in the burst then moves the measurement by at most 1/15.
+_MIN_BEYOND_BURST = 15
 #: Throttles this soon after a throttle event answer requests sent before it: same event.
 _SAME_EVENT = 0.5
 #: Largest share of a second of traffic the limiter lets out at once.
@@ -149,22 +149,25 @@ class AdaptiveRateLimiter:
     * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
       the requests sent before it are the burst, plus what the rate let through while
       the destination worked through them (which is taken off);
-    * ramps up from six bursts per second (``ramp_growth``) until the next throttle,
-      measures the rate from the successes before it, and holds ``first_margin``
-      under it (the burst may be a request off): two throttles in all while the
-      quota stays put;
+    * ramps up from ``_RAMP_START`` (six) bursts per second (``ramp_growth``) until the
+      next throttle, measures the rate from the successes before it, and holds
+      ``first_margin`` under it: two throttles in all while the quota stays put. The
+      burst under this measurement may be a request off; when that makes it come out
+      above the margin, a third throttle follows and measures again;
     * after ``hold`` seconds of sending it probes (the rate grows slowly at first, then
       faster: ``probe_growth``) to find a raised quota, and measures again at the
       probe's throttle. The first two measurements together give the burst exactly
       (from then on taken as the same share of a second of the rate, so that it
-      follows a quota that moves), and from then on the limiter holds ``margin``
-      under each measurement. Each probe that finds the same rate doubles the
-      hold (up to ``max_hold``), and for a minute after the rate moved, probes come
+      follows a quota that moves), and once the burst is known the limiter holds
+      ``margin`` under each measurement. Each probe that finds the same rate doubles
+      the hold (up to ``max_hold``), and for a minute after the rate moved, probes come
       every ``hold_after_change``;
-    * when too little got through since the last throttle to measure the rate (under
-      half a second of sending and under 15 requests beyond the burst: the quota
-      dropped, or the ramp started far above it), ramps up again from what the successes prove, or from ``decrease`` times
-      the rate (the multiplicative decrease of AIMD).
+    * when too little got through since the last throttle to measure the rate (less
+      than ``_MIN_EPISODE`` of sending and fewer than ``_MIN_BEYOND_BURST`` requests
+      beyond what the bucket held: the quota dropped, or the ramp started far above
+      it), ramps up again from what the successes prove, or from ``decrease`` times
+      the rate (the multiplicative decrease of AIMD) when only the bucket's content
+      got through.
 
     Time spent paused (no successes) does not count as sending time. Slots are handed
     out with virtual scheduling (GCRA): waiters queue, and the first one sleeps until
@@ -178,8 +181,8 @@ class AdaptiveRateLimiter:
         first_margin: The same for the first measurement, whose burst comes from the
             first wave and may be a request off.
         decrease: Cut applied when a throttle cannot be measured from.
-        probe_growth: Growth of a probe: the rate is multiplied by ``exp(probe_growth * t**2)``
-            after ``t`` seconds of sending.
+        probe_growth: Growth of a probe: the rate is multiplied by
+            ``exp(probe_growth * t**2)`` after ``t`` seconds of sending.
         ramp_growth: The same for a ramp (the rate is not known yet).
         hold: Seconds of sending at the measured rate before the first probe.
         max_hold: Longest hold between probes while the rate stays the same.
@@ -223,6 +226,7 @@ class AdaptiveRateLimiter:
         # The first measurement's successes, throttle and previous throttle, until the
         # second measurement tells the burst.
         self._ramp_episode: tuple[list[float], float, float] | None = None
+        self._burst_solved = False
         self._base: float | None = None  # rate at the start of the current phase
         self._growth = 0.0  # 0 while holding
         self._phase_active = 0.0  # self._active when the current phase started
@@ -277,8 +281,8 @@ class AdaptiveRateLimiter:
                 now = trio.current_time()
                 # A small burst allowance keeps workers busy without exceeding the rate
                 # over any longer window, nor the destination's burst: it lets out
-                # 1 + tolerance * rate requests at once, half the burst and never all
-                # of it.
+                # 1 + tolerance * rate requests at once, one plus half the burst and
+                # never more than the burst.
                 burst = self.burst if self.burst_time is None else self.burst_time * rate
                 tolerance = _MAX_TOLERANCE
                 if burst is not None:
@@ -361,33 +365,40 @@ class AdaptiveRateLimiter:
             lower = self._bound(episode, now, previous_event)
         if upper is not None:
             lower = min(lower, upper)
+        # Only what got through beyond what the bucket held tells anything about the
+        # rate. It was empty at the last throttle and refilled while nothing was sent
+        # (the pause), up to the burst.
         burst = self.burst if self.burst_time is None else self.burst_time * lower
-        # Only what got through beyond the burst tells anything about the rate.
-        beyond_burst = len(episode) - (burst or 0.0)
-        if lower > 0 and beyond_burst >= 1 and (sent_for >= _MIN_EPISODE or beyond_burst >= _MIN_MEASURED):
-            margin = self.margin
+        held = min(burst or 0.0, lower * max(0.0, now - previous_event - sent_for))
+        beyond_burst = len(episode) - held
+        if lower > 0 and beyond_burst >= 1 and (sent_for >= _MIN_EPISODE or beyond_burst >= _MIN_BEYOND_BURST):
             if self.burst_time is None:
                 # The first measurement; kept until the next one tells the burst exactly.
                 self._ramp_episode = (episode, now, previous_event)
                 self.burst_time = (self.burst or 0.0) / lower
-                margin = self.first_margin
             elif self._ramp_episode is not None:
                 lower = self._solve_burst(episode, now, previous_event, fallback=lower)
             self._learn(lower, now)
-            self._start(lower * (1.0 - margin), 0.0)
+            self._start(lower * (1.0 - (self.margin if self._burst_solved else self.first_margin)), 0.0)
         else:
             # Too few got through since the last throttle to measure the rate: the
             # quota dropped, or the rate was far above it. Ramp up again from what the
-            # successes prove, or from a cut when only the burst got through.
+            # successes prove, or from a cut.
             if self.estimate is not None and lower < 0.8 * self.estimate:
                 self._volatile_until = now + 60.0
                 self._stable_probes = 0
             cut = self.decrease * (upper if upper is not None else 2.0 * len(self._second))
-            self._start(lower if lower > 0 and beyond_burst >= 1 else cut, self.ramp_growth)
+            if lower <= 0:
+                start = cut
+            elif beyond_burst < 1:
+                start = min(lower, cut)  # a bound from the burst alone may be far too high
+            else:
+                start = lower
+            self._start(start, self.ramp_growth)
         return True
 
     def _ramp_start(self, upper: float | None) -> float:
-        """The rate to ramp up from after the first throttle: six bursts per second."""
+        """The rate to ramp up from after the first throttle: ``_RAMP_START`` bursts per second."""
         rate = _RAMP_START * max(1.0, self.burst or 0.0)
         return rate if upper is None else min(rate, self.decrease * upper)
 
@@ -464,6 +475,7 @@ class AdaptiveRateLimiter:
         if rate <= 0 or best_gap > 0.02 * rate:
             return fallback
         self.burst, self.burst_time = burst, burst / rate
+        self._burst_solved = True
         return rate
 
     def _learn(self, estimate: float, now: float) -> None:

@@ -212,7 +212,8 @@ async def test_limiter_learns_the_rate_with_retry_after_pauses(autojump_clock, r
     assert abs(limiter.estimate / rate - 1) < 0.03
     # The burst under the first measurement may be a request off: a wider margin.
     assert limiter.rate == pytest.approx(limiter.estimate * (1 - limiter.first_margin))
-    assert outcome.goodput >= 0.93 * rate
+    # Two 1 s pauses are 3 % of the minute; the margin and the measurement up to 5.5 %.
+    assert outcome.goodput >= 0.91 * rate
     assert outcome.throttled_share <= 0.03
 
 
@@ -223,6 +224,15 @@ async def test_limiter_measures_a_ramp_that_starts_above_the_rate(autojump_clock
     assert limiter.throttle_events == 2
     assert abs(limiter.estimate / 100 - 1) < 0.03
     assert outcome.goodput >= 0.93 * 100
+
+
+async def test_limiter_measures_a_burst_that_a_pause_does_not_refill(autojump_clock):
+    # Three seconds of burst (30 requests at 10/s): a 1 s pause refills only a third of
+    # it, so an episode gets fewer successes than the burst and still measures.
+    outcome, limiter = await send_through(10 * 120, 10, retry_after=True, burst_time=3.0)
+    assert limiter.throttle_events <= 3
+    assert abs(limiter.estimate / 10 - 1) < 0.03
+    assert outcome.throttled_share <= 0.03
 
 
 async def test_limiter_probe_tells_the_burst(autojump_clock):
