@@ -196,7 +196,7 @@ class AdaptiveRateLimiter:
         max_rate: float | None = None,
         adaptive: bool = True,
         margin: float = 0.01,
-        first_margin: float = 0.025,
+        first_margin: float = 0.02,
         decrease: float = 0.5,
         probe_growth: float = 0.3,
         ramp_growth: float = 1.0,

@@ -212,7 +212,7 @@ async def test_limiter_learns_the_rate_with_retry_after_pauses(autojump_clock, r
     assert abs(limiter.estimate / rate - 1) < 0.03
     # The burst under the first measurement may be a request off: a wider margin.
     assert limiter.rate == pytest.approx(limiter.estimate * (1 - limiter.first_margin))
-    # Two 1 s pauses are 3 % of the minute; the margin and the measurement up to 5.5 %.
+    # Two 1 s pauses are 3 % of the minute; the margin and the measurement up to 5 %.
     assert outcome.goodput >= 0.91 * rate
     assert outcome.throttled_share <= 0.03
 
