@@ -140,11 +140,15 @@ async def send_through(
     workers: int = 32,
     burst_time: float = 0.1,
     changes: tuple[tuple[float, float], ...] = (),
+    jitter: random.Random | None = None,
 ) -> tuple[Outcome, AdaptiveRateLimiter]:
     """Send ``rows`` the way the runner does, to a token bucket of ``rate``/s (burst ``rate * burst_time``).
 
     A throttle pauses every worker for 1 s (``Retry-After: 1``) or backs the worker off;
-    ``changes`` are (seconds, new rate) moves of the destination's quota.
+    ``changes`` are (seconds, new rate) moves of the destination's quota. Each request
+    takes 1 ms to reach the destination and 1 ms to come back; with ``jitter`` these
+    vary, and each worker's first request also waits 0-15 ms for its connection, so
+    that the first wave reaches the destination spread out, as over a real network.
     """
     limiter, pause, outcome = AdaptiveRateLimiter(), SharedPause(), Outcome()
     start = trio.current_time()
@@ -165,7 +169,13 @@ async def send_through(
             await trio.sleep_until(start + at)
             bucket.update(rate=new_rate, tokens=new_rate * burst_time, at=trio.current_time())
 
+    def latency(first: bool = False) -> float:
+        if jitter is None:
+            return 0.001
+        return jitter.uniform(0.0005, 0.002) + (jitter.uniform(0.0, 0.015) if first else 0.0)
+
     async def worker():
+        first = True
         while left[0] > 0:
             left[0] -= 1
             attempt = 0
@@ -177,9 +187,10 @@ async def send_through(
                         break
                 attempt += 1
                 sent_at = trio.current_time()
-                await trio.sleep(0.001)
+                await trio.sleep(latency(first))
+                first = False
                 ok = take(trio.current_time())
-                await trio.sleep(0.001)
+                await trio.sleep(latency())
                 if ok:
                     outcome.ok += 1
                     second = int(trio.current_time() - start)
@@ -215,6 +226,17 @@ async def test_limiter_learns_the_rate_with_retry_after_pauses(autojump_clock, r
     # Two 1 s pauses are 3 % of the minute; the margin and the measurement up to 5 %.
     assert outcome.goodput >= 0.91 * rate
     assert outcome.throttled_share <= 0.03
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_limiter_takes_the_trickle_off_the_first_wave(autojump_clock, seed):
+    # Over a network the first wave reaches the destination spread out, and the rate
+    # lets one more request through meanwhile: that one is not burst, and counting it
+    # as burst would put the measured rate about 4 % low.
+    outcome, limiter = await send_through(100 * 30, 100, retry_after=True, jitter=random.Random(seed))
+    assert limiter.throttle_events == 2
+    assert abs(limiter.estimate / 100 - 1) < 0.025
+    assert outcome.goodput >= 0.90 * 100  # the CXone scenario's target, simulated
 
 
 async def test_limiter_measures_a_ramp_that_starts_above_the_rate(autojump_clock):
