@@ -293,22 +293,22 @@ async def test_lifecycle_hooks(tmp_path):
     assert seen["finished"] == [2]
 
 
-async def test_drain_timeout_cuts_sends_that_do_not_finish(tmp_path, autojump_clock):
+async def test_drain_timeout_cuts_sends_that_do_not_finish(tmp_path):
     # The failure-rate stop drains in-flight sends; ones that hang are cut at drain_timeout
-    # and left unprocessed (not marked done), so a rerun sends them again.
+    # and left unprocessed (not marked done), so a rerun sends them again. (A real clock:
+    # an autojump clock could jump to the hang guard's deadline while a thread works.)
     ScriptedSink.default = PermanentError("HTTP 400: validation failed", status=400)
     ScriptedSink.script = {"1": ["hang"], "2": ["hang"]}
     start = trio.current_time()
-    with trio.fail_after(86_400):  # a hang fails the test instead of stalling it
+    with trio.fail_after(120):  # a hang fails the test instead of stalling it
         result = await run(
-            tmp_path, 200, workers=4, run={"max_failure_rate": 0.1, "min_records_for_failure_rate": 10, "drain_timeout": 5}
+            tmp_path, 200, workers=4, run={"max_failure_rate": 0.1, "min_records_for_failure_rate": 10, "drain_timeout": 1}
         )
     elapsed = trio.current_time() - start
     assert result.exit_code == 1
     assert "run.max_failure_rate" in result.report["aborted"]
     # Two sends never finish, so the run ended only because the drain deadline cut them.
-    # (The clock jumps ahead while threads work, so only the lower bound is exact.)
-    assert elapsed >= 5
+    assert elapsed >= 1
     assert result.report["records"]["ok"] == 0 and result.report["records"]["not_processed"] >= 2
     assert not {"1", "2"} & {row["id"] for row in rejects(tmp_path)}
 
