@@ -283,7 +283,7 @@ class AdaptiveRateLimiter:
                 # over any longer window, nor the destination's burst: it lets out
                 # 1 + tolerance * rate requests at once, one plus half the burst and
                 # never more than the burst.
-                burst = self.burst if self.burst_time is None else self.burst_time * rate
+                burst = self._burst_at(rate)
                 tolerance = _MAX_TOLERANCE
                 if burst is not None:
                     tolerance = min(tolerance, max(0.0, min(0.5 * burst, burst - 1.0)) / rate)
@@ -368,8 +368,7 @@ class AdaptiveRateLimiter:
         # Only what got through beyond what the bucket held tells anything about the
         # rate. It was empty at the last throttle and refilled while nothing was sent
         # (the pause), up to the burst.
-        burst = self.burst if self.burst_time is None else self.burst_time * lower
-        held = min(burst or 0.0, lower * max(0.0, now - previous_event - sent_for))
+        held = min(self._burst_at(lower) or 0.0, lower * max(0.0, now - previous_event - sent_for))
         beyond_burst = len(episode) - held
         if lower > 0 and beyond_burst >= 1 and (sent_for >= _MIN_EPISODE or beyond_burst >= _MIN_BEYOND_BURST):
             if self.burst_time is None:
@@ -396,6 +395,10 @@ class AdaptiveRateLimiter:
                 start = lower
             self._start(start, self.ramp_growth)
         return True
+
+    def _burst_at(self, rate: float) -> float | None:
+        """The destination's burst in requests when its rate is ``rate`` (None if unknown)."""
+        return self.burst if self.burst_time is None else self.burst_time * rate
 
     def _ramp_start(self, upper: float | None) -> float:
         """The rate to ramp up from after the first throttle: ``_RAMP_START`` bursts per second."""
