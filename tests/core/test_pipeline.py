@@ -257,7 +257,7 @@ async def test_backpressure_bounds_read_ahead(tmp_path, autojump_clock):
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
-        await run(tmp_path, 5000, workers=2, run={"batch_size": 10, "queue_batches": 2})
+        await run(tmp_path, 500, workers=2, run={"batch_size": 10, "queue_batches": 2})
     produced, sent = observed[0]
     assert produced - sent <= 10 * (2 + 2) + 10 + 2
 
