@@ -1,7 +1,7 @@
 """The documentation matches the code.
 
 * Generated parts (config reference tables, the JSON Schema) are exactly what
-  ``python -m etl_core._docgen`` produces now.
+  ``python tools/docgen.py`` produces now.
 * docs/plugins.md has a section per hook and mentions every public name.
 * docs/logging.md lists every log event the code emits, with its fields and levels.
 * docs/exit-codes.md lists every exit code the code uses.
@@ -29,16 +29,17 @@ import pydantic
 import pytest
 
 import etl_core
-from etl_core import _docgen, hookspecs
+from etl_core import hookspecs
 from etl_core._yaml import load_yaml
 from etl_core.config import parse_config
 from etl_core.plugins import Registry, make_plugin_manager
+from tools import docgen
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 #: Documents owned elsewhere, checked only for what they share (links into them).
 _NOT_CHECKED = {"benchmarks.md"}
-REGENERATE = "run `python -m etl_core._docgen` to regenerate it"
+REGENERATE = "run `python tools/docgen.py` to regenerate it"
 
 
 def _doc(name: str) -> str:
@@ -79,13 +80,13 @@ def _table_rows(text: str) -> list[list[str]]:
 
 
 def test_generated_parts_are_up_to_date():
-    stale = _docgen.stale_files(ROOT)
+    stale = docgen.stale_files(ROOT)
     assert not stale, f"out of date: {', '.join(map(str, stale))}; {REGENERATE}"
 
 
 def test_docgen_check_command_agrees():
     done = subprocess.run(
-        [sys.executable, "-m", "etl_core._docgen", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "tools/docgen.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
 
@@ -107,27 +108,27 @@ def test_shipped_configs_point_editors_at_the_schema():
 
 
 def test_every_builtin_plugin_and_the_core_have_a_generated_reference():
-    names = _docgen.block_names(_doc("configuration.md"))
+    names = docgen.block_names(_doc("configuration.md"))
     assert "core" in names
-    registry = _docgen.builtin_registry()
+    registry = docgen.builtin_registry()
     for kind in ("source", "transform", "sink"):
         for name in registry.names(kind):
             assert f"plugin:{kind}:{name}" in names, f"docs/configuration.md has no reference of the {kind} {name!r}"
-    assert "plugin:sink:cxone" in _docgen.block_names(_doc("cxone.md"))
+    assert "plugin:sink:cxone" in docgen.block_names(_doc("cxone.md"))
 
 
 def test_generated_block_with_an_unknown_name_is_an_error():
     with pytest.raises(ValueError, match="unknown generated block"):
-        _docgen.render_document("<!-- BEGIN GENERATED: nonsense -->\n<!-- END GENERATED -->\n")
+        docgen.render_document("<!-- BEGIN GENERATED: nonsense -->\n<!-- END GENERATED -->\n")
 
 
 def test_regenerating_keeps_hand_written_text():
     text = "intro\n\n<!-- BEGIN GENERATED: plugin:sink:discard -->\nstale\n<!-- END GENERATED -->\n\noutro\n"
-    rendered = _docgen.render_document(text)
+    rendered = docgen.render_document(text)
     assert rendered.startswith("intro\n\n<!-- BEGIN GENERATED: plugin:sink:discard -->\n")
     assert rendered.endswith("<!-- END GENERATED -->\n\noutro\n")
     assert "stale" not in rendered and "`discard`" in rendered
-    assert _docgen.render_document(rendered) == rendered
+    assert docgen.render_document(rendered) == rendered
 
 
 def test_every_core_key_is_in_the_reference():
