@@ -3,6 +3,7 @@
 Plugins use only the names exported here.
 """
 
+from ._commands import CommandLine
 from ._errors import (
     ConfigError,
     EtlError,
@@ -15,7 +16,8 @@ from ._errors import (
     TransientError,
 )
 from ._headers import parse_rate_limit, parse_retry_after
-from ._plugin import (
+from ._outcome import Outcome
+from .base import (
     Plugin,
     PluginOptions,
     RateLimitHint,
@@ -32,9 +34,11 @@ from .logging import register_secret
 from .report import spreadsheet_safe
 
 __all__ = [
+    "CommandLine",
     "ConfigError",
     "EtlError",
     "FatalError",
+    "Outcome",
     "PermanentError",
     "Plugin",
     "PluginError",

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 
-from ._plugin import RateLimitHint
+from .base import RateLimitHint
 
 # delay-seconds is a non-negative integer (RFC 9110 §10.2.3); decimals are tolerated.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)

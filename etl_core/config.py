@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from ._errors import ConfigError, PluginError
-from ._plugin import PluginOptions, Sink, Source, Transform
+from .base import PluginOptions, Sink, Source, Transform
 from ._yaml import Path, load_yaml
 from .logging import DEFAULT_PII_FIELDS
 from .plugins import Registry

@@ -11,7 +11,7 @@ import pluggy
 
 from . import hookspecs
 from ._errors import PluginError
-from ._plugin import Plugin, Sink, Source, Transform
+from .base import Plugin, Sink, Source, Transform
 
 #: First-party plugins: ordinary plugin modules, registered like any other.
 DEFAULT_PLUGINS: tuple[str, ...] = ("etl_csv", "etl_transform", "etl_files", "etl_cxone", "etl_metrics")

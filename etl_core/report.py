@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import collections
 import csv
-import dataclasses
 import json
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 #: Cells starting with these are formulas to a spreadsheet (CSV injection).
@@ -26,6 +23,48 @@ def spreadsheet_safe(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+class CsvFile:
+    """A CSV file created on its first row, header first, every cell spreadsheet-safe.
+
+    Args:
+        path: The file to write (its directory is created with it).
+        header: The column names, or a function returning them when the first row comes.
+        flush_rows: Flush after each row, so the file is complete even if the process is killed.
+    """
+
+    def __init__(self, path: str, header: Sequence[str] | Callable[[], Sequence[str]], *, flush_rows: bool = False) -> None:
+        self.path = path
+        self.count = 0
+        self._header = header
+        self._flush_rows = flush_rows
+        self._file: Any = None
+        self._writer: Any = None
+
+    def write(self, cells: Iterable[Any]) -> None:
+        """Append one row (creating the file with its header first)."""
+        if self._writer is None:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self._file = open(self.path, "w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+            header = self._header() if callable(self._header) else self._header
+            self._writer.writerow([spreadsheet_safe(name) for name in header])
+        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
+        self.count += 1
+        if self._flush_rows:
+            self._file.flush()
+
+    def flush(self) -> None:
+        """Flush buffered rows to disk."""
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file, if one was created."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class RejectsWriter:
     """Writes rejected and failed records to a CSV file, created on the first one.
 
@@ -39,12 +78,19 @@ class RejectsWriter:
     """
 
     def __init__(self, path: str, columns: Callable[[], list[str]] | None = None) -> None:
-        self.path = path
         self._columns = columns
-        self.count = 0
-        self._file: Any = None
-        self._writer: Any = None
         self._fields: list[str] = []
+        self._file = CsvFile(path, lambda: [*REJECT_COLUMNS, *self._fields, "_other_fields"])
+
+    @property
+    def path(self) -> str:
+        """The file's path."""
+        return self._file.path
+
+    @property
+    def count(self) -> int:
+        """Rows written."""
+        return self._file.count
 
     def write(
         self,
@@ -62,81 +108,27 @@ class RejectsWriter:
     ) -> None:
         """Append one row."""
         raw = raw or {}
-        if self._writer is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")
+        if not self._file.count:
             known = self._columns() if self._columns is not None else []
             self._fields = [name for name in (known or raw) if name not in REJECT_COLUMNS]
-            self._writer = csv.writer(self._file)
-            self._writer.writerow([*REJECT_COLUMNS, *self._fields, "_other_fields"])
         extra = {k: v for k, v in raw.items() if k not in self._fields}
         row = [line, key, stage, plugin, reason, status, detail, attempts, "yes" if retryable else "no"]
         row += [raw.get(name) for name in self._fields]
         row.append(json.dumps(extra, ensure_ascii=False, default=str) if extra else "")
-        self._writer.writerow([spreadsheet_safe(cell) for cell in row])
-        self.count += 1
+        self._file.write(row)
 
     def flush(self) -> None:
         """Flush buffered rows to disk."""
-        if self._file is not None:
-            self._file.flush()
+        self._file.flush()
 
     def close(self) -> None:
         """Close the file, if one was created."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()
 
 
-class SuccessWriter:
-    """Writes one CSV row per delivered record: key, line, status, attempts.
-
-    Args:
-        path: The CSV file to write (created on the first row).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.count = 0
-        self._file: Any = None
-        self._writer: Any = None
-
-    def write(self, *, key: str | None, line: int, status: int | None, attempts: int) -> None:
-        """Append one row."""
-        if self._writer is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["key", "line", "status", "attempts"])
-        self._writer.writerow([spreadsheet_safe(key), line, status, attempts])
-        self.count += 1
-
-    def close(self) -> None:
-        """Close the file, if one was created."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-@dataclasses.dataclass
-class RunCounters:
-    """What happened to the records of a run, updated by the runner as it goes."""
-
-    read: int = 0
-    ok: int = 0
-    rejected: int = 0
-    failed: int = 0
-    skipped: int = 0
-    retries: int = 0
-    throttled: int = 0
-    attempts: int = 0
-    by_status: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
-    started: float = dataclasses.field(default_factory=time.monotonic)
-
-    @property
-    def done(self) -> int:
-        """Records with a final outcome."""
-        return self.ok + self.rejected + self.failed
+def success_file(path: str) -> CsvFile:
+    """The success file: one row per delivered record (key, line, status, attempts)."""
+    return CsvFile(path, ("key", "line", "status", "attempts"))
 
 
 def write_report(path: str, report: Mapping[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """The checkpoint store: what happened to each record, for resume and skip-unchanged.
 
 One SQLite database (standard library) per output directory, keyed by pipeline and
-record key. Outcomes are written by a dedicated thread that commits whatever has
-queued up since its last commit, so the workers never wait for the disk, and a crash
-(even ``kill -9``) loses at most the outcomes of the last few milliseconds.
+record key. Checkpoints are written by a dedicated thread that commits whatever has
+queued up since its last commit (a group commit): the event loop never blocks on the
+disk, and a worker waits for its record's commit only before it takes the next record,
+so a crash (even ``kill -9``) re-sends at most the records that were in flight.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-#: Outcomes stored per record.
-OK, FAILED = "ok", "failed"
+from ._outcome import Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -55,19 +55,19 @@ class PreviousOutcome:
     """What an earlier run recorded for a key."""
 
     hash: str
-    outcome: str
+    outcome: Outcome
     retryable: bool
     status: int | None
     error: str | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
+class Checkpoint:
     """One record's final outcome in this run, queued for the store."""
 
     key: str
     hash: str
-    outcome: str
+    outcome: Outcome
     retryable: bool
     status: int | None
     attempts: int
@@ -94,11 +94,11 @@ class StateStore:
         self.run_id = run_id
         self._read = self._connect()
         self._read.executescript(_SCHEMA)
-        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Checkpoint | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._error: BaseException | None = None
         self.written = 0
-        #: Outcomes queued so far (by the event loop) and committed so far (by the writer).
+        #: Checkpoints queued so far (by the event loop) and committed so far (by the writer).
         #: A failed writer sets ``committed`` to infinity so nobody waits on it forever.
         self.recorded = 0
         self.committed: float = 0
@@ -137,7 +137,7 @@ class StateStore:
                 (self.pipeline, *chunk),
             )
             for key, hash_, outcome, retryable, status, error in rows:
-                found[key] = PreviousOutcome(hash_, outcome, bool(retryable), status, error)
+                found[key] = PreviousOutcome(hash_, Outcome(outcome), bool(retryable), status, error)
         return found
 
     def start(self) -> None:
@@ -145,10 +145,10 @@ class StateStore:
         self._writer = threading.Thread(target=self._write_loop, name="etl-state-writer", daemon=True)
         self._writer.start()
 
-    def record(self, outcome: Outcome) -> None:
-        """Queue one outcome; the writer thread commits it within milliseconds."""
+    def record(self, checkpoint: Checkpoint) -> None:
+        """Queue one checkpoint; the writer thread commits it within milliseconds."""
         self.recorded += 1
-        self._queue.put(outcome)
+        self._queue.put(checkpoint)
 
     def close(self) -> None:
         """Commit everything queued, stop the writer and close the database. Blocks."""
@@ -209,10 +209,10 @@ class StateStore:
         if self.on_commit is not None:
             self.on_commit()
 
-    def _rows(self, outcomes: Iterable[Outcome]) -> Iterable[tuple[Any, ...]]:
+    def _rows(self, checkpoints: Iterable[Checkpoint]) -> Iterable[tuple[Any, ...]]:
         now = time.time()
-        for o in outcomes:
-            yield (self.pipeline, o.key, o.hash, o.outcome, int(o.retryable), o.status, o.attempts, o.error, o.line, self.run_id, now)
+        for o in checkpoints:
+            yield (self.pipeline, o.key, o.hash, o.outcome.value, int(o.retryable), o.status, o.attempts, o.error, o.line, self.run_id, now)
 
 
 class SeenKeys:

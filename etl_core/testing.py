@@ -5,15 +5,15 @@ Import it in a plugin's own tests as ``etl_core.testing``::
     from etl_core.testing import ListSource, RecordingSink, plugin_of, run_pipeline_sync
 
     def test_my_transform(tmp_path):
-        sink = RecordingSink.isolated()
+        sink = RecordingSink()
         result = run_pipeline_sync(
             {
                 "pipeline": "t",
                 "source": {"type": "list", "items": [{"email": " A@B.COM "}]},
                 "transforms": [{"type": "my_transform"}],
-                "sink": {"type": "recording"},
             },
-            plugins=[plugin_of(ListSource, sink), my_plugin_module],
+            plugins=[plugin_of(ListSource), my_plugin_module],
+            sink=sink,
             tmp_dir=tmp_path,
         )
         assert result.exit_code == 0
@@ -44,7 +44,7 @@ import re
 import tempfile
 import types
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import pydantic
 import pydantic_core
@@ -59,9 +59,9 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
-from ._plugin import Plugin, PluginOptions, Record, RunContext, SendResult, Sink, Source, Transform
+from .base import Plugin, PluginOptions, Record, RunContext, SendResult, Sink, Source, Transform
 from .config import parse_config
-from .pipeline import RunResult, run_pipeline
+from .pipeline import RunOptions, RunResult, run_pipeline
 from .plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
 
 __all__ = [
@@ -142,6 +142,8 @@ async def run_pipeline_from_dict(
     env: Mapping[str, str] | None = None,
     dry_run: bool = False,
     tmp_dir: str | Any | None = None,
+    source: Source | None = None,
+    sink: Sink | None = None,
 ) -> RunResult:
     """Validate a pipeline given as a dict, like a config file, and run it.
 
@@ -160,6 +162,11 @@ async def run_pipeline_from_dict(
             ``output.dir``. Default: a new temporary directory, left in place so the files
             can be read (the report's ``files`` section has their paths); pass pytest's
             ``tmp_path`` to have it cleaned up.
+        source: A source instance to read from instead of making one from the config
+            (whose ``source`` section is then left out, or gives only its ``type``).
+        sink: A sink instance to send to instead of making one from the config (whose
+            ``sink`` section is then left out, or gives only its ``type``), e.g. a
+            :class:`RecordingSink` to read what it received after the run.
 
     Returns:
         The exit code and the run report.
@@ -168,14 +175,22 @@ async def run_pipeline_from_dict(
         ConfigError: The dict is not a valid pipeline, or a plugin's ``check()`` refused it.
         PluginError: A plugin is broken or two plugins claim one name.
     """
-    pm = make_plugin_manager(extra_plugins=_new_plugins(plugins))
     data = copy.deepcopy(dict(config))
+    instances = [plugin for plugin in (source, sink) if plugin is not None]
+    for section, plugin in (("source", source), ("sink", sink)):
+        if plugin is None:
+            continue
+        given = data.setdefault(section, {"type": plugin.name})
+        if given != {"type": plugin.name}:
+            raise ValueError(f"{section} is given as an instance: leave its options out of the config (or give only its type)")
+    pm = make_plugin_manager(extra_plugins=_new_plugins([*plugins, *_classes_of(instances, plugins)]))
     output = data.get("output")
     if output is None or (isinstance(output, dict) and not output.get("dir")):
         directory = tmp_dir if tmp_dir is not None else tempfile.mkdtemp(prefix="etl-test-")
         data["output"] = {**(output or {}), "dir": str(directory)}
     parsed = parse_config(data, {}, Registry(pm), env=os.environ if env is None else env, source="<dict>")
-    return await run_pipeline(parsed, pm, dry_run=dry_run, handle_signals=False)
+    options = RunOptions(dry_run=dry_run, handle_signals=False)
+    return await run_pipeline(parsed, pm, options, source=source, sink=sink)
 
 
 def run_pipeline_sync(
@@ -185,6 +200,8 @@ def run_pipeline_sync(
     env: Mapping[str, str] | None = None,
     dry_run: bool = False,
     tmp_dir: str | Any | None = None,
+    source: Source | None = None,
+    sink: Sink | None = None,
 ) -> RunResult:
     """Run :func:`run_pipeline_from_dict` in a new trio event loop, for synchronous tests.
 
@@ -192,8 +209,18 @@ def run_pipeline_sync(
     (an async test): await :func:`run_pipeline_from_dict` there.
     """
     return trio.run(
-        functools.partial(run_pipeline_from_dict, config, plugins=plugins, env=env, dry_run=dry_run, tmp_dir=tmp_dir)
+        functools.partial(
+            run_pipeline_from_dict, config, plugins=plugins, env=env, dry_run=dry_run, tmp_dir=tmp_dir,
+            source=source, sink=sink,
+        )
     )
+
+
+def _classes_of(instances: list[Plugin], plugins: Iterable[object]) -> list[object]:
+    """A plugin registering the classes of ``instances`` that no plugin in ``plugins`` registers."""
+    registered = {cls for plugin in plugins if isinstance(plugin, _ClassesPlugin) for cls in plugin.classes}
+    missing = list(dict.fromkeys(type(instance) for instance in instances if type(instance) not in registered))
+    return [plugin_of(*missing)] if missing else []
 
 
 def _new_plugins(plugins: Iterable[object]) -> tuple[object, ...]:
@@ -252,29 +279,33 @@ Outcome = BaseException | SendResult | None
 class RecordingSink(Sink):
     """Keep every record it receives; fail chosen records on demand (test sink).
 
-    Where to find what it received after a run: the runner creates the sink instance
-    itself, so the sink keeps everything on its **class**:
+    Create one and hand it to the run, then read what it received::
 
-    * ``RecordingSink.received``: the records delivered (not failed), in delivery order;
-      ``RecordingSink.data()`` is their ``data`` dicts;
-    * ``RecordingSink.attempts``: a :class:`collections.Counter` of ``send`` calls per
-      record id (the record's key, else its line number as a string), failures included;
-    * ``RecordingSink.instances``: every sink instance created (each has ``context``,
-      the :class:`~etl_core.RunContext` it was opened with, and ``closed``).
+        sink = RecordingSink(failures={"3": PermanentError("no", status=404)})
+        result = await run_pipeline_from_dict(config, sink=sink)
+        assert sink.data() == [...]
 
-    :meth:`reset` empties them. To keep tests independent without resetting, use
-    ``sink = RecordingSink.isolated()``: a subclass with its own storage (and optionally
-    its own name), registered with ``plugin_of(sink)`` and read as ``sink.received``.
+    * ``sink.received``: the records delivered (not failed), in delivery order;
+      ``sink.data()`` is their ``data`` dicts;
+    * ``sink.attempts``: a :class:`collections.Counter` of ``send`` calls per record id
+      (the record's key, else its line number as a string), failures included;
+    * ``sink.context``: the :class:`~etl_core.RunContext` it was opened with, and
+      ``sink.closed``.
 
     Failures can come from the config (``fail: {id: kind}``) or from Python
-    (``RecordingSink.isolated(failures={id: outcome})``): an exception to raise on every
-    attempt, or a list of outcomes (exceptions, :class:`~etl_core.SendResult` or ``None``)
-    used one per attempt, after which sends succeed. Config ``fail`` kinds raise:
+    (``failures={id: outcome}``): an exception to raise on every attempt, or a list of
+    outcomes (exceptions, :class:`~etl_core.SendResult` or ``None``) used one per
+    attempt, after which sends succeed. Config ``fail`` kinds raise:
 
     * ``permanent``: PermanentError, status 400 (not retried);
     * ``transient``: TransientError, status 503 (retried, with backoff);
     * ``throttled``: ThrottledError, status 429, retry_after 0 (retried at once);
     * ``fatal``: FatalError (stops the run).
+
+    Args:
+        options: The options (default: every option's default).
+        failures: Record id -> an exception raised on every attempt, or a list of
+            outcomes used one per attempt (then sends succeed).
     """
 
     name = "recording"
@@ -291,59 +322,26 @@ class RecordingSink(Sink):
 
     options: Options
 
-    received: ClassVar[list[Record]] = []
-    attempts: ClassVar[collections.Counter[str]] = collections.Counter()
-    instances: ClassVar[list[RecordingSink]] = []
-    failures: ClassVar[dict[str, Outcome | list[Outcome]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.received, cls.attempts, cls.instances = [], collections.Counter(), []
-        cls.failures = dict(cls.failures)
-
-    def __init__(self, options: Options) -> None:
-        super().__init__(options)
+    def __init__(self, options: Options | None = None, *, failures: Mapping[str, Outcome | list[Outcome]] | None = None) -> None:
+        super().__init__(options if options is not None else self.Options())
+        self.received: list[Record] = []
+        self.attempts: collections.Counter[str] = collections.Counter()
         self.context: RunContext | None = None
         self.closed = False
         self._scripts = {
-            key: list(outcomes) if isinstance(outcomes, list) else outcomes
-            for key, outcomes in type(self).failures.items()
+            key: list(outcomes) if isinstance(outcomes, list) else outcomes for key, outcomes in (failures or {}).items()
         }
-        type(self).instances.append(self)
 
-    @classmethod
-    def isolated(
-        cls, *, name: str = "recording", failures: Mapping[str, Outcome | list[Outcome]] | None = None
-    ) -> type[RecordingSink]:
-        """Return a subclass with its own, empty storage.
-
-        Args:
-            name: Its ``type:`` name in the config.
-            failures: Record id -> an exception raised on every attempt, or a list of
-                outcomes used one per attempt (then sends succeed).
-        """
-        return type(cls.__name__, (cls,), {"name": name, "failures": dict(failures or {}), "__doc__": cls.__doc__})
-
-    @classmethod
-    def reset(cls) -> None:
-        """Forget every record, attempt, instance and scripted failure of this class."""
-        cls.received.clear()
-        cls.attempts.clear()
-        cls.instances.clear()
-        cls.failures = {}
-
-    @classmethod
-    def data(cls) -> list[dict[str, Any]]:
+    def data(self) -> list[dict[str, Any]]:
         """Return the ``data`` of every delivered record, in delivery order."""
-        return [record.data for record in cls.received]
+        return [record.data for record in self.received]
 
     async def open(self, context: RunContext) -> None:
         self.context = context
 
     async def send(self, record: Record) -> SendResult | None:
-        cls = type(self)
         record_id = record.key if record.key is not None else str(record.line)
-        cls.attempts[record_id] += 1
+        self.attempts[record_id] += 1
         if self.options.delay:
             await trio.sleep(self.options.delay)
         else:
@@ -360,7 +358,7 @@ class RecordingSink(Sink):
             outcome = script
         if isinstance(outcome, BaseException):
             raise _fresh(outcome)
-        cls.received.append(record)
+        self.received.append(record)
         return outcome
 
     async def aclose(self) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl_core._headers import parse_rate_limit, parse_retry_after
-from etl_core._plugin import RateLimitHint
+from etl_core.base import RateLimitHint
 
 NOW = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
 

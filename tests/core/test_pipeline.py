@@ -25,7 +25,7 @@ from etl_core import (
     hookimpl,
 )
 from etl_core.config import parse_config
-from etl_core.pipeline import run_pipeline
+from etl_core.pipeline import RunOptions, run_pipeline
 from etl_core.plugins import Registry, make_plugin_manager
 
 
@@ -122,7 +122,7 @@ async def run(tmp_path, n=10, *, run=None, transforms=(), bad_every=0, dry_run=F
         "run": {"workers": 4, **(run or {})},
     }
     config = parse_config(data, {}, Registry(pm), env={}, source="<test>")
-    return await run_pipeline(config, pm, dry_run=dry_run, workers=workers, handle_signals=False)
+    return await run_pipeline(config, pm, RunOptions(dry_run=dry_run, workers=workers, handle_signals=False))
 
 
 def rejects(tmp_path):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from etl_core.report import RejectsWriter, SuccessWriter, spreadsheet_safe, write_report
+from etl_core.report import CsvFile, RejectsWriter, spreadsheet_safe, success_file, write_report
 
 
 @pytest.mark.parametrize("value", ["=SUM(A1)", "+1", "-2", "@cmd", "\tx", "\rx"])
@@ -35,10 +35,21 @@ def test_no_rejects_no_file(tmp_path):
 
 
 def test_success_file(tmp_path):
-    writer = SuccessWriter(str(tmp_path / "s.csv"))
-    writer.write(key="-k", line=3, status=200, attempts=1)
+    writer = success_file(str(tmp_path / "s.csv"))
+    writer.write(("-k", 3, 200, 1))
     writer.close()
     assert (tmp_path / "s.csv").read_text().splitlines() == ["key,line,status,attempts", "'-k,3,200,1"]
+
+
+def test_csv_file_is_created_on_its_first_row_with_a_safe_header(tmp_path):
+    path = tmp_path / "sub" / "f.csv"
+    writer = CsvFile(str(path), lambda: ["=HYPERLINK(1)", "b"], flush_rows=True)
+    assert not path.exists()
+    writer.write(["+1", "x"])
+    # Flushed per row: complete on disk before the file is closed.
+    assert path.read_text().splitlines() == ["'=HYPERLINK(1),b", "'+1,x"]
+    writer.close()
+    assert writer.count == 1
 
 
 def test_report_written_atomically(tmp_path):

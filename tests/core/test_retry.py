@@ -5,7 +5,8 @@ import pytest
 import trio
 import trio.testing
 
-from etl_core.retry import AdaptiveRateLimiter, RetryBudget, SharedPause, backoff_delay
+from etl_core.ratelimit import AdaptiveRateLimiter
+from etl_core.retry import RetryBudget, SharedPause, backoff_delay
 
 
 def test_backoff_full_jitter_bounds():

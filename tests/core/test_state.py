@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from etl_core.state import FAILED, OK, Outcome, PreviousOutcome, SeenKeys, StateStore, content_hash
+from etl_core import Outcome
+from etl_core.state import Checkpoint, PreviousOutcome, SeenKeys, StateStore, content_hash
+
+OK, FAILED = Outcome.OK, Outcome.FAILED
 
 
-def outcome(key: str, *, hash: str = "h", result: str = OK, retryable: bool = False, status: int | None = 200, line: int = 2) -> Outcome:
+def outcome(key: str, *, hash: str = "h", result: Outcome = OK, retryable: bool = False, status: int | None = 200, line: int = 2) -> Checkpoint:
     error = None if result == OK else "HTTP 404: contact not found"
-    return Outcome(key, hash, result, retryable, status, 1, error, line)
+    return Checkpoint(key, hash, result, retryable, status, 1, error, line)
 
 
 def open_store(path: Path, pipeline: str = "p", run_id: str = "run-1", *, start: bool = True) -> StateStore:
@@ -201,7 +204,7 @@ def test_close_without_start_and_close_of_an_unused_store(tmp_path):
 
 def test_a_writer_error_is_raised_by_close(tmp_path):
     store = open_store(tmp_path / "state.db")
-    store.record(Outcome("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
+    store.record(Checkpoint("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
     wait_for_writer(store)  # the error happens before close() is called
     store.record(outcome("b"))  # queued after the failure: must not block close()
     assert_close_raises_in_time(store)
@@ -223,7 +226,7 @@ class _SlowStartStore(StateStore):
 def test_a_writer_error_in_the_last_batch_does_not_hang_close(tmp_path):
     store = _SlowStartStore(str(tmp_path / "state.db"), "p", "run-1")
     store.start()
-    store.record(Outcome("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
+    store.record(Checkpoint("a", "h", OK, False, 200, 1, object(), 2))  # type: ignore[arg-type]  # not storable
     # close() queues its stop marker; the writer then takes [bad outcome, stop] as one batch.
     assert_close_raises_in_time(store)
 

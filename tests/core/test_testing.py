@@ -77,8 +77,8 @@ def read_rejects(path: Path) -> list[dict[str, str]]:
 
 
 async def test_list_source_map_recording_sink(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
-    result = await run_pipeline_from_dict(pipeline(), plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path)
+    sink = RecordingSink()
+    result = await run_pipeline_from_dict(pipeline(), plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
 
     assert result.exit_code == 1  # one record rejected by the transform
     assert result.report["records"] == {"read": 4, "ok": 3, "rejected": 1, "failed": 0, "skipped": 0, "not_processed": 0}
@@ -89,10 +89,9 @@ async def test_list_source_map_recording_sink(tmp_path: Path) -> None:
     ]
     assert {record.key: record.line for record in sink.received} == {"1": 1, "2": 2, "4": 4}
     assert sink.attempts == {"1": 1, "2": 1, "4": 1}
-    (instance,) = sink.instances
-    assert instance.closed and instance.context is not None and instance.context.pipeline == "kit"
-    # Its own storage, apart from the base class's.
-    assert sink.received is not RecordingSink.received and sink.attempts is not RecordingSink.attempts
+    assert sink.closed and sink.context is not None and sink.context.pipeline == "kit"
+    # Its own storage, apart from any other instance's.
+    assert RecordingSink().received == [] and RecordingSink().attempts == {}
 
     rows = read_rejects(tmp_path / "rejects.csv")
     assert [(r["_line"], r["_stage"], r["_plugin"], r["name"]) for r in rows] == [("3", "transform", "map", "Linus")]
@@ -100,10 +99,10 @@ async def test_list_source_map_recording_sink(tmp_path: Path) -> None:
 
 
 async def test_configured_failures_land_in_rejects(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
-    config = pipeline(transforms=[], sink={"type": "recording", "fail": {"2": "permanent", "4": "transient"}})
+    sink = RecordingSink(RecordingSink.Options(fail={"2": "permanent", "4": "transient"}))
+    config = pipeline(transforms=[])
     config["run"]["retry"]["max_attempts"] = 3
-    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path)
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
 
     assert result.exit_code == 1
     assert result.report["records"]["ok"] == 2 and result.report["records"]["failed"] == 2
@@ -117,14 +116,14 @@ async def test_configured_failures_land_in_rejects(tmp_path: Path) -> None:
 
 
 async def test_scripted_failures_then_success(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated(
+    sink = RecordingSink(
         failures={
             "1": [ThrottledError("slow down", status=429, retry_after=0), TransientError("oops", status=502)],
             "2": PermanentError("no such contact", status=404, detail='{"error": "not found"}'),
         }
     )
     result = await run_pipeline_from_dict(
-        pipeline(transforms=[]), plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path
+        pipeline(transforms=[]), plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path
     )
     assert result.report["records"]["ok"] == 3 and result.report["records"]["failed"] == 1
     assert sink.attempts["1"] == 3 and sink.attempts["2"] == 1
@@ -135,34 +134,35 @@ async def test_scripted_failures_then_success(tmp_path: Path) -> None:
 
 
 async def test_fatal_failure_aborts_the_run(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated(failures={"1": FatalError("credentials refused")})
+    sink = RecordingSink(failures={"1": FatalError("credentials refused")})
     config = pipeline(transforms=[], run={"workers": 1})
-    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path)
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
     assert result.exit_code == 1
     assert result.report["aborted"] == "credentials refused"
 
 
-async def test_class_level_storage_and_reset(tmp_path: Path) -> None:
-    RecordingSink.reset()
-    try:
-        config = pipeline(transforms=[], key=None)
-        result = await run_pipeline_from_dict(
-            config, plugins=[plugin_of(ListSource, RecordingSink)], env={}, tmp_dir=tmp_path
-        )
-        assert result.exit_code == 0
-        # Without a pipeline key, records are identified by their line number.
-        assert RecordingSink.attempts == {"1": 1, "2": 1, "3": 1, "4": 1}
-        assert sorted(d["id"] for d in RecordingSink.data()) == ["1", "2", "3", "4"]
-    finally:
-        RecordingSink.reset()
-    assert RecordingSink.received == [] and RecordingSink.instances == []
+async def test_records_without_a_key_are_identified_by_line(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    config = pipeline(transforms=[], key=None)
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
+    assert result.exit_code == 0
+    assert sink.attempts == {"1": 1, "2": 1, "3": 1, "4": 1}
+    assert sorted(d["id"] for d in sink.data()) == ["1", "2", "3", "4"]
+
+
+async def test_a_sink_made_from_the_config_records_too(tmp_path: Path) -> None:
+    # The config alone names the recording sink: the run makes the instance, and the
+    # configured failure shows in the report.
+    config = pipeline(transforms=[], sink={"type": "recording", "fail": {"3": "permanent"}})
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, RecordingSink)], env={}, tmp_dir=tmp_path)
+    assert result.report["records"]["ok"] == 3 and result.report["records"]["failed"] == 1
 
 
 async def test_default_output_dir_is_a_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # anything written relative to the cwd would land here
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     config = pipeline()
-    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={})
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={})
     report = Path(result.report["files"]["report"])
     assert report.exists() and not report.is_relative_to(tmp_path)
     assert json.loads(report.read_text())["run_id"] == result.report["run_id"]
@@ -171,25 +171,25 @@ async def test_default_output_dir_is_a_temporary_directory(tmp_path: Path, monke
 
 
 async def test_output_dir_of_the_dict_wins(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     config = pipeline(output={"dir": str(tmp_path / "mine")})
-    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path / "other")
+    result = await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path / "other")
     assert Path(result.report["files"]["report"]).parent == tmp_path / "mine"
 
 
 async def test_env_interpolation(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     config = pipeline(transforms=[{"type": "map", "fields": {"id": "id", "team": {"value": "${TEAM}"}}}])
-    await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={"TEAM": "blue"}, tmp_dir=tmp_path)
+    await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={"TEAM": "blue"}, tmp_dir=tmp_path)
     assert {d["team"] for d in sink.data()} == {"blue"}
     with pytest.raises(ConfigError, match="TEAM is not set"):
-        await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path)
+        await run_pipeline_from_dict(config, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
 
 
 async def test_dry_run_sends_nothing(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     result = await run_pipeline_from_dict(
-        pipeline(), plugins=[plugin_of(ListSource, sink)], env={}, dry_run=True, tmp_dir=tmp_path
+        pipeline(), plugins=[plugin_of(ListSource)], sink=sink, env={}, dry_run=True, tmp_dir=tmp_path
     )
     assert result.report["dry_run"] is True and result.report["records"]["ok"] == 3
     assert sink.received == [] and sink.attempts == {}
@@ -213,18 +213,16 @@ async def test_config_mistakes_are_config_errors(tmp_path: Path, change: dict[st
 
 
 def test_run_pipeline_sync(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated(name="collected")
-    result = run_pipeline_sync(
-        pipeline(transforms=[], sink={"type": "collected"}), plugins=[plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path
-    )
+    sink = RecordingSink()
+    result = run_pipeline_sync(pipeline(transforms=[]), plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path)
     assert result.exit_code == 0
     assert len(sink.received) == 4
 
 
 async def test_built_in_or_installed_modules_may_be_passed_again(tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     result = await run_pipeline_from_dict(
-        pipeline(), plugins=[etl_files, plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path
+        pipeline(), plugins=[etl_files, plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path
     )
     assert result.report["records"]["ok"] == 3
 

@@ -10,7 +10,7 @@ import pytest
 
 import etl_jsonl_source
 from etl_core import ConfigError
-from etl_core.testing import RecordingSink, check_plugin_class, plugin_of, run_pipeline_sync
+from etl_core.testing import RecordingSink, check_plugin_class, run_pipeline_sync
 from etl_jsonl_source import JsonlSource
 
 
@@ -21,18 +21,18 @@ def write(path: Path, *lines: str | bytes) -> Path:
 
 def run(tmp_path: Path, source: dict, transforms: list | None = None):
     """Run jsonl -> transforms -> a recording sink; return (result, sink, rejects rows)."""
-    sink = RecordingSink.isolated()
+    sink = RecordingSink()
     result = run_pipeline_sync(
         {
             "pipeline": "jsonl-test",
             "source": {"type": "jsonl", **source},
             "transforms": transforms or [],
-            "sink": {"type": "recording"},
             "run": {"workers": 2},
         },
         # The module is registered even when the package is not installed (and only
         # once when it is, through its entry point).
-        plugins=[etl_jsonl_source, plugin_of(sink)],
+        plugins=[etl_jsonl_source],
+        sink=sink,
         env={},
         tmp_dir=tmp_path / "out",
     )

@@ -1,0 +1,241 @@
+"""Delivery: sends one record until it has an outcome, under the run's shared policy.
+
+The sink sends and classifies; :class:`Delivery` decides what each classification
+means for the run. Every worker shares one instance, so the pause (Retry-After), the
+rate limiter, the retry budget and the order of records with the same key are
+pool-wide, not per worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+import trio
+
+from ._errors import FatalError, RecordError, ThrottledError, TransientError
+from ._outcome import Outcome, Result
+from .base import RateLimitHint, Record, Sink
+from .config import RunSettings
+from .logging import get_logger
+from .ratelimit import RateLimiter
+from .retry import RetryBudget, SharedPause, backoff_delay
+
+#: Dry runs log the first few requests at info level, the rest at debug.
+_DRY_RUN_SHOWN = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryStatistics:
+    """What :class:`Delivery` has done so far (for progress snapshots and the report).
+
+    Attributes:
+        in_flight: Records being sent now.
+        attempts: Send attempts, retries included.
+        retries: Attempts that were retries.
+        throttled: Attempts answered with a throttle (429/503).
+        by_status: Attempts by the status of their answer.
+        pauses: Shared pauses started (Retry-After, or a spent rate-limit window).
+        paused_s: Seconds paused in all.
+        pause_remaining_s: Seconds left in the current pause.
+        budget_balance: The retry budget's balance.
+        budget_capacity: The retry budget's capacity.
+        budget_exhausted: Retries refused because the budget was spent.
+        rate_limit_per_s: The client-side rate limit now, or None when unlimited.
+    """
+
+    in_flight: int
+    attempts: int
+    retries: int
+    throttled: int
+    by_status: dict[str, int]
+    pauses: int
+    paused_s: float
+    pause_remaining_s: float
+    budget_balance: int
+    budget_capacity: int
+    budget_exhausted: int
+    rate_limit_per_s: float | None
+
+
+class Delivery:
+    """Sends records through a sink with the run's pause, rate limit, retry budget and backoff.
+
+    Args:
+        sink: The opened sink.
+        settings: The run settings (``retry``).
+        limiter: The client-side rate limiter shared by every worker.
+        dry_run: Describe each request instead of sending it.
+    """
+
+    def __init__(self, sink: Sink, settings: RunSettings, *, limiter: RateLimiter, dry_run: bool = False) -> None:
+        self.sink = sink
+        self.limiter = limiter
+        self.pause = SharedPause()
+        self.budget = RetryBudget(settings.retry.budget, settings.retry.success_refund)
+        self._retry = settings.retry
+        self._dry_run = dry_run
+        self._dry_run_shown = 0
+        self._in_flight: dict[str, trio.Event] = {}
+        self._unkeyed_in_flight = 0
+        self._attempts = 0
+        self._retries = 0
+        self._throttled = 0
+        self._by_status: collections.Counter[str] = collections.Counter()
+        self._log = get_logger()
+
+    async def deliver(self, record: Record) -> Result:
+        """Send ``record`` (retrying as the policy allows) and return its final result.
+
+        Two records with one key are sent one after the other, in input order, so the
+        last one read is the last one applied.
+
+        Raises:
+            FatalError: The sink says the run cannot go on.
+        """
+        if self._dry_run:
+            return self._describe(record)
+        key = record.key
+        if key is None:
+            self._unkeyed_in_flight += 1
+            try:
+                return await self._send_with_retries(record)
+            finally:
+                self._unkeyed_in_flight -= 1
+        while (earlier := self._in_flight.get(key)) is not None:
+            await earlier.wait()
+        done = self._in_flight[key] = trio.Event()
+        try:
+            return await self._send_with_retries(record)
+        finally:
+            del self._in_flight[key]
+            done.set()
+
+    def _describe(self, record: Record) -> Result:
+        try:
+            request = self.sink.describe(record)
+        except RecordError as exc:
+            return self._failure(exc, attempts=0)
+        self._dry_run_shown += 1
+        level = "info" if self._dry_run_shown <= _DRY_RUN_SHOWN else "debug"
+        getattr(self._log, level)("dry_run_request", line=record.line, key=record.key, request=request)
+        return Result(Outcome.DRY_RUN, "sink", self.sink.name)
+
+    async def _send_with_retries(self, record: Record) -> Result:
+        retry = self._retry
+        attempts = 0
+        while True:
+            await self._wait_for_slot()
+            sent_at = trio.current_time()
+            attempts += 1
+            self._attempts += 1
+            try:
+                sent = await self.sink.send(record)
+            except ThrottledError as exc:
+                self._count_status(exc.status)
+                self._throttled += 1
+                delay = exc.retry_after if exc.retry_after is None else min(exc.retry_after, retry.retry_after_max)
+                if exc.status == 429 or delay is not None:
+                    # A rate limit: learn from it. A bare 503 is more likely an outage,
+                    # which the retry budget handles; slowing first attempts would only
+                    # make the run crawl instead of failing fast.
+                    self.limiter.on_throttle()
+                if delay is not None:
+                    self._pause(delay, "warning", status=exc.status, key=record.key)
+                if (give_up := self._may_retry(record, exc, attempts, retry.throttled_cost)) is not None:
+                    return give_up
+                if delay is None:
+                    await self._backoff(record, exc, attempts)
+                else:
+                    self._log_retry(record, exc, attempts, delay)
+            except TransientError as exc:
+                self._count_status(exc.status)
+                if (give_up := self._may_retry(record, exc, attempts, retry.transient_cost)) is not None:
+                    return give_up
+                await self._backoff(record, exc, attempts)
+            except RecordError as exc:
+                self._count_status(exc.status)
+                return self._failure(exc, attempts)
+            except FatalError:
+                raise
+            except Exception as exc:  # a sink bug: fail this record, keep the run going
+                self._log.exception("sink_error", key=record.key, line=record.line)
+                return self._failure(TransientError(f"unexpected error: {type(exc).__name__}: {exc}"), attempts)
+            else:
+                status = sent.status if sent is not None else None
+                self._count_status(status)
+                self.budget.refund()
+                self.limiter.on_success(sent_at)
+                if sent is not None and sent.rate_limit is not None:
+                    self._honour_rate_limit_headers(sent.rate_limit)
+                return Result(Outcome.OK, "sink", self.sink.name, status=status, attempts=attempts)
+
+    def _failure(self, exc: RecordError, attempts: int) -> Result:
+        return Result(
+            Outcome.FAILED, "sink", self.sink.name, status=exc.status, attempts=attempts, reason=exc.reason,
+            detail=exc.detail, retryable=exc.retryable,
+        )
+
+    async def _wait_for_slot(self) -> None:
+        while True:
+            await self.pause.wait()
+            await self.limiter.acquire()
+            if not self.pause.remaining():
+                return
+
+    def _pause(self, seconds: float, level: str, **fields: Any) -> None:
+        already_paused = self.pause.remaining() > 0
+        if self.pause.pause_for(seconds) and not already_paused:
+            getattr(self._log, level)("paused", seconds=round(seconds, 3), rate_limit=self.limiter.rate, **fields)
+
+    def _honour_rate_limit_headers(self, hint: RateLimitHint) -> None:
+        # The server says the window is spent: pause until it resets instead of
+        # spending requests to learn the same thing from 429s.
+        if hint.remaining is not None and hint.remaining <= 0 and hint.reset:
+            self._pause(min(hint.reset, self._retry.retry_after_max), "info", reason="rate limit window spent")
+
+    def _may_retry(self, record: Record, exc: TransientError, attempts: int, cost: int) -> Result | None:
+        """None if ``record`` may be sent again; else its failure (attempts or budget spent)."""
+        if attempts >= self._retry.max_attempts:
+            reason = f"gave up after {attempts} attempts: {exc.reason}"
+        elif not self.budget.withdraw(cost):
+            reason = f"retry budget exhausted (last error: {exc.reason})"
+        else:
+            self._retries += 1
+            return None
+        self._log.warning("give_up", key=record.key, line=record.line, attempt=attempts, status=exc.status, reason=reason)
+        return self._failure(TransientError(reason, status=exc.status, detail=exc.detail), attempts)
+
+    async def _backoff(self, record: Record, exc: TransientError, attempts: int) -> None:
+        delay = backoff_delay(attempts, base=self._retry.backoff_base, cap=self._retry.backoff_cap)
+        self._log_retry(record, exc, attempts, delay)
+        await trio.sleep(delay)
+
+    def _log_retry(self, record: Record, exc: TransientError, attempts: int, delay: float) -> None:
+        self._log.info(
+            "retry", key=record.key, line=record.line, attempt=attempts, status=exc.status, delay=round(delay, 3),
+            reason=exc.reason,
+        )
+
+    def _count_status(self, status: int | None) -> None:
+        if status is not None:
+            self._by_status[str(status)] += 1
+
+    def statistics(self) -> DeliveryStatistics:
+        """Return what has been sent so far, and the state of the pause, budget and limiter."""
+        pause, budget = self.pause, self.budget
+        return DeliveryStatistics(
+            in_flight=len(self._in_flight) + self._unkeyed_in_flight,
+            attempts=self._attempts,
+            retries=self._retries,
+            throttled=self._throttled,
+            by_status=dict(sorted(self._by_status.items())),
+            pauses=pause.pauses,
+            paused_s=round(pause.paused_seconds, 3),
+            pause_remaining_s=round(pause.remaining(), 3),
+            budget_balance=budget.balance,
+            budget_capacity=budget.capacity,
+            budget_exhausted=budget.exhausted,
+            rate_limit_per_s=self.limiter.statistics().rate,
+        )

@@ -1,0 +1,208 @@
+"""The reader: source -> transforms -> keys -> duplicates and resume -> batches for the workers.
+
+The source and the transforms run in a worker thread, a batch at a time, so reading
+and mapping never block the event loop. Batches cross a bounded memory channel
+(backpressure: a slow sink slows the reader, memory stays flat), and the workers share
+the records of each batch from one queue, so every worker stays busy until the last one.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+from collections.abc import Iterator
+
+import structlog
+import trio
+
+from ._errors import RecordRejected
+from ._ledger import Ledger
+from ._outcome import Outcome, Result, Stage
+from .base import Record, Source, Transform
+from .config import RunSettings
+from .state import PreviousOutcome, SeenKeys, StateStore, content_hash
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """One batch as read: what to send, and the records already decided."""
+
+    to_send: list[Record]
+    decided: list[tuple[Record, Result]]
+    read: int
+
+
+class Reader:
+    """Reads, transforms and checks records, and hands them to the workers.
+
+    Args:
+        source: The source.
+        transforms: The transforms, in order.
+        settings: The run settings (``batch_size``, ``queue_batches``, ``duplicate_keys``).
+        ledger: Books the records decided while reading (rejected, duplicate, skipped).
+        key_field: The pipeline's ``key``, or None.
+        state: The checkpoints of earlier runs, or None.
+        resend_permanent: Send again records an earlier run saw refused for good.
+        sink_name: The sink's name, for the records an earlier run saw it refuse.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        transforms: list[Transform],
+        settings: RunSettings,
+        ledger: Ledger,
+        *,
+        key_field: str | None,
+        state: StateStore | None,
+        resend_permanent: bool,
+        sink_name: str,
+    ) -> None:
+        self.source = source
+        self.transforms = transforms
+        self._settings = settings
+        self._ledger = ledger
+        self._key_field = key_field
+        self._state = state
+        self._resend_permanent = resend_permanent
+        self._sink_name = sink_name
+        self._seen = SeenKeys() if key_field is not None else None
+        self._records: Iterator[Record] | None = None
+        self._send, self._receive = trio.open_memory_channel[list[Record]](settings.queue_batches)
+        self._scope = trio.CancelScope()
+        self._queue: collections.deque[Record] = collections.deque()
+        self._refilling = False
+        self._refilled = trio.lowlevel.ParkingLot()
+        self._end_of_input = False
+
+    # -- the reading task ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read the whole source into the channel, booking the records decided on the way."""
+        structlog.contextvars.bind_contextvars(stage="source")
+        self._records = iter(self.source.read())
+        async with self._send:
+            with self._scope:
+                while True:
+                    batch = await trio.to_thread.run_sync(self._next_batch)
+                    self._ledger.counts.read += batch.read
+                    for record, result in batch.decided:
+                        self._ledger.record(record, result)
+                    if not batch.read:
+                        return
+                    if batch.to_send:
+                        try:
+                            await self._send.send(batch.to_send)
+                        except trio.BrokenResourceError:
+                            return  # the workers stopped (fatal error or shutdown)
+
+    def stop(self) -> None:
+        """Stop reading (records already handed over are still sent)."""
+        self._scope.cancel()
+
+    def _next_batch(self) -> _Batch:
+        """Read, transform and check one batch against the state (runs in a worker thread)."""
+        assert self._records is not None
+        batch = _Batch([], [], 0)
+        key_field = self._key_field
+        for record in itertools.islice(self._records, self._settings.batch_size):
+            batch.read += 1
+            if record.error is not None:
+                batch.decided.append((record, _rejected("source", self.source.name, record.error)))
+                continue
+            if (rejection := self._transform(record)) is not None:
+                batch.decided.append((record, rejection))
+                continue
+            if key_field is not None:
+                value = record.data.get(key_field)
+                record.key = None if value is None else str(value)
+            batch.to_send.append(record)
+        if self._seen is not None:
+            self._dedupe_and_resume(batch)
+        return batch
+
+    def _transform(self, record: Record) -> Result | None:
+        """Apply the transforms to ``record``; return its rejection, if one refused it."""
+        data = record.data
+        for transform in self.transforms:
+            try:
+                data = transform.apply(data)
+            except RecordRejected as exc:
+                return _rejected("transform", transform.name, exc.reason)
+            except Exception as exc:  # a plugin bug must not kill the run
+                return _rejected("transform", transform.name, f"unexpected error: {type(exc).__name__}: {exc}")
+        record.data = data
+        return None
+
+    def _dedupe_and_resume(self, batch: _Batch) -> None:
+        assert self._seen is not None
+        candidates, batch.to_send = batch.to_send, []
+        keyed = [(record.key, record.line) for record in candidates if record.key is not None]
+        duplicates = self._seen.add(keyed) if keyed else {}
+        previous = self._state.lookup([key for key, _ in keyed]) if self._state is not None else {}
+        reject_duplicates = self._settings.duplicate_keys == "reject"
+        for record in candidates:
+            first_line = duplicates.get(record.line)
+            if first_line is not None:
+                if reject_duplicates:
+                    reason = f"duplicate key {self._key_field}: first seen at line {first_line}"
+                    batch.decided.append((record, _rejected("pipeline", "duplicate_keys", reason)))
+                else:
+                    # The last one wins: send it (after the earlier one), whatever the state says.
+                    batch.to_send.append(record)
+                continue
+            before = previous.get(record.key) if record.key is not None else None
+            if before is not None and self._already_done(before, record):
+                batch.decided.append((record, self._skipped(before)))
+            else:
+                batch.to_send.append(record)
+
+    def _already_done(self, before: PreviousOutcome, record: Record) -> bool:
+        refused_for_good = before.outcome is Outcome.FAILED and not before.retryable and not self._resend_permanent
+        if before.outcome is Outcome.OK or refused_for_good:
+            return before.hash == content_hash(record.data)
+        return False
+
+    def _skipped(self, before: PreviousOutcome) -> Result:
+        if before.outcome is Outcome.FAILED:
+            # Refused for good by an earlier run and unchanged since: not sent again, but
+            # still a failure of this input, so it stays in the rejects and the exit code.
+            reason = f"{before.error} (an earlier run; not sent again: use --retry-rejected to resend)"
+            return Result(Outcome.FAILED, "sink", self._sink_name, status=before.status, reason=reason)
+        return Result(Outcome.SKIPPED, "sink", self._sink_name, status=before.status)
+
+    # -- the workers' side ---------------------------------------------------------
+
+    async def take(self) -> Record | None:
+        """Return the next record to send, or None at the end of the input."""
+        queue = self._queue
+        while not queue:
+            if self._end_of_input:
+                return None
+            if self._refilling:
+                # Another worker is fetching the next batch; it wakes us when it lands.
+                await self._refilled.park()
+                continue
+            self._refilling = True
+            try:
+                queue.extend(await self._receive.receive())
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._end_of_input = True
+            finally:
+                self._refilling = False
+                self._refilled.unpark_all()
+        return queue.popleft()
+
+    async def aclose(self) -> None:
+        """Close the workers' end: a reader still sending stops."""
+        await self._receive.aclose()
+
+    def close(self) -> None:
+        """Drop the duplicate-key index (blocks; call from a thread)."""
+        if self._seen is not None:
+            self._seen.close()
+
+
+def _rejected(stage: Stage, plugin: str, reason: str) -> Result:
+    return Result(Outcome.REJECTED, stage, plugin, reason=reason)
