@@ -1,28 +1,46 @@
-"""The ``etl`` command: a thin front end over the public API."""
+"""The ``etl`` command: a thin front end over the public API.
+
+Plugins add their own commands and options through the ``register_commands`` hook.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._commands import CommandLine
 from ._errors import ConfigError, PluginError
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .plugins import PluginManager
 
 EXIT_USAGE = 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``etl`` command line and return its exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...] = ()) -> int:
+    """Run the ``etl`` command line and return its exit code.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        extra_plugins: Plugin objects to register besides the built-in and installed ones.
+    """
+    from .plugins import make_plugin_manager
+
     try:
+        pm = make_plugin_manager(extra_plugins=extra_plugins)
+        parser = _parser(pm)
+    except PluginError as exc:
+        print(f"etl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    try:
+        pm.hook.command_started(command=args.command, options=args)
         return int(args.handler(args))
     except (ConfigError, PluginError) as exc:
         print(f"etl: error: {exc}", file=sys.stderr)
@@ -44,9 +62,11 @@ def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(pm: PluginManager) -> argparse.ArgumentParser:
+    """The ``etl`` parser: the core's commands, then those the plugins add."""
     parser = argparse.ArgumentParser(prog="etl", description="Stream records from a source, through transforms, into a sink.")
     parser.add_argument("--version", action="version", version=f"etl {__version__}")
+    parser.set_defaults(handler=functools.partial(_usage, parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline", description="Run a pipeline described by a YAML config file.")
@@ -54,17 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="read, transform and validate; describe the requests; send nothing")
     run.add_argument("--sandbox", action="store_true", help="send to the sink's bundled local sandbox instead of the real service")
     run.add_argument("--workers", type=_positive_int, help="number of concurrent sends (overrides run.workers)")
-    run.add_argument(
-        "--metrics-port", type=_port, metavar="PORT",
-        help="serve Prometheus metrics on 127.0.0.1:PORT during the run (0 picks a free port; see ETL_METRICS_ADDR)",
-    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     run.add_argument("--fresh", action="store_true", help="ignore the checkpoints of earlier runs and send every record")
     run.add_argument(
         "--retry-rejected", action="store_true", help="also send again records an earlier run saw refused for good (400, 404)"
     )
     _add_logging_args(run)
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=functools.partial(_cmd_run, pm=pm))
 
     validate = sub.add_parser("validate", help="check a config without reading or sending anything")
     validate.add_argument("config", help="pipeline config file (YAML)")
@@ -72,51 +88,46 @@ def _parser() -> argparse.ArgumentParser:
         "--check-auth", action="store_true", help="also check the sink's credentials (e.g. one token request); sends no record"
     )
     _add_logging_args(validate)
-    validate.set_defaults(handler=_cmd_validate)
+    validate.set_defaults(handler=functools.partial(_cmd_validate, pm=pm))
 
     plugins = sub.add_parser("plugins", help="list installed sources, transforms and sinks")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    plugins.set_defaults(handler=_cmd_plugins)
+    plugins.set_defaults(handler=functools.partial(_cmd_plugins, pm=pm))
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
-    schema.set_defaults(handler=_cmd_schema)
+    schema.set_defaults(handler=functools.partial(_cmd_schema, pm=pm))
 
     sandbox = sub.add_parser(
-        "sandbox", help="serve a sink's local sandbox (e.g. `etl sandbox cxone --help`)", add_help=False
+        "sandbox",
+        help="serve a local stand-in for a sink's service, for demos and tests",
+        description="Serve a local stand-in for a sink's service until Ctrl-C. "
+        "`etl sandbox NAME --help` shows the options of one.",
     )
-    sandbox.add_argument("name", choices=sorted(_SANDBOXES), help="which sandbox")
-    sandbox.add_argument("options", nargs=argparse.REMAINDER, help="the sandbox's own options (see --help after the name)")
-    sandbox.set_defaults(handler=_cmd_sandbox)
+    sandbox.set_defaults(handler=functools.partial(_usage, sandbox))
+    sandboxes = sandbox.add_subparsers(dest="sandbox_name", metavar="NAME", title="installed sandboxes")
+
+    cli = CommandLine(sub, sandboxes)
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            # An implementation may leave out the argument, like any hook implementation.
+            impl.function(**{name: cli for name in impl.argnames})
+        except Exception as exc:  # any failure of plugin code
+            provider = pm.get_name(impl.plugin)
+            raise PluginError(f"plugin {provider!r}: register_commands() raised {type(exc).__name__}: {exc}") from exc
+    if not sandboxes.choices:
+        sandbox.epilog = "No installed plugin provides a sandbox."
     return parser
 
 
-#: Sandboxes servable with `etl sandbox NAME`: name -> module with add_arguments/settings_from_args/serve_forever.
-_SANDBOXES = {"cxone": "etl_cxone.sandbox"}
-
-
-def _cmd_sandbox(args: argparse.Namespace) -> int:
-    import importlib
-
-    module = importlib.import_module(_SANDBOXES[args.name])
-    parser = argparse.ArgumentParser(prog=f"etl sandbox {args.name}", description=(module.__doc__ or "").strip().splitlines()[0])
-    module.add_arguments(parser)
-    module.serve_forever(module.settings_from_args(parser.parse_args(args.options)))
-    return 0
+def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The handler of a command group called without a subcommand."""
+    parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 def _add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("auto", "json", "console"), help="log format (default: config, else auto)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="lowest log level written")
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be between 0 and 65535")
-    return value
 
 
 def _positive_int(text: str) -> int:
@@ -129,12 +140,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _load(args: argparse.Namespace, sink_overrides: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str, Any] | None = None) -> Any:
     from .config import load_config
     from .logging import configure_logging, register_secret
-    from .plugins import Registry, make_plugin_manager
+    from .plugins import Registry
 
-    pm = make_plugin_manager()
     config = load_config(args.config, Registry(pm), sink_overrides=sink_overrides)
     logging_settings = config.model.logging
     configure_logging(
@@ -147,23 +157,19 @@ def _load(args: argparse.Namespace, sink_overrides: dict[str, Any] | None = None
         for value in options.model_dump().values():
             if hasattr(value, "get_secret_value"):
                 register_secret(value.get_secret_value())
-    return config, pm
+    return config
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, pm: PluginManager) -> int:
     import trio
 
-    if args.metrics_port is not None:
-        # Read by the etl_metrics plugin when the run starts.
-        os.environ["ETL_METRICS_PORT"] = str(args.metrics_port)
-
     if not args.sandbox:
-        config, pm = _load(args)
+        config = _load(args, pm)
         return trio.run(lambda: _run(config, pm, args))
 
     async def in_sandbox() -> int:
-        async with _sandbox_sink_class(args.config).open_sandbox() as overrides:
-            config, pm = _load(args, sink_overrides=overrides)
+        async with _sandbox_sink_class(args.config, pm).open_sandbox() as overrides:
+            config = _load(args, pm, sink_overrides=overrides)
             # Each sandbox starts empty: its runs keep their files (and checkpoints) apart
             # from the real service's, and never resume.
             sandbox_dir = os.path.join(config.model.output.dir, "sandbox")
@@ -172,12 +178,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return trio.run(in_sandbox)
 
 
-async def _run(config: Any, pm: Any, args: argparse.Namespace, *, output_dir: str | None = None, fresh: bool = False) -> int:
-    from .pipeline import run_pipeline
+async def _run(config: Any, pm: PluginManager, args: argparse.Namespace, *, output_dir: str | None = None, fresh: bool = False) -> int:
+    from .pipeline import RunOptions, run_pipeline
 
-    result = await run_pipeline(
-        config,
-        pm,
+    options = RunOptions(
         dry_run=args.dry_run,
         workers=args.workers,
         fresh=args.fresh or fresh,
@@ -185,29 +189,30 @@ async def _run(config: Any, pm: Any, args: argparse.Namespace, *, output_dir: st
         show_progress=not args.no_progress,
         output_dir=output_dir,
     )
+    result = await run_pipeline(config, pm, options)
     if result.report["aborted"]:
         # Logs may be going to a file or a log shipper: say why on stderr too.
         print(f"etl: error: run stopped: {result.report['aborted']}", file=sys.stderr)
     return result.exit_code
 
 
-def _sandbox_sink_class(path: str) -> Any:
+def _sandbox_sink_class(path: str, pm: PluginManager) -> Any:
     """The sink class named by a config file, read before validation (for --sandbox)."""
     from .config import read_config
-    from .plugins import Registry, make_plugin_manager
+    from .plugins import Registry
 
     data, lines = read_config(path)
     sink_type = data.get("sink", {}).get("type") if isinstance(data, dict) and isinstance(data.get("sink"), dict) else None
     if not isinstance(sink_type, str):
         raise ConfigError("sink.type is missing", path="sink.type", line=lines.get(("sink",)), source=path)
     try:
-        return Registry(make_plugin_manager()).get("sink", sink_type)
+        return Registry(pm).get("sink", sink_type)
     except PluginError as exc:
         raise ConfigError(str(exc), path="sink.type", line=lines.get(("sink", "type")), source=path) from None
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    config, _ = _load(args)
+def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
+    config = _load(args, pm)
     for cls, options in (config.source, *config.transforms, config.sink):
         cls(options).check()
     model = config.model
@@ -230,10 +235,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import Registry, make_plugin_manager
+def _cmd_plugins(args: argparse.Namespace, pm: PluginManager) -> int:
+    from .plugins import Registry
 
-    infos = Registry(make_plugin_manager()).infos()
+    infos = Registry(pm).infos()
     rows = [
         {"kind": i.kind, "name": i.name, "package": i.package, "version": i.version, "plugin": i.provider,
          "description": (i.cls.__doc__ or "").strip().splitlines()[0] if i.cls.__doc__ else ""}
@@ -249,11 +254,11 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_schema(args: argparse.Namespace) -> int:
-    from .plugins import Registry, make_plugin_manager
+def _cmd_schema(args: argparse.Namespace, pm: PluginManager) -> int:
+    from .plugins import Registry
     from .schema import config_schema
 
-    print(json.dumps(config_schema(Registry(make_plugin_manager())), indent=2))
+    print(json.dumps(config_schema(Registry(pm)), indent=2))
     return 0
 
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from ._plugin import Sink, Source, Transform
+    import argparse
+
+    from ._commands import CommandLine
+    from .base import Sink, Source, Transform
 
 #: The project name that ties pluggy's markers and the entry-point group together.
 PROJECT_NAME = "etl"
@@ -33,6 +36,28 @@ def register_transforms() -> list[type[Transform]]:
 @hookspec
 def register_sinks() -> list[type[Sink]]:
     """Return the sink classes this plugin provides."""
+
+
+@hookspec
+def register_commands(cli: CommandLine) -> None:
+    """Add commands to ``etl`` (``cli.add_command``), sandboxes to ``etl sandbox``
+    (``cli.add_sandbox``) or options to an existing command (``cli.command("run")``).
+
+    Called once by the ``etl`` command, before it parses its arguments. A new command
+    sets ``parser.set_defaults(handler=function)``; ``function(args)`` gets the parsed
+    arguments and returns the exit code. Return value ignored.
+    """
+
+
+@hookspec
+def command_started(command: str, options: argparse.Namespace) -> None:
+    """Called once by the ``etl`` command after it parsed its arguments, before it runs.
+
+    ``command`` is the command's name (``run``, ``validate``, ``sandbox``...); ``options``
+    holds every parsed argument, including the options plugins added with
+    ``register_commands`` (absent ones have their default). A run started from Python
+    has no command line: this hook is not called. Return value ignored.
+    """
 
 
 @hookspec

@@ -1,10 +1,11 @@
 """Prometheus metrics of a running pipeline, served over HTTP while it runs.
 
-Off unless asked for: set ``ETL_METRICS_PORT`` (e.g. ``9464``; ``etl run --metrics-port``
-sets it) and/or ``ETL_METRICS_ADDR`` (``host:port``, e.g. ``0.0.0.0:9464`` or
-``[::1]:9464``). With only a port, the server listens on 127.0.0.1; a port given in
-``ETL_METRICS_PORT`` wins over the one in ``ETL_METRICS_ADDR``. Port 0 picks a free port
-(logged in the ``metrics_serving`` event). The variables are read when a run starts.
+Off unless asked for: ``etl run --metrics-port PORT`` (an option this plugin adds), or
+the variables ``ETL_METRICS_PORT`` (e.g. ``9464``) and/or ``ETL_METRICS_ADDR``
+(``host:port``, e.g. ``0.0.0.0:9464`` or ``[::1]:9464``). With only a port, the server
+listens on 127.0.0.1. A port given with ``--metrics-port`` wins over both variables, and
+one in ``ETL_METRICS_PORT`` over the one in ``ETL_METRICS_ADDR``. Port 0 picks a free
+port (logged in the ``metrics_serving`` event). The variables are read when a run starts.
 
 While the run goes on, ``http://HOST:PORT/metrics`` serves (Prometheus text format):
 
@@ -30,6 +31,7 @@ Needs the ``prometheus_client`` package, imported only when metrics are turned o
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import socket
@@ -42,14 +44,16 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 
-from etl_core import ConfigError, hookimpl
+from etl_core import CommandLine, ConfigError, hookimpl
 
 __all__ = [
     "ENV_ADDR",
     "ENV_PORT",
     "MetricsExporter",
+    "command_started",
     "exporter",
     "metrics_address",
+    "register_commands",
     "run_finished",
     "run_progress",
     "run_started",
@@ -69,13 +73,17 @@ _POLL_INTERVAL = 0.05
 #: The exporter of each running run, by run id.
 _exporters: dict[str, MetricsExporter] = {}
 _lock = threading.Lock()
+#: ``--metrics-port`` of the ``etl run`` command line of this process (None: not given).
+_command_line_port: int | None = None
 
 
-def metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | None:
+def metrics_address(env: Mapping[str, str] | None = None, *, port: int | None = None) -> tuple[str, int] | None:
     """Return the (host, port) metrics are to be served on, or None when they are off.
 
     Args:
         env: The environment (default: ``os.environ``).
+        port: A port given on the command line: it turns metrics on, and wins over the
+            ports of both variables.
 
     Raises:
         ConfigError: A variable is set to something that is not an address or a port.
@@ -83,15 +91,17 @@ def metrics_address(env: Mapping[str, str] | None = None) -> tuple[str, int] | N
     env = os.environ if env is None else env
     addr = env.get(ENV_ADDR, "").strip()
     port_text = env.get(ENV_PORT, "").strip()
-    if not addr and not port_text:
+    if not addr and not port_text and port is None:
         return None
-    host, port = _DEFAULT_HOST, None
+    host, chosen = _DEFAULT_HOST, None
     if addr:
-        host, port = _parse_addr(addr)
+        host, chosen = _parse_addr(addr)
     if port_text:
-        port = _parse_port(port_text, ENV_PORT)
-    assert port is not None
-    return host, port
+        chosen = _parse_port(port_text, ENV_PORT)
+    if port is not None:
+        chosen = port
+    assert chosen is not None
+    return host, chosen
 
 
 def _parse_addr(text: str) -> tuple[str, int]:
@@ -113,6 +123,14 @@ def _parse_port(text: str, variable: str) -> int:
     return port
 
 
+def _port_argument(text: str) -> int:
+    """``--metrics-port``'s type: a usage error (exit code 2) unless it is a port number."""
+    try:
+        return _parse_port(text, "--metrics-port")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text!r}") from None
+
+
 class MetricsExporter:
     """The metrics of one run and the HTTP server that serves them.
 
@@ -129,7 +147,7 @@ class MetricsExporter:
             import prometheus_client as prom
         except ImportError:
             raise ConfigError(
-                f"{ENV_PORT}/{ENV_ADDR} turn on metrics, which need the prometheus_client package "
+                "metrics (--metrics-port, ETL_METRICS_PORT, ETL_METRICS_ADDR) need the prometheus_client package "
                 "(pip install prometheus_client)"
             ) from None
         self.registry = registry = prom.CollectorRegistry()
@@ -222,7 +240,10 @@ class MetricsExporter:
             server = make_server(host, port, self._make_wsgi_app(self.registry), Server, handler_class=_QuietHandler)
         except OSError as exc:
             reason = exc.strerror or str(exc)
-            raise ConfigError(f"cannot serve metrics on {_join(host, port)} ({ENV_PORT}/{ENV_ADDR}): {reason}") from None
+            raise ConfigError(
+                f"cannot serve metrics on {_join(host, port)}: {reason} "
+                f"(choose another address with --metrics-port, {ENV_PORT} or {ENV_ADDR})"
+            ) from None
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": _POLL_INTERVAL}, name="etl-metrics", daemon=True
@@ -276,9 +297,27 @@ def exporter(run_id: str) -> MetricsExporter | None:
 
 
 @hookimpl
+def register_commands(cli: CommandLine) -> None:
+    """Add ``--metrics-port`` to ``etl run``."""
+    cli.command("run").add_argument(
+        "--metrics-port",
+        type=_port_argument,
+        metavar="PORT",
+        help=f"serve Prometheus metrics on 127.0.0.1:PORT during the run (0 picks a free port; see {ENV_ADDR})",
+    )
+
+
+@hookimpl
+def command_started(command: str, options: argparse.Namespace) -> None:
+    """Keep the ``--metrics-port`` of an ``etl run`` command line for its run."""
+    global _command_line_port  # noqa: PLW0603 - one command line per process
+    _command_line_port = options.metrics_port if command == "run" else None
+
+
+@hookimpl
 def run_started(run_id: str, pipeline: str, config: dict[str, Any]) -> None:
-    """Start serving metrics when ``ETL_METRICS_PORT`` or ``ETL_METRICS_ADDR`` is set."""
-    address = metrics_address()
+    """Start serving metrics when ``--metrics-port``, ``ETL_METRICS_PORT`` or ``ETL_METRICS_ADDR`` asks for it."""
+    address = metrics_address(port=_command_line_port)
     if address is None:
         return
     metrics = MetricsExporter(run_id, pipeline)
