@@ -1,7 +1,10 @@
 """structlog configuration: JSON lines for log pipelines, console output for humans.
 
 Secrets never reach the output: values registered with :func:`register_secret` are
-replaced wherever they appear, and fields whose names look like credentials are masked.
+replaced wherever they appear, and text fields whose names look like credentials are
+masked. A field naming a URL (``url``, ``token_url``) is not a credential, but the
+credentials a URL may carry (its user information, credential-named query parameters)
+are masked.
 """
 
 from __future__ import annotations
@@ -14,7 +17,13 @@ from typing import Any, TextIO
 import structlog
 
 _MASK = "***"
-_SECRET_KEYS = re.compile(r"(secret|password|token|authorization|api[_-]?key|credential)", re.IGNORECASE)
+_CREDENTIAL_NAME = r"secret|password|token|authorization|api[_-]?key|credential"
+_SECRET_KEYS = re.compile(_CREDENTIAL_NAME, re.IGNORECASE)
+_URL_KEYS = re.compile(r"(?:^|[_-])url$", re.IGNORECASE)
+#: The user information of a URL (``user:password@``).
+_URL_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+#: ``NAME=VALUE`` of a query parameter named like a credential.
+_URL_CREDENTIAL_PARAM = re.compile(rf"([?&;][^=&;#\s]*(?:{_CREDENTIAL_NAME})[^=&;#\s]*=)[^&;#\s]*", re.IGNORECASE)
 _secrets: set[str] = set()
 
 
@@ -37,8 +46,11 @@ def redact(text: str) -> str:
 
 
 def _redact_value(key: str, value: Any) -> Any:
+    # Only text can hold a credential: numbers (``token_requests``) are left alone.
     if isinstance(value, str):
-        if _SECRET_KEYS.search(key) and key not in _COUNT_KEYS:
+        if _URL_KEYS.search(key):
+            value = _redact_url(value)
+        elif _SECRET_KEYS.search(key):
             return _MASK
         return redact(value) if _secrets else value
     if isinstance(value, dict):
@@ -48,8 +60,10 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
-# Fields whose names contain "token" but hold numbers or names, not credentials.
-_COUNT_KEYS = frozenset({"token_requests", "tokens_issued", "token_url"})
+def _redact_url(url: str) -> str:
+    """Mask a URL's user information and the values of its credential-named query parameters."""
+    url = _URL_USERINFO.sub(f"{_MASK}@", url)
+    return _URL_CREDENTIAL_PARAM.sub(rf"\1{_MASK}", url)
 
 
 def _redact_processor(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,36 @@ def test_registered_secrets_and_credential_fields_are_masked():
     assert event["detail"] == "server said: bad token ***"
 
 
+def test_only_text_is_masked_by_name():
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    get_logger().info("sandbox_stats", token_requests=12, tokens_issued=3, token_type="Bearer", api_key=["k1", "k2"])
+    (event,) = lines(stream)
+    assert event["token_requests"] == 12 and event["tokens_issued"] == 3
+    assert event["token_type"] == "***" and event["api_key"] == ["***", "***"]
+
+
+def test_urls_are_logged_without_the_credentials_they_carry():
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    register_secret("s3cret-in-a-path")
+    get_logger().info(
+        "dry_run_request",
+        url="https://api.example.com/contacts?page=2&access_token=tok-abc&X-Api-Key=k9",
+        token_url="https://client:hunter2@auth.example.com/token?client_secret=pw;scope=contacts",
+        callback_url="https://hooks.example.com/s3cret-in-a-path/notify",
+        endpoints={"base_url": "https://bob@api.example.com/v2"},
+    )
+    text = stream.getvalue()
+    for secret in ("tok-abc", "k9", "hunter2", "client:", "pw", "s3cret-in-a-path", "bob"):
+        assert secret not in text
+    (event,) = lines(stream)
+    assert event["url"] == "https://api.example.com/contacts?page=2&access_token=***&X-Api-Key=***"
+    assert event["token_url"] == "https://***@auth.example.com/token?client_secret=***;scope=contacts"
+    assert event["callback_url"] == "https://hooks.example.com/***/notify"
+    assert event["endpoints"] == {"base_url": "https://***@api.example.com/v2"}
+
+
 def test_exceptions_render_without_frame_locals():
     stream = io.StringIO()
     configure_logging(fmt="json", stream=stream)
