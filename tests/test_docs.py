@@ -221,12 +221,12 @@ def _run(config: dict, plugin: types.ModuleType, tmp_path: Path, logs: io.String
     import trio
 
     from etl_core.logging import configure_logging
-    from etl_core.pipeline import run_pipeline
+    from etl_core.pipeline import RunOptions, run_pipeline
 
     configure_logging(fmt="json", level="debug", stream=logs if logs is not None else io.StringIO())
     pm = make_plugin_manager(load_entrypoints=False, extra_plugins=(plugin,))
     parsed = parse_config(config, {}, Registry(pm), env={}, source="tutorial.yaml")
-    result = trio.run(lambda: run_pipeline(parsed, pm, handle_signals=False))
+    result = trio.run(lambda: run_pipeline(parsed, pm, RunOptions(handle_signals=False)))
     return result.report
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from etl_core import PluginError, PluginOptions, Record, Sink, Source, hookimpl
 from etl_core.config import parse_config
-from etl_core.pipeline import run_pipeline
+from etl_core.pipeline import RunOptions, run_pipeline
 from etl_core.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
 from tests.conftest import run_etl
 
@@ -61,7 +61,7 @@ async def test_plugin_defined_in_test_runs_a_pipeline(tmp_path):
     }
     config = parse_config(data, {}, Registry(pm), env={}, source="<test>")
     UpperSink.received = []
-    result = await run_pipeline(config, pm, handle_signals=False)
+    result = await run_pipeline(config, pm, RunOptions(handle_signals=False))
     assert sorted(UpperSink.received) == ["A", "C"]
     assert result.exit_code == 1
     assert result.report["records"] == {"read": 3, "ok": 2, "rejected": 0, "failed": 1, "skipped": 0, "not_processed": 0}
@@ -142,3 +142,9 @@ def test_entry_point_discovery_with_installed_distribution(tmp_path):
     assert ran.returncode == 0, ran.stderr
     lines = (tmp_path / "out" / "hello.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["greeting"] for line in lines) == [f"hello {i}" for i in range(4)]
+
+    # Its register_commands hook adds `etl hello`, with its own options and exit code.
+    assert "greet someone" in run_etl("--help", cwd=tmp_path, env=env).stdout
+    greeted = run_etl("hello", "--name", "Ada", cwd=tmp_path, env=env)
+    assert (greeted.returncode, greeted.stdout) == (0, "hello Ada\n"), greeted.stderr
+    assert run_etl("hello", "--name", "", cwd=tmp_path, env=env).returncode == 1

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from etl_cxone.sandbox import contact_id
 from tests.conftest import ETL, pipeline_config, run_etl
 
 
@@ -201,6 +204,59 @@ def test_schema_covers_plugins(tmp_path):
     schema = json.loads(result.stdout)
     sinks = {choice["properties"]["type"]["const"] for choice in schema["properties"]["sink"]["oneOf"]}
     assert {"jsonl", "discard", "cxone"} <= sinks
+
+
+def test_sandbox_help_lists_the_installed_sandboxes(tmp_path):
+    listed = run_etl("sandbox", "--help", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(r"^installed sandboxes:\n  NAME\n    cxone ", listed.stdout, re.MULTILINE), listed.stdout
+    bare = run_etl("sandbox", cwd=tmp_path)
+    assert bare.returncode == 2
+    assert bare.stderr.startswith("usage: etl sandbox ") and "cxone" in bare.stderr
+
+
+def test_sandbox_cxone_help_shows_its_options(tmp_path):
+    shown = run_etl("sandbox", "cxone", "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: etl sandbox cxone ")
+    for option in ("--port", "--client-secret", "--rate-limit", "--retry-after", "--latency", "--error-rate"):
+        assert option in shown.stdout
+
+
+def test_sandbox_cxone_bad_option_is_a_usage_error(tmp_path):
+    refused = run_etl("sandbox", "cxone", "--rate-limit", "-5", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "etl sandbox cxone: error: argument --rate-limit" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_sandbox_cxone_serves_until_terminated(tmp_path):
+    command = [*ETL, "sandbox", "cxone", "--port", "0", "--seed-count", "3"]
+    command += ["--client-id", "demo-client", "--client-secret", "demo-secret-42"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        first_line = process.stdout.readline()  # "" if it exits without serving
+        listening = re.match(r"CXone sandbox listening on (http://127\.0\.0\.1:\d+) client_id=demo-client ", first_line)
+        assert listening, first_line
+        url = listening.group(1)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            form = {"grant_type": "client_credentials", "scope": "contact:write"}
+            assert client.post("/oauth/token", data=form, auth=("sandbox-client", "sandbox-secret")).status_code == 401
+            issued = client.post("/oauth/token", data=form, auth=("demo-client", "demo-secret-42"))
+            assert issued.status_code == 200, issued.text
+            bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+            assert client.get(f"/api/v2/contacts/{contact_id(2)}", headers=bearer).status_code == 200
+            assert client.get(f"/api/v2/contacts/{contact_id(3)}", headers=bearer).status_code == 404  # 3 seeded
+        process.terminate()
+        assert process.wait(timeout=30) == 0  # SIGTERM is the normal way to stop it
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+        process.stderr.close()
 
 
 def _peak_rss_mb(tmp_path: Path, rows: int) -> float:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 import socket
 import subprocess
 import time
@@ -16,10 +18,11 @@ import httpx
 import pytest
 import trio
 
-from etl_core import ConfigError
+from etl_core import ConfigError, hookimpl
+from etl_core.cli import main
 from etl_core.testing import ListSource, RecordingSink, plugin_of, run_pipeline_from_dict
 from etl_cxone.sandbox import SandboxSettings, contact_id, run_sandbox_in_thread
-from tests.conftest import ETL, pipeline_config
+from tests.conftest import ETL, pipeline_config, run_etl
 
 etl_metrics = pytest.importorskip("etl_metrics", reason="etl_metrics is not importable: add it to the package list in pyproject.toml")
 text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
@@ -106,6 +109,56 @@ def test_metrics_address(env: dict[str, str], expected: tuple[str, int] | None) 
 def test_bad_settings_are_config_errors(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         etl_metrics.metrics_address(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "port", "expected"),
+    [
+        ({}, 0, ("127.0.0.1", 0)),
+        ({"ETL_METRICS_PORT": "9464"}, 9500, ("127.0.0.1", 9500)),
+        ({"ETL_METRICS_ADDR": "0.0.0.0:9100", "ETL_METRICS_PORT": "9464"}, 9500, ("0.0.0.0", 9500)),
+    ],
+)
+def test_a_command_line_port_wins_over_the_variables(env: dict[str, str], port: int, expected: tuple[str, int]) -> None:
+    assert etl_metrics.metrics_address(env, port=port) == expected
+
+
+def test_metrics_port_must_be_a_port(tmp_path: Path) -> None:
+    refused = run_etl("run", "pipeline.yaml", "--metrics-port", "http", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "argument --metrics-port: not a port number (0 to 65535): 'http'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_the_option_reaches_the_plugin_without_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(etl_metrics.ENV_PORT, raising=False)
+    monkeypatch.delenv(etl_metrics.ENV_ADDR, raising=False)
+    monkeypatch.setattr(etl_metrics, "_command_line_port", None)  # put back after the command sets it
+    (tmp_path / "in.csv").write_text("id\n1\n2\n3\n", encoding="utf-8")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"pipeline: option\nsource:\n  type: csv\n  path: {json.dumps(str(tmp_path / 'in.csv'))}\n"
+        f"sink:\n  type: discard\noutput:\n  dir: {json.dumps(str(tmp_path / 'out'))}\n",
+        encoding="utf-8",
+    )
+
+    class Probe:
+        """Looks at the metrics and the environment at the end of the run, before the server stops."""
+
+        seen: dict[str, Any] = {}
+
+        @hookimpl(tryfirst=True)
+        def run_finished(self, run_id: str) -> None:
+            metrics = etl_metrics.exporter(run_id)
+            assert metrics is not None and metrics.url is not None, "no metrics served"
+            Probe.seen = {
+                "env": sorted(name for name in os.environ if name.startswith("ETL_METRICS_")),
+                "run_info": value(scrape(metrics.url), "etl_run_info", run_id=run_id, pipeline="option"),
+            }
+
+    assert main(["run", str(config), "--metrics-port", "0", "--no-progress", "--log-level", "error"], extra_plugins=(Probe(),)) == 0
+    assert Probe.seen == {"env": [], "run_info": 1}
+    assert not any(name.startswith("ETL_METRICS_") for name in os.environ)
 
 
 def test_off_when_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,11 +253,10 @@ def test_port_in_use_is_a_config_error(metrics_env: None, monkeypatch: pytest.Mo
 
 
 async def test_scraped_during_an_in_process_run(metrics_env: None, tmp_path: Path) -> None:
-    sink = RecordingSink.isolated()
+    sink = RecordingSink(RecordingSink.Options(delay=0.01, fail={"7": "permanent"}))
     config = {
         "pipeline": "metrics-in-process",
         "source": {"type": "list", "items": [{"n": i} for i in range(300)]},
-        "sink": {"type": "recording", "delay": 0.01, "fail": {"7": "permanent"}},
         "run": {"workers": 2},
     }
     seen: list[Samples] = []
@@ -226,7 +278,7 @@ async def test_scraped_during_an_in_process_run(metrics_env: None, tmp_path: Pat
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch, urls)
         result = await run_pipeline_from_dict(
-            config, plugins=[etl_metrics, plugin_of(ListSource, sink)], env={}, tmp_dir=tmp_path
+            config, plugins=[etl_metrics, plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path
         )
         nursery.cancel_scope.cancel()
 
@@ -240,7 +292,8 @@ async def test_scraped_during_an_in_process_run(metrics_env: None, tmp_path: Pat
 # -- the real command --------------------------------------------------------------------
 
 
-def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("asked_with", ["option", "variable"])
+def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path, asked_with: str) -> None:
     rows = 500
     csv_path = tmp_path / "contacts.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
@@ -261,32 +314,46 @@ def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path) -> None:
         ),
         encoding="utf-8",
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-
-    with run_sandbox_in_thread(SandboxSettings(host="127.0.0.1", port=0, latency=0.02, seed_count=rows)) as sandbox:
+    with (
+        run_sandbox_in_thread(SandboxSettings(host="127.0.0.1", port=0, latency=0.02, seed_count=rows)) as sandbox,
+        socket.socket() as taken,
+    ):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CXONE_", "ETL_METRICS_"))}
         env.update(
             CXONE_BASE_URL=sandbox.url,
             CXONE_TOKEN_URL=sandbox.url + "/oauth/token",
             CXONE_CLIENT_ID="sandbox-client",
             CXONE_CLIENT_SECRET="sandbox-secret",
-            ETL_METRICS_PORT=str(port),
         )
+        command = [*ETL, "run", str(config), "--log-format", "json", "--no-progress"]
+        if asked_with == "option":
+            # The option wins over the variable, here set to a port that cannot be served.
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            env["ETL_METRICS_PORT"] = str(taken.getsockname()[1])
+            command += ["--metrics-port", "0"]  # any free port: the log says which
+            expected_url = None
+        else:
+            port = free_port()
+            env["ETL_METRICS_PORT"] = str(port)
+            expected_url = f"http://127.0.0.1:{port}/metrics"
         process = subprocess.Popen(
-            [*ETL, "run", str(config), "--log-format", "json", "--no-progress"],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            command, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
+            url = _serving_url(process)
             scrapes = _scrape_while_running(process, url)
-            stdout, stderr = process.communicate(timeout=120)
+            _, stderr = process.communicate(timeout=120)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
 
     assert process.returncode == 0, stderr
-    assert '"event": "metrics_serving"' in stdout and url in stdout
+    if expected_url is None:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url), url
+    else:
+        assert url == expected_url
     ok = [value(s, "etl_records_total", outcome="ok") or 0 for s in scrapes]
     sent = [sum(v for (name, labels), v in s.items() if name == "etl_requests_total" and dict(labels)["status"].startswith("2")) for s in scrapes]
     assert ok == sorted(ok) and sent == sorted(sent), "counters went backwards"
@@ -297,6 +364,16 @@ def test_etl_run_serves_metrics_while_it_runs(tmp_path: Path) -> None:
     assert value(last, "etl_records_total", outcome="failed") == 0
     with pytest.raises(httpx.TransportError):  # the server went away with the run
         httpx.get(url, timeout=2)
+
+
+def _serving_url(process: subprocess.Popen[str]) -> str:
+    """Read the run's JSON log lines up to ``metrics_serving``; return the URL it names."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "metrics_serving":
+            return event["url"]
+    pytest.fail(f"`etl run` ended (exit code {process.wait()}) without serving metrics: {process.communicate()[1][-2000:]}")
 
 
 def _scrape_while_running(process: subprocess.Popen[str], url: str) -> list[Samples]:
