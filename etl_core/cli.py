@@ -39,8 +39,13 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
         print(f"etl: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     try:
         pm.hook.command_started(command=args.command, options=args)
+        if not hasattr(args, "handler"):
+            raise PluginError(f"the command {args.command!r} has no handler: its plugin must set_defaults(handler=...)")
         return int(args.handler(args))
     except (ConfigError, PluginError) as exc:
         print(f"etl: error: {exc}", file=sys.stderr)
@@ -66,7 +71,6 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
     """The ``etl`` parser: the core's commands, then those the plugins add."""
     parser = argparse.ArgumentParser(prog="etl", description="Stream records from a source, through transforms, into a sink.")
     parser.add_argument("--version", action="version", version=f"etl {__version__}")
-    parser.set_defaults(handler=functools.partial(_usage, parser))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a pipeline", description="Run a pipeline described by a YAML config file.")
@@ -114,13 +118,11 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
         except Exception as exc:  # any failure of plugin code
             provider = pm.get_name(impl.plugin)
             raise PluginError(f"plugin {provider!r}: register_commands() raised {type(exc).__name__}: {exc}") from exc
-    if not sandboxes.choices:
-        sandbox.epilog = "No installed plugin provides a sandbox."
     return parser
 
 
 def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The handler of a command group called without a subcommand."""
+    """The handler of ``etl sandbox`` without a sandbox's name."""
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import argparse
 
     from ._commands import CommandLine
+    from ._outcome import Outcome
     from .base import Sink, Source, Transform
 
 #: The project name that ties pluggy's markers and the entry-point group together.
@@ -69,10 +70,11 @@ def run_started(run_id: str, pipeline: str, config: dict[str, Any]) -> None:
 
 
 @hookspec
-def record_done(run_id: str, line: int, key: str | None, outcome: str, status: int | None, attempts: int) -> None:
+def record_done(run_id: str, line: int, key: str | None, outcome: Outcome, status: int | None, attempts: int) -> None:
     """Called once per record when its outcome is final.
 
-    ``outcome`` is one of ``ok``, ``rejected``, ``failed``, ``skipped``, ``dry_run``.
+    ``outcome`` is an :class:`Outcome`, a ``str`` enum: ``ok``, ``rejected``, ``failed``,
+    ``skipped`` or ``dry_run``.
     Runs on the event loop: keep it fast and never block. Return value ignored.
     """
 

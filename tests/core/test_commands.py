@@ -95,6 +95,17 @@ class ExtendsNothing:
         cli.command("deploy").add_argument("--fast")
 
 
+class Forgetful:
+    @hookimpl
+    def register_commands(self, cli):
+        cli.add_command("idle", help="a command without a handler")
+
+
+def test_a_command_without_a_handler_is_a_plugin_error(capsys):
+    assert main(["idle"], extra_plugins=(Forgetful(),)) == 2
+    assert capsys.readouterr().err == "etl: error: the command 'idle' has no handler: its plugin must set_defaults(handler=...)\n"
+
+
 class Broken:
     @hookimpl
     def register_commands(self):
