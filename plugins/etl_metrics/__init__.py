@@ -147,7 +147,7 @@ class MetricsExporter:
             import prometheus_client as prom
         except ImportError:
             raise ConfigError(
-                "metrics (--metrics-port, ETL_METRICS_PORT, ETL_METRICS_ADDR) need the prometheus_client package "
+                f"metrics (--metrics-port, {ENV_PORT}, {ENV_ADDR}) need the prometheus_client package "
                 "(pip install prometheus_client)"
             ) from None
         self.registry = registry = prom.CollectorRegistry()
