@@ -26,7 +26,6 @@ Only the built-in plugins are documented; installed third-party plugins are igno
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import inspect
 import json
 import re
@@ -263,6 +262,7 @@ def render_sandbox_options() -> str:
 
     parser = argparse.ArgumentParser(prog="etl sandbox cxone")
     sandbox.add_arguments(parser)
+    fields = sandbox.SandboxSettings.model_fields
     rows = []
     for action in parser._actions:  # noqa: SLF001 - argparse has no public list of actions
         if isinstance(action, argparse._HelpAction) or not action.option_strings:  # noqa: SLF001
@@ -275,50 +275,19 @@ def render_sandbox_options() -> str:
                 "{" + ",".join(map(str, action.choices)) + "}" if action.choices else action.dest.upper()
             )
             usage = f"`{option} {metavar}`"
-        help_text = (action.help or "") % {**vars(action), "prog": parser.prog}
         default = "" if action.default is None or action.default is False else f"`{action.default}`"
-        if default:
-            # The default has its own column.
-            help_text = re.sub(r"\s*\(default: [^)]*\)", "", help_text)
-        rows.append([usage, default, _cell(_sentence(help_text))])
+        # Each option sets the setting of the same name; its description keeps the code markup.
+        description = _rst_to_md(fields[action.dest].description or "")
+        rows.append([usage, default, _cell(_sentence(description))])
     return _table(rows, header=("option", "default", "description"))
 
 
 def render_sandbox_settings() -> str:
-    """Return the table of the sandbox's settings (its ``SandboxSettings`` fields)."""
+    """Return the table of the sandbox's settings (the fields of ``SandboxSettings``)."""
     from etl_cxone.sandbox import SandboxSettings
 
-    descriptions = _attributes(SandboxSettings.__doc__ or "")
-    rows = []
-    for field in dataclasses.fields(SandboxSettings):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        if isinstance(default, tuple):
-            default = list(default)
-        rows.append([f"`{field.name}`", _cell(f"`{field.type}`"), f"`{json.dumps(default)}`", _cell(descriptions.get(field.name, ""))])
+    rows = [_row(name, field, SandboxSettings, name) for name, field in SandboxSettings.model_fields.items()]
     return _table(rows, header=("setting", "type", "default", "description"))
-
-
-def _attributes(doc: str) -> dict[str, str]:
-    """Parse the ``Attributes:`` section of a Google-style docstring."""
-    found: dict[str, str] = {}
-    lines = inspect.cleandoc(doc).splitlines()
-    try:
-        start = lines.index("Attributes:") + 1
-    except ValueError:
-        return found
-    current = None
-    for line in lines[start:]:
-        if not line.strip():
-            continue
-        if not line.startswith(" "):
-            break
-        match = re.match(r"    (\w+): (.*)", line)
-        if match:
-            current = match.group(1)
-            found[current] = match.group(2).strip()
-        elif current is not None:
-            found[current] += " " + line.strip()
-    return {name: _rst_to_md(text) for name, text in found.items()}
 
 
 # -- rows and cells ------------------------------------------------------------------

@@ -157,15 +157,24 @@ class CxoneSink(Sink):
     Args:
         options: The validated options.
         clock: Monotonic clock for token expiry, injectable for tests.
+        transport: The httpx transport of every client the sink opens, e.g. the sandbox's
+            in-process ``Sandbox.transport()`` in tests; httpx's own when None.
     """
 
     name = "cxone"
     Options = CxoneOptions
 
-    def __init__(self, options: CxoneOptions, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        options: CxoneOptions,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__(options)
         self.options: CxoneOptions = options
         self._clock = clock
+        self._transport = transport
         self._path_fields = template_fields(options.path_template)
         self._client: httpx.AsyncClient | None = None  # token requests
         self._pool: _ClientPool | None = None  # API requests
@@ -225,6 +234,7 @@ class CxoneSink(Sink):
             verify=verify,
             trust_env=True,
             headers=headers,
+            transport=self._transport,
         )
         self._pool = _ClientPool(
             lambda: httpx.AsyncClient(
@@ -233,6 +243,7 @@ class CxoneSink(Sink):
                 verify=verify,
                 trust_env=True,
                 headers=headers,
+                transport=self._transport,
             ),
             options.max_connections,
         )

@@ -1,4 +1,4 @@
-"""Minimal HTTP/1.1 server plumbing for the CXone sandbox (trio + h11).
+"""Minimal HTTP/1.1 server plumbing for the sandbox (trio + h11).
 
 One task per connection, keep-alive and pipelining through h11, a hard cap on request bodies,
 and no noise when a client goes away. Malformed requests are answered with 400 and the
@@ -21,10 +21,12 @@ import trio
 __all__ = [
     "DROP",
     "MAX_BODY",
+    "Handler",
     "Request",
     "Response",
     "http_date",
     "json_response",
+    "response_headers",
     "serve_connection",
 ]
 
@@ -159,7 +161,15 @@ def http_date(when: float | None = None) -> bytes:
     return value
 
 
-def _encode(conn: h11.Connection, response: Response) -> bytes:
+def response_headers(response: Response) -> list[tuple[bytes, bytes]]:
+    """Return every header of a response as sent: its own plus Content-Type, Date, Server, ...
+
+    Args:
+        response: The response.
+
+    Returns:
+        The header list (a new list).
+    """
     headers = response.headers
     names = {name.lower() for name, _ in headers}
     out = list(headers)
@@ -171,9 +181,13 @@ def _encode(conn: h11.Connection, response: Response) -> bytes:
     out.append((b"content-length", str(len(response.body)).encode("ascii")))
     if response.close:
         out.append((b"connection", b"close"))
+    return out
+
+
+def _encode(conn: h11.Connection, response: Response) -> bytes:
     head = h11.Response(
         status_code=response.status,
-        headers=out,
+        headers=response_headers(response),
         reason=_REASONS.get(response.status, b""),
     )
     data = conn.send(head) or b""
@@ -183,6 +197,7 @@ def _encode(conn: h11.Connection, response: Response) -> bytes:
     return data
 
 
+#: Answers one request: a Response, or DROP to close the connection without answering.
 Handler = Callable[[Request], Awaitable["Response | _Drop"]]
 
 

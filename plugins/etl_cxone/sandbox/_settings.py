@@ -1,0 +1,123 @@
+"""The sandbox's settings: one model for Python, the command line, ``/sandbox/settings`` and the docs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+from pydantic_core import PydanticUndefined
+
+__all__ = ["FIXED_WHILE_RUNNING", "Flag", "SandboxSettings", "apply_changes"]
+
+#: Settings only read when the server starts.
+FIXED_WHILE_RUNNING = ("host", "port")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on the command line (metadata of the setting's annotation).
+
+    Settings without a ``Flag`` get an option named after them, e.g. ``--seed-count``.
+
+    Attributes:
+        metavar: Placeholder of the value in ``--help``.
+        default: Default of the option, when it differs from the setting's.
+        parse: Turns the option's text into a value to validate (default: the text itself).
+        omit: No option for this setting.
+    """
+
+    metavar: str | None = None
+    default: Any = PydanticUndefined
+    parse: Callable[[str], Any] | None = None
+    omit: bool = False
+
+
+_NO_FLAG = Flag(omit=True)
+_SECONDS = Flag(metavar="SECONDS")
+_SHARE = Flag(metavar="SHARE")
+
+
+class SandboxSettings(pydantic.BaseModel):
+    """Knobs of the sandbox. Fields may be changed while the sandbox runs (except host and port).
+
+    Assignments are validated: ``sandbox.settings.rate_limit = 0`` raises ``ValueError``.
+    """
+
+    model_config = pydantic.ConfigDict(validate_assignment=True, extra="forbid", allow_inf_nan=False)
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: Annotated[int, Flag(default=8080)] = Field(
+        default=0, ge=0, le=65535, description="Port to listen on; 0 picks a free port."
+    )
+    client_id: str = Field(default="sandbox-client", description="The only accepted OAuth client id.")
+    client_secret: str = Field(default="sandbox-secret", description="The only accepted OAuth client secret.")
+    required_scope: str = Field(
+        default="contact:write", description="Scope(s), space separated, a token request must include."
+    )
+    token_lifetime: Annotated[float, _SECONDS] = Field(
+        default=3600.0, ge=0, description="Lifetime of issued tokens in seconds (``expires_in``)."
+    )
+    rate_limit: Annotated[float | None, Flag(metavar="PER_SECOND")] = Field(
+        default=None, gt=0, description="API requests per second allowed (token bucket); unlimited when unset."
+    )
+    burst: float | None = Field(
+        default=None, ge=1, description="Bucket size; ``max(1, rate_limit / 10)`` when unset."
+    )
+    retry_after: Literal["seconds", "http-date", "none"] = Field(
+        default="seconds", description="Form of ``Retry-After`` on 429."
+    )
+    rate_limit_headers: bool = Field(
+        default=False,
+        description=(
+            "Send ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` on API "
+            "responses (when a rate limit is set)."
+        ),
+    )
+    latency: Annotated[float, _SECONDS] = Field(default=0.0, ge=0, description="Seconds added before each API response.")
+    error_rate: Annotated[float, _SHARE] = Field(
+        default=0.0, ge=0, le=1, description="Share of API requests answered with a random 500/502/503/504 (not applied)."
+    )
+    drop_rate: Annotated[float, _SHARE] = Field(
+        default=0.0, ge=0, le=1, description="Share of PATCHes applied and then answered by closing the connection."
+    )
+    outage: Annotated[bool, _NO_FLAG] = Field(
+        default=False, description="Answer 503 (no ``Retry-After``) to every API request while true."
+    )
+    seed_count: int = Field(
+        default=100_000, ge=0, description="Contacts ``contact_id(0)`` .. ``contact_id(seed_count - 1)`` exist."
+    )
+    extra_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(default=(), description="More contact ids that exist.")
+    random_seed: int | None = Field(
+        default=None, description="Seed of the random choices (error_rate, drop_rate); random when unset."
+    )
+
+
+def apply_changes(settings: SandboxSettings, changes: dict[str, Any]) -> dict[str, str]:
+    """Change settings of a running sandbox: all of them, or none when one is invalid.
+
+    Values are checked as JSON values, strictly (``"50"`` is not a number).
+
+    Args:
+        settings: The live settings.
+        changes: ``{name: value}`` decoded from JSON.
+
+    Returns:
+        ``{name: problem}`` for each invalid change; empty when all were applied.
+    """
+    errors = {name: "cannot be changed while running" for name in FIXED_WHILE_RUNNING if name in changes}
+    merged = settings.model_dump(mode="json") | changes
+    try:
+        valid = SandboxSettings.model_validate_json(json.dumps(merged), strict=True)
+    except pydantic.ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0])
+            errors.setdefault(name, "unknown setting" if error["type"] == "extra_forbidden" else error["msg"])
+    if errors:
+        return errors
+    for name in changes:
+        setattr(settings, name, getattr(valid, name))
+    return {}

@@ -1,0 +1,34 @@
+"""The sandbox as an httpx transport: the same answers as over HTTP, in-process, with no socket."""
+
+from __future__ import annotations
+
+import httpx
+
+from ._http import Handler, Request, Response, response_headers
+
+__all__ = ["mock_transport"]
+
+
+def mock_transport(handler: Handler) -> httpx.MockTransport:
+    """Wrap a sandbox's request handler as an ``httpx.MockTransport`` for async clients.
+
+    Only the HTTP plumbing of the server is left out (keep-alive, malformed requests, the
+    body size limit); every answer comes from the same handler.
+
+    Args:
+        handler: Answers one request (the handler the server uses).
+
+    Returns:
+        The transport. A request the handler drops raises ``httpx.RemoteProtocolError``,
+        as a closed connection does over HTTP.
+    """
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        headers = [(name.lower(), value) for name, value in request.headers.raw]
+        body = await request.aread()
+        result = await handler(Request(request.method.encode("ascii"), request.url.raw_path, headers, body))
+        if not isinstance(result, Response):  # DROP
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(result.status, headers=response_headers(result), content=result.body)
+
+    return httpx.MockTransport(handle)
