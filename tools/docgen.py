@@ -275,7 +275,8 @@ def render_sandbox_options() -> str:
                 "{" + ",".join(map(str, action.choices)) + "}" if action.choices else action.dest.upper()
             )
             usage = f"`{option} {metavar}`"
-        default = "" if action.default is None or action.default is False else f"`{action.default}`"
+        unset = action.default is None or action.default is False or action.default == ()
+        default = "" if unset else f"`{action.default}`"
         # Each option sets the setting of the same name; its description keeps the code markup.
         description = _rst_to_md(fields[action.dest].description or "")
         rows.append([usage, default, _cell(_sentence(description))])

@@ -7,10 +7,11 @@ The sandbox implements the small part of the NICE CXone API that the contact sin
   unknown ids, 401 for missing or expired tokens).
 * ``GET /api/v2/contacts/{id}``: the current fields of a contact.
 
-It also has knobs to make it misbehave the way a real tenant does: a token-bucket rate limit
-answered with ``429`` and ``Retry-After`` (seconds or HTTP-date), added latency, random 5xx
-answers, dropped connections after an update was applied, a full outage, and short-lived
-tokens. Knobs can be changed while it runs, from Python (``sandbox.settings.outage = True``)
+It also has knobs to make it misbehave the way a real tenant does: a quota in several shapes
+(token bucket, fixed or sliding window, a schedule that moves it, a penalty for hammering, a
+cap on requests in flight) answered with ``429`` or ``503`` and a retry header in any of its
+forms, added and jittered latency, random 5xx answers, dropped connections after an update
+was applied, a full outage, and short-lived tokens. Knobs can be changed while it runs, from Python (``sandbox.settings.outage = True``)
 or over HTTP (``POST /sandbox/settings``); ``GET /sandbox/stats`` shows what it saw.
 
 Seeded contacts are ``contact_id(0)`` .. ``contact_id(seed_count - 1)``: deterministic UUIDs,

@@ -12,7 +12,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from ._server import serve_forever
-from ._settings import Flag, SandboxSettings
+from ._settings import Flag, SandboxSettings, error_message
 
 __all__ = ["add_arguments", "main", "settings_from_args"]
 
@@ -27,18 +27,19 @@ def _flags() -> Iterator[tuple[str, FieldInfo, Flag]]:
             yield name, field, flag
 
 
-def _converter(name: str, parse: Callable[[str], Any] | None) -> Callable[[str], Any]:
+def _converter(name: str, parse: Callable[[str], Any] | None, choices: tuple[Any, ...]) -> Callable[[str], Any]:
     """An argparse type that validates the option's value as the setting ``name``.
 
     Bad values become usage errors (exit code 2) with the model's own message.
     """
+    by_text = {str(choice): choice for choice in choices}  # e.g. "503" -> 503
 
     def convert(text: str) -> Any:
         try:
-            value = parse(text) if parse is not None else text
+            value = parse(text) if parse is not None else by_text.get(text, text)
             return getattr(SandboxSettings.model_validate({name: value}), name)
         except pydantic.ValidationError as exc:
-            message = exc.errors()[0]["msg"]
+            message = error_message(exc.errors()[0])
         except ValueError as exc:
             message = str(exc)
         raise argparse.ArgumentTypeError(f"{message[:1].lower()}{message[1:]}: {text!r}")
@@ -61,14 +62,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             # Every switch is off by default; the option turns it on.
             parser.add_argument(option, action="store_true", help=help_text)
             continue
-        if default is not None:
+        if default is not None and default != ():
             help_text += " (default: %(default)s)"
-        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
+        is_choice = typing.get_origin(field.annotation) is typing.Literal
+        choices = typing.get_args(field.annotation) if is_choice else ()
         parser.add_argument(
             option,
-            type=_converter(name, flag.parse),
+            type=_converter(name, flag.parse, choices),
             default=default,
-            choices=choices,
+            choices=choices or None,
             metavar=flag.metavar,
             help=help_text,
         )

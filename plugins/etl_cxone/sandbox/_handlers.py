@@ -16,23 +16,22 @@ from urllib.parse import unquote
 import trio
 
 from ._contacts import is_seeded, patch_errors
-from ._http import DROP, Request, Response, json_response
+from ._http import DROP, Headers, Request, Response, json_response
 from ._oauth import TokenStore, issue_token
-from ._quota import TokenBucket, too_many_requests
+from ._quota import Quota, RateSchedule, throttled
 from ._settings import SandboxSettings, apply_changes
 from ._stats import MAX_PATHS, Stats
 
 __all__ = ["Handlers"]
 
 _CONTACTS_PREFIX = b"/api/v2/contacts/"
-_Headers = list[tuple[bytes, bytes]]
 
 
 def _not_allowed(allow: bytes) -> Response:
     return json_response(405, {"error": "method_not_allowed"}, [(b"allow", allow)])
 
 
-def _invalid_json(headers: _Headers | None = None) -> Response:
+def _invalid_json(headers: Headers | None = None) -> Response:
     return json_response(400, {"error": "invalid_json", "message": "request body is not valid JSON"}, headers)
 
 
@@ -50,8 +49,8 @@ class Handlers:
         self._clock_offset = 0.0
         self._tokens = TokenStore()
         self._contacts: dict[str, dict[str, str]] = {}
-        self._bucket: TokenBucket | None = None
-        self._bucket_key: tuple[float, float] | None = None
+        self._quota = Quota()
+        self._schedule = RateSchedule()
         self._random_seed = self.settings.random_seed
         self._random = random.Random(self._random_seed)
         self._extra_key: tuple[str, ...] | None = None
@@ -62,8 +61,8 @@ class Handlers:
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox clock forward, as if time had passed.
 
-        The clock drives token expiry, the rate limit and the stats timestamps, so tests
-        can expire a token or refill the bucket without sleeping.
+        The clock drives token expiry, the rate limit, its schedule and the stats timestamps,
+        so tests can expire a token or refill the quota without sleeping.
 
         Args:
             seconds: How far to move the clock (non-negative).
@@ -83,6 +82,7 @@ class Handlers:
 
     def _reset_stats(self) -> None:
         self._stats = Stats(max_concurrency=self._inflight)
+        self._schedule.restart()
 
     def _contact_now(self, cid: str) -> dict[str, Any] | None:
         if not self._exists(cid):
@@ -105,14 +105,6 @@ class Handlers:
             self._random_seed = seed
             self._random = random.Random(seed)
         return self._random
-
-    def _get_bucket(self, rate: float, now: float) -> TokenBucket:
-        burst = self.settings.burst
-        key = (rate, burst if burst is not None else max(1.0, rate / 10.0))
-        if key != self._bucket_key or self._bucket is None:
-            self._bucket = TokenBucket(key[0], key[1], now)
-            self._bucket_key = key
-        return self._bucket
 
     # ----------------------------------------------------------------- routing
 
@@ -141,20 +133,31 @@ class Handlers:
         now = self.now()
         stats = self._stats
         stats.requests += 1
-        if stats.first_request_at is None:
-            stats.first_request_at = now
+        first = stats.first_request_at
+        if first is None:
+            first = stats.first_request_at = now
         stats.last_request_at = now
-        self._inflight += 1
-        if self._inflight > stats.max_concurrency:
-            stats.max_concurrency = self._inflight
-        try:
-            result = self._api_decide(request, now)
-            latency = self.settings.latency
-            if latency > 0:
-                await trio.sleep(latency)
-        finally:
-            self._inflight -= 1
-        stats = self._stats  # reset_stats() may have run during the latency
+        settings = self.settings
+        if settings.rate_schedule:
+            self._schedule.apply(settings, first, now)
+        cap = settings.max_in_flight
+        if cap is not None and self._inflight >= cap:
+            # Refused on arrival and answered at once: it never holds a place in flight.
+            result = self._throttled(settings.latency, [])
+        else:
+            self._inflight += 1
+            if self._inflight > stats.max_concurrency:
+                stats.max_concurrency = self._inflight
+            try:
+                result = self._api_decide(request, now)
+                latency = settings.latency
+                if settings.latency_jitter > 0:
+                    latency += self._rng().random() * settings.latency_jitter
+                if latency > 0:
+                    await trio.sleep(latency)
+            finally:
+                self._inflight -= 1
+            stats = self._stats  # reset_stats() may have run during the latency
         if result is DROP:
             stats.dropped += 1
         else:
@@ -166,16 +169,15 @@ class Handlers:
         settings = self.settings
         if settings.outage:
             return json_response(503, {"error": "service_unavailable", "message": "the service is unavailable"})
-        headers: _Headers = []
+        headers: Headers = []
         rate = settings.rate_limit
         if rate is not None:
-            bucket = self._get_bucket(float(rate), now)
-            wait = bucket.take(now)
+            quota = self._quota
+            wait = quota.take(settings, rate, now)
             if settings.rate_limit_headers:
-                headers = bucket.headers()
+                headers = quota.headers(now)
             if wait > 0:
-                self._stats.rate_limited += 1
-                return too_many_requests(settings.retry_after, wait, headers)
+                return self._throttled(wait, headers)
         if settings.error_rate > 0:
             rng = self._rng()
             if rng.random() < settings.error_rate:
@@ -211,7 +213,12 @@ class Handlers:
             return json_response(200, {"contactId": cid, **self._contacts.get(cid, {})}, headers)
         return self._patch(cid, request.body, headers)
 
-    def _patch(self, cid: str, body: bytes, headers: _Headers) -> Response | Any:
+    def _throttled(self, wait: float, headers: Headers) -> Response:
+        self._stats.rate_limited += 1
+        settings = self.settings
+        return throttled(settings.retry_after, settings.throttle_status, wait, headers)
+
+    def _patch(self, cid: str, body: bytes, headers: Headers) -> Response | Any:
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):

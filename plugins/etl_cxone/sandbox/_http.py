@@ -22,6 +22,7 @@ __all__ = [
     "DROP",
     "MAX_BODY",
     "Handler",
+    "Headers",
     "Request",
     "Response",
     "http_date",
@@ -37,6 +38,9 @@ MAX_BODY = 1 << 20
 _RECV_SIZE = 64 * 1024
 _LINGER_SECONDS = 2.0
 _LINGER_BYTES = 16 * MAX_BODY
+
+#: A header list: ``(lower-case name, value)`` pairs.
+Headers = list[tuple[bytes, bytes]]
 
 _REASONS = {s.value: s.phrase.encode("ascii") for s in http.HTTPStatus}
 _JSON = b"application/json"

@@ -105,16 +105,19 @@ class Sandbox(Handlers):
 
 
 @asynccontextmanager
-async def open_sandbox(settings: SandboxSettings | None = None) -> AsyncIterator[Sandbox]:
+async def open_sandbox(
+    settings: SandboxSettings | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[Sandbox]:
     """Run a sandbox server in the current Trio run while the context is open.
 
     Args:
         settings: Knobs; defaults when None. ``port=0`` picks a free port.
+        clock: The sandbox's monotonic clock (see :class:`Sandbox`).
 
     Yields:
         The running sandbox; ``sandbox.url`` is its base URL.
     """
-    sandbox = Sandbox(settings)
+    sandbox = Sandbox(settings, clock=clock)
     config = sandbox.settings
     if not is_indexed(config.seed_count):
         await trio.to_thread.run_sync(ensure_seeded, config.seed_count)

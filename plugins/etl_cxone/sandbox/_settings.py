@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field
-from pydantic_core import PydanticUndefined
+from pydantic import AfterValidator, Field
+from pydantic_core import ErrorDetails, PydanticUndefined
 
-__all__ = ["FIXED_WHILE_RUNNING", "Flag", "SandboxSettings", "apply_changes"]
+__all__ = ["FIXED_WHILE_RUNNING", "Flag", "SandboxSettings", "apply_changes", "error_message"]
 
 #: Settings only read when the server starts.
 FIXED_WHILE_RUNNING = ("host", "port")
@@ -21,7 +21,8 @@ FIXED_WHILE_RUNNING = ("host", "port")
 class Flag:
     """How a setting appears on the command line (metadata of the setting's annotation).
 
-    Settings without a ``Flag`` get an option named after them, e.g. ``--seed-count``.
+    Every setting gets an option named after it (``seed_count``: ``--seed-count``) unless its
+    ``Flag`` says ``omit``.
 
     Attributes:
         metavar: Placeholder of the value in ``--help``.
@@ -34,6 +35,24 @@ class Flag:
     default: Any = PydanticUndefined
     parse: Callable[[str], Any] | None = None
     omit: bool = False
+
+
+def _parse_schedule(text: str) -> list[tuple[str, str]]:
+    """``20:50,40:100`` -> ``[("20", "50"), ("40", "100")]`` (validated as numbers afterwards)."""
+    pairs = []
+    for part in text.split(","):
+        seconds, colon, rate = part.partition(":")
+        if not colon:
+            raise ValueError("expected SECONDS:RATE pairs separated by commas")
+        pairs.append((seconds.strip(), rate.strip()))
+    return pairs
+
+
+def _times_increase(schedule: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    times = [seconds for seconds, _ in schedule]
+    if any(later <= earlier for earlier, later in zip(times, times[1:])):
+        raise ValueError("the times must increase")
+    return schedule
 
 
 _NO_FLAG = Flag(omit=True)
@@ -62,13 +81,63 @@ class SandboxSettings(pydantic.BaseModel):
         default=3600.0, ge=0, description="Lifetime of issued tokens in seconds (``expires_in``)."
     )
     rate_limit: Annotated[float | None, Flag(metavar="PER_SECOND")] = Field(
-        default=None, gt=0, description="API requests per second allowed (token bucket); unlimited when unset."
+        default=None, gt=0, description="API requests per second the quota admits; unlimited when unset."
+    )
+    limit_shape: Literal["token_bucket", "fixed_window", "sliding_window"] = Field(
+        default="token_bucket",
+        description=(
+            "Shape of the quota: a token bucket of ``burst`` requests refilled at ``rate_limit`` per "
+            "second; fixed windows of ``window`` seconds, each admitting ``rate_limit * window`` "
+            "requests; or a sliding window admitting at most ``rate_limit * window`` requests in "
+            "any trailing ``window`` seconds."
+        ),
     )
     burst: float | None = Field(
-        default=None, ge=1, description="Bucket size; ``max(1, rate_limit / 10)`` when unset."
+        default=None, ge=1, description="Token bucket size; ``max(1, rate_limit / 10)`` when unset."
     )
-    retry_after: Literal["seconds", "http-date", "none"] = Field(
-        default="seconds", description="Form of ``Retry-After`` on 429."
+    window: Annotated[float, _SECONDS] = Field(
+        default=1.0,
+        gt=0,
+        description="Length of a fixed or sliding window in seconds (it admits at least 1 request).",
+    )
+    rate_schedule: Annotated[
+        tuple[tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(gt=0)]], ...],
+        AfterValidator(_times_increase),
+        Flag(metavar="SECONDS:RATE,...", parse=_parse_schedule),
+    ] = Field(
+        default=(),
+        description=(
+            "A quota that moves: ``[seconds, rate]`` pairs, e.g. ``[[20, 50], [40, 100]]`` (on the "
+            "command line ``20:50,40:100``); each sets ``rate_limit`` once, that many seconds after "
+            "the first API request. A new schedule, or a reset of the statistics, starts it over."
+        ),
+    )
+    throttle_penalty: Annotated[float, _SECONDS] = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Seconds a refused request holds the quota shut: nothing is admitted before it was "
+            "refused plus this, so hammering extends the refusal."
+        ),
+    )
+    max_in_flight: Annotated[int | None, Flag(metavar="REQUESTS")] = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Most API requests handled at once; one more is refused at once, with ``latency`` as "
+            "its wait. Unlimited when unset."
+        ),
+    )
+    retry_after: Literal["seconds", "http-date", "none", "milliseconds", "fractional"] = Field(
+        default="seconds",
+        description=(
+            "How a refusal says when to retry: ``Retry-After`` in whole seconds (at least 1), as an "
+            "HTTP date, not at all, ``retry-after-ms`` in milliseconds (and no ``Retry-After``), or "
+            "``Retry-After`` in seconds with 3 decimals. Every form rounds the wait up."
+        ),
+    )
+    throttle_status: Literal[429, 503] = Field(
+        default=429, description="Status of a refusal (quota or ``max_in_flight``): 429, or 503 for an overloaded service."
     )
     rate_limit_headers: bool = Field(
         default=False,
@@ -78,6 +147,9 @@ class SandboxSettings(pydantic.BaseModel):
         ),
     )
     latency: Annotated[float, _SECONDS] = Field(default=0.0, ge=0, description="Seconds added before each API response.")
+    latency_jitter: Annotated[float, _SECONDS] = Field(
+        default=0.0, ge=0, description="Up to this many more seconds of latency, uniformly random per API response."
+    )
     error_rate: Annotated[float, _SHARE] = Field(
         default=0.0, ge=0, le=1, description="Share of API requests answered with a random 500/502/503/504 (not applied)."
     )
@@ -92,7 +164,7 @@ class SandboxSettings(pydantic.BaseModel):
     )
     extra_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(default=(), description="More contact ids that exist.")
     random_seed: int | None = Field(
-        default=None, description="Seed of the random choices (error_rate, drop_rate); random when unset."
+        default=None, description="Seed of the random choices (error_rate, drop_rate, latency_jitter); random when unset."
     )
 
 
@@ -115,9 +187,18 @@ def apply_changes(settings: SandboxSettings, changes: dict[str, Any]) -> dict[st
     except pydantic.ValidationError as exc:
         for error in exc.errors():
             name = str(error["loc"][0])
-            errors.setdefault(name, "unknown setting" if error["type"] == "extra_forbidden" else error["msg"])
+            errors.setdefault(name, error_message(error))
     if errors:
         return errors
     for name in changes:
         setattr(settings, name, getattr(valid, name))
     return {}
+
+
+def error_message(error: ErrorDetails) -> str:
+    """The message of one validation error, without pydantic's ``Value error,`` prefix."""
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return error["msg"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -68,3 +73,25 @@ async def raw_exchange(sandbox: Sandbox, data: bytes) -> bytes:
 
 def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1])
+
+
+@contextmanager
+def served_from_the_command_line(*options: str) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """Run ``python -m etl_cxone.sandbox --port 0 ...``; yield the process, its URL and first line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "etl_cxone.sandbox", "--port", "0", "--seed-count", "10", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        yield proc, match.group(1), line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -6,14 +6,21 @@ import argparse
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from etl_cxone.sandbox import SandboxSettings, add_arguments, settings_from_args
+from tests.plugins.sandbox.conftest import CID, served_from_the_command_line
+
+
+def sandbox_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser
 
 
 def test_command_line_arguments():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = sandbox_parser()
     ns = parser.parse_args(
         [
             *("--port", "0", "--client-id", "cid", "--client-secret", "sec"),
@@ -34,14 +41,12 @@ def test_command_line_arguments():
 
 
 def test_defaults_come_from_the_settings_except_the_port():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = sandbox_parser()
     assert settings_from_args(parser.parse_args([])) == SandboxSettings(port=8080)
 
 
 def test_settings_without_an_option_keep_their_default():
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = sandbox_parser()
     options = {action.dest for action in parser._actions}
     assert "outage" not in options and "extra_ids" not in options
     assert settings_from_args(argparse.Namespace(rate_limit=3.0)) == SandboxSettings(rate_limit=3)
@@ -56,11 +61,16 @@ def test_settings_without_an_option_keep_their_default():
         (["--seed-count", "many"], "argument --seed-count: input should be a valid integer"),
         (["--retry-after", "minutes"], "argument --retry-after: input should be"),
         (["--port", "70000"], "argument --port: input should be less than or equal to 65535"),
+        (["--rate-schedule", "20"], "argument --rate-schedule: expected SECONDS:RATE pairs separated by commas: '20'"),
+        (["--rate-schedule", "40:1,20:2"], "argument --rate-schedule: the times must increase: '40:1,20:2'"),
+        (["--rate-schedule", "20:0"], "argument --rate-schedule: input should be greater than 0: '20:0'"),
+        (["--throttle-status", "500"], "argument --throttle-status: input should be 429 or 503: '500'"),
+        (["--limit-shape", "leaky_bucket"], "argument --limit-shape: input should be 'token_bucket', "),
+        (["--max-in-flight", "0"], "argument --max-in-flight: input should be greater than or equal to 1: '0'"),
     ],
 )
 def test_bad_values_are_usage_errors(capsys, argv, message):
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    parser = sandbox_parser()
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(argv)
     assert exit_info.value.code == 2
@@ -77,3 +87,31 @@ def test_module_entry_point_reports_a_bad_value_without_a_traceback():
     assert result.returncode == 2
     assert "argument --error-rate: input should be less than or equal to 1: '2'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_quota_shape_options():
+    parser = sandbox_parser()
+    ns = parser.parse_args(
+        [
+            *("--rate-limit", "100", "--burst", "1", "--limit-shape", "sliding_window", "--window", "60"),
+            *("--rate-schedule", "20:50, 40:100", "--throttle-penalty", "2", "--max-in-flight", "8"),
+            *("--latency-jitter", "0.05", "--retry-after", "milliseconds", "--throttle-status", "503"),
+        ]
+    )
+    assert settings_from_args(ns) == SandboxSettings(
+        port=8080, rate_limit=100, burst=1, limit_shape="sliding_window", window=60,
+        rate_schedule=((20, 50), (40, 100)), throttle_penalty=2, max_in_flight=8,
+        latency_jitter=0.05, retry_after="milliseconds", throttle_status=503,
+    )
+
+
+def test_a_quota_shape_from_the_command_line():
+    options = ("--rate-limit", "1", "--burst", "1", "--retry-after", "milliseconds", "--throttle-status", "503")
+    with served_from_the_command_line(*options) as (proc, url, _):
+        with httpx.Client(base_url=url, timeout=5) as c:
+            assert c.get(f"/api/v2/contacts/{CID}").status_code == 401  # admitted, no token
+            r = c.get(f"/api/v2/contacts/{CID}")
+            assert r.status_code == 503
+            assert "retry-after" not in r.headers
+            assert 1 <= int(r.headers["retry-after-ms"]) <= 1000
+            assert c.get("/sandbox/settings").json()["throttle_status"] == 503

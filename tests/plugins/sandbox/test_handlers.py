@@ -258,3 +258,35 @@ async def test_sandbox_stats_settings_and_reset_routes(client, sandbox):
     assert stats["first_request_at"] is None
     assert (await client.get("/sandbox/nothing")).status_code == 404
     assert (await client.post("/sandbox/stats")).status_code == 405
+
+
+async def test_quota_shapes_are_set_live(client, sandbox):
+    changes = {
+        "limit_shape": "fixed_window",
+        "window": 60,
+        "rate_limit": 100,
+        "rate_schedule": [[20, 50], [40, 100]],
+        "throttle_penalty": 1.5,
+        "max_in_flight": 4,
+        "latency_jitter": 0.01,
+        "retry_after": "fractional",
+        "throttle_status": 503,
+    }
+    r = await client.post("/sandbox/settings", json=changes)
+    assert r.status_code == 200, r.text
+    assert {name: r.json()[name] for name in changes} == changes
+    assert sandbox.settings.rate_schedule == ((20.0, 50.0), (40.0, 100.0))
+    assert (await client.get("/sandbox/settings")).json()["rate_schedule"] == [[20, 50], [40, 100]]
+
+    r = await client.post(
+        "/sandbox/settings",
+        json={"rate_schedule": [[20, 50], [10, 100]], "throttle_status": 500, "limit_shape": "leaky", "window": 0},
+    )
+    assert r.status_code == 400
+    assert r.json()["fields"] == {
+        "rate_schedule": "the times must increase",
+        "throttle_status": "Input should be 429 or 503",
+        "limit_shape": "Input should be 'token_bucket', 'fixed_window' or 'sliding_window'",
+        "window": "Input should be greater than 0",
+    }
+    assert sandbox.settings.limit_shape == "fixed_window"

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
 
 import httpx
 import pytest
 
 from etl_cxone.sandbox import run_sandbox_in_thread
-from tests.plugins.sandbox.conftest import CID, settings
+from tests.plugins.sandbox.conftest import CID, served_from_the_command_line, settings
 
 
 def test_run_sandbox_in_thread_from_sync_code():
@@ -50,24 +47,10 @@ def test_run_sandbox_in_thread_reports_a_taken_port():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT delivery differs on Windows")
 def test_serve_forever_prints_url_and_stops_quietly_on_ctrl_c():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "etl_cxone.sandbox", "--port", "0", "--seed-count", "10"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+)", line)
-        assert match, line
+    with served_from_the_command_line() as (proc, url, line):
         assert "sandbox-client" in line and "sandbox-secret" in line
-        assert httpx.get(match.group(1) + "/sandbox/stats", timeout=5).status_code == 200
+        assert httpx.get(url + "/sandbox/stats", timeout=5).status_code == 200
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0
     assert "Traceback" not in err, err
