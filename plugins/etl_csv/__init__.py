@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from etl_core import ConfigError, PluginOptions, Record, Source, hookimpl
 
-from ._reader import CsvReader
+from ._reader import CsvReader, NotRegularFileError, open_regular_file
 
 __all__ = ["CsvSource"]
 
@@ -36,17 +36,21 @@ class CsvSource(Source):
     * a row with more or fewer fields than the header;
     * a row with bytes that are not valid in ``encoding`` (the text is kept with
       U+FFFD replacement characters) or with a NUL character;
-    * a field longer than ``max_field_size`` or a record longer than ``max_line_length``;
+    * a field longer than ``max_field_size``, a record longer than ``max_line_length``
+      or with more than ``max_fields`` fields;
     * malformed quoting: text after a closing quote, or a quote left open at the end
       of the file;
     * an empty line, when ``skip_blank_lines`` is false and the file has several columns.
 
-    After a record abandoned for its length, reading resumes on the next line, so the
-    rest of a runaway quoted field is read as rows (usually rejected as ragged).
+    A record rejected for its size is rejected whole, once: when the limit is hit inside
+    a quoted field that spans lines, the rest of the field is skipped up to its closing
+    quote, so no line of a field's text is ever read as a row. Reading resumes after it.
 
-    The whole run stops with :class:`~etl_core.FatalError` only when the file cannot be
-    opened or read, when its header is empty or has an empty or duplicate column name,
-    or, for encodings that are not ASCII-compatible, when the text cannot be decoded.
+    The whole run stops with :class:`~etl_core.FatalError` when the file cannot be
+    opened or read, or is not a regular file; when its header is empty, has an empty or
+    duplicate column name or too many columns; when malformed quoting in a record that
+    spans lines (or that leaves a quote open) hides where the record ends; or, for
+    encodings that are not ASCII-compatible, when the text cannot be decoded.
     """
 
     name = "csv"
@@ -105,8 +109,17 @@ class CsvSource(Source):
             ge=1,
             description=(
                 "Most characters allowed in one record, line breaks inside quoted fields included; "
-                "a longer record is rejected without being held in memory, and reading resumes "
-                "on the next line."
+                "a longer record is rejected whole without being held in memory, and reading resumes "
+                "after it (after the closing quote of a quoted field that spans lines)."
+            ),
+        )
+        max_fields: int = Field(
+            16_384,
+            ge=1,
+            description=(
+                "Most fields allowed in one record (16,384 is a spreadsheet's column limit); a record "
+                "with more is rejected before its fields are built, so a row of a million empty "
+                "cells costs no more memory than its text."
             ),
         )
         skip_blank_lines: bool = Field(
@@ -131,7 +144,8 @@ class CsvSource(Source):
                 codecs.lookup(value)
                 "".encode(value)
             except LookupError:
-                raise ValueError(f"unknown text encoding {value!r}") from None
+                # The value is not quoted: after interpolation, any value may be a secret.
+                raise ValueError("unknown text encoding (a Python codec name such as utf-8, latin-1 or cp1252)") from None
             return value
 
         @field_validator("columns")
@@ -141,13 +155,13 @@ class CsvSource(Source):
                 return None
             if not value:
                 raise ValueError("must list at least one column name")
-            seen: set[str] = set()
-            for name in value:
+            seen: dict[str, int] = {}
+            for position, name in enumerate(value, 1):
                 if not name.strip():
                     raise ValueError("column names must not be empty")
                 if name in seen:
-                    raise ValueError(f"duplicate column name {name!r}")
-                seen.add(name)
+                    raise ValueError(f"duplicate column name (names {seen[name]} and {position})")
+                seen[name] = position
             return value
 
         @model_validator(mode="after")
@@ -165,23 +179,25 @@ class CsvSource(Source):
         self._reader: CsvReader | None = None
 
     def check(self) -> None:
-        """Check that the file can be opened for reading.
+        """Check that the file is a regular file that can be opened for reading.
+
+        The messages do not quote the path: after interpolation any value may be a secret,
+        and the error names the key and its line.
 
         Raises:
-            ConfigError: The file is missing, unreadable or a directory (``source.path``).
+            ConfigError: The file is missing or unreadable, or is a directory, a named pipe
+                or a device (``source.path``).
         """
-        path = self.options.path
         try:
-            with open(path, "rb"):
-                pass
+            open_regular_file(self.options.path).close()
         except FileNotFoundError:
-            raise ConfigError(f"file not found: {path}", path="source.path") from None
-        except IsADirectoryError:
-            raise ConfigError(f"is a directory, not a file: {path}", path="source.path") from None
+            raise ConfigError("file not found", path="source.path") from None
+        except NotRegularFileError as exc:
+            raise ConfigError(f"is {exc.strerror}, not a regular file", path="source.path") from None
         except PermissionError:
-            raise ConfigError(f"permission denied: {path}", path="source.path") from None
+            raise ConfigError("permission denied", path="source.path") from None
         except OSError as exc:
-            raise ConfigError(f"cannot open {path}: {exc.strerror or exc}", path="source.path") from None
+            raise ConfigError(f"cannot open the file: {exc.strerror or exc}", path="source.path") from None
 
     def read(self) -> Iterator[Record]:
         """Yield the file's records in order (see the class docstring).
@@ -199,6 +215,7 @@ class CsvSource(Source):
             columns=opts.columns,
             max_field_size=opts.max_field_size,
             max_line_length=opts.max_line_length,
+            max_fields=opts.max_fields,
             skip_blank_lines=opts.skip_blank_lines,
         )
         return self._reader.records()

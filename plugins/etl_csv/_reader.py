@@ -6,20 +6,33 @@ rejects one row instead of the run. The lines feed a single :func:`csv.reader`,
 whose ``line_num`` therefore counts physical lines: that is where record line
 numbers come from, embedded line breaks included.
 
-Two limits keep memory bounded whatever the input: a line longer than
+Three limits keep memory bounded whatever the input: a line longer than
 ``max_line_length`` is never held whole (its bytes are skipped up to the next line
-break), and a record spanning lines is abandoned as soon as its lines add up to more
-than ``max_line_length``. To end such a record inside :mod:`csv`, the reader hands
-the parser a short *poison* line in place of the offending one; the poison is
-malformed in every parser state it can meet, so the parser raises :class:`csv.Error`,
-drops the partial record and resumes with the next line. Line numbers stay exact
-because the poison replaces exactly one physical line.
+break), a record spanning lines is abandoned as soon as its lines add up to more
+than ``max_line_length``, and a record is abandoned as soon as it has more than
+``max_fields`` fields, before the parser builds them. To end such a record inside
+:mod:`csv`, the reader hands the parser a short *poison* line in place of the
+offending one; the poison is malformed in every parser state it can meet, so the
+parser raises :class:`csv.Error` and drops the partial record. Line numbers stay
+exact because the poison replaces exactly one physical line.
+
+A record abandoned in the middle of a quoted field does not end at that line: the
+lines after it are still the field's text, and must never be read as rows (whoever
+writes one cell of an export could otherwise forge whole rows). A quote follower
+(:class:`_QuoteFollower`) reads the quotes of every line that can break a limit and
+of every record that spans lines, as the parser does; after the offending line the
+reader keeps the parser inside an empty quoted field, feeding it empty lines, up to
+the line where the follower sees the record end, and poisons that one. The whole
+record is rejected once, and reading resumes after it. Where quoting is malformed
+inside a record that spans lines (or leaves a quote open on its one line), its end
+cannot be told, and reading stops with :class:`FatalError` instead.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +44,47 @@ from etl_core import FatalError, Record
 BLOCK_SIZE = 1 << 16
 
 _UTF8_BOM = codecs.BOM_UTF8
+#: What csv.Error says of a quoted field left open at the end of the file.
+_END_OF_DATA = "unexpected end of data"
 _ASCII = bytes(range(128))
+
+
+#: What a path that is not a regular file is, for messages.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+class NotRegularFileError(OSError):
+    """The path names a directory, a named pipe, a device or a socket, not a regular file."""
+
+
+def open_regular_file(path: str) -> BinaryIO:
+    """Open ``path`` for reading in binary, unbuffered, refusing anything but a regular file.
+
+    The file is opened without blocking, so a named pipe with no writer cannot hang the
+    caller, and checked before a byte is read: a pipe or a device such as ``/dev/zero``
+    could otherwise keep a run reading forever.
+
+    Raises:
+        NotRegularFileError: The path is not a regular file (its message says what it is).
+        OSError: The file cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+            raise NotRegularFileError(errno.EINVAL, kind)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class _Parser(Protocol):
@@ -58,6 +111,80 @@ def is_ascii_compatible(encoding: str) -> bool:
 def _line_breaks(text: str) -> int:
     """Count the ``\\n``, ``\\r\\n`` and ``\\r`` line breaks in ``text``."""
     return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+# Where csv.reader stands in a record (its names), as _QuoteFollower tracks it.
+_FIELD_START, _UNQUOTED, _QUOTED, _QUOTE_IN_QUOTED, _MALFORMED = range(5)
+
+
+class _QuoteFollower:
+    """Follows how csv.reader reads the quotes of one record, without keeping its text.
+
+    Its rules are the parser's (``strict``, doubled quotes): a quote opens a quoted field
+    only as a field's first character; inside one, a quote is either doubled or closes
+    the field, and then only the delimiter or the line break may follow. Text is fed one
+    physical line at a time, without its line break, in as many pieces as needed.
+
+    Attributes:
+        state: Where the text so far leaves the parser; ``_QUOTED`` at the end of a line
+            means the record goes on to the next line.
+        fields: Fields begun in the record so far.
+        quotes: Quote characters in the record so far.
+    """
+
+    __slots__ = ("_delimiter", "_quotechar", "fields", "quotes", "state")
+
+    def __init__(self, delimiter: str, quotechar: str) -> None:
+        self._delimiter = delimiter
+        self._quotechar = quotechar
+        self.start_record()
+
+    def start_record(self) -> None:
+        """Forget the record: the next text starts a new one."""
+        self.state = _FIELD_START
+        self.fields = 1
+        self.quotes = 0
+
+    def feed(self, text: str, end: int | None = None) -> None:
+        """Follow ``text[:end]``, the next piece of the current line."""
+        quote, delimiter = self._quotechar, self._delimiter
+        if end is None:
+            end = len(text)
+        state = self.state
+        pos = 0
+        while pos < end:
+            if state == _QUOTED:
+                found = text.find(quote, pos, end)
+                if found < 0:
+                    break
+                self.quotes += 1
+                state, pos = _QUOTE_IN_QUOTED, found + 1
+            elif state == _QUOTE_IN_QUOTED:
+                char = text[pos]
+                if char == quote:
+                    self.quotes += 1
+                    state = _QUOTED
+                elif char == delimiter:
+                    self.fields += 1
+                    state = _FIELD_START
+                else:
+                    state = _MALFORMED
+                    continue
+                pos += 1
+            elif state == _MALFORMED:
+                self.quotes += text.count(quote, pos, end)
+                break
+            else:  # at the start of a field or in an unquoted one: only delimiters count
+                found = text.find(quote, pos, end)
+                stop = end if found < 0 else found
+                self.fields += text.count(delimiter, pos, stop)
+                if found < 0:
+                    state = _FIELD_START if text[end - 1] == delimiter else _UNQUOTED
+                    break
+                self.quotes += 1
+                opens = text[found - 1] == delimiter if found > pos else state == _FIELD_START
+                state, pos = (_QUOTED if opens else _UNQUOTED), found + 1
+        self.state = state
 
 
 class _Transcoder:
@@ -164,6 +291,7 @@ class CsvReader:
         columns: Column names to use; with ``header`` they replace the header's names.
         max_field_size: Characters allowed in one field.
         max_line_length: Characters allowed in one record, embedded line breaks included.
+        max_fields: Fields allowed in one record.
         skip_blank_lines: Skip empty lines instead of rejecting them.
     """
 
@@ -178,6 +306,7 @@ class CsvReader:
         columns: Sequence[str] | None = None,
         max_field_size: int = 1_048_576,
         max_line_length: int = 8 * 1_048_576,
+        max_fields: int = 16_384,
         skip_blank_lines: bool = True,
     ) -> None:
         self._path = path
@@ -190,6 +319,7 @@ class CsvReader:
         self._columns = list(columns) if columns is not None else None
         self._max_field = max_field_size
         self._max_line = max_line_length
+        self._max_fields = max_fields
         self._skip_blank = skip_blank_lines
         filler = next(c for c in "xyz" if c not in (delimiter, quotechar))
         # Malformed both at the start of a record and inside a quoted field (see module docstring).
@@ -201,6 +331,10 @@ class CsvReader:
         self._marks: dict[int, str] = {}
         #: The physical line where the last record (or error) ended, for the line feeder.
         self._done = 0
+        #: The last line handed to the parser, and the last one replaced by the poison.
+        self._line = ""
+        self._poisoned = 0
+        self._follower = _QuoteFollower(delimiter, quotechar)
         #: The column names and their count, once the header is read.
         self._names: list[str] = []
         self._ncols = 0
@@ -213,10 +347,13 @@ class CsvReader:
         """Yield the file's records in order; see :class:`etl_csv.CsvSource` for the rules.
 
         Raises:
-            FatalError: The file cannot be opened or read, or its header is unusable.
+            FatalError: The file cannot be opened or read, is not a regular file, or its
+                header is unusable; or malformed quoting hides where a record ends.
         """
         try:
-            raw: BinaryIO = open(self._path, "rb", buffering=0)  # noqa: SIM115 - closed below
+            raw = open_regular_file(self._path)
+        except NotRegularFileError as exc:
+            raise FatalError(f"cannot read {self._path}: it is {exc.strerror}, not a regular file") from None
         except OSError as exc:
             raise FatalError(f"cannot open {self._path}: {exc.strerror or exc}") from exc
         with raw:
@@ -247,6 +384,11 @@ class CsvReader:
                         prev = self._done = end
                 except csv.Error as exc:
                     end = reader.line_num
+                    if end != self._poisoned and str(exc) != _END_OF_DATA:
+                        # The parser found malformed quoting: make sure the record ends here.
+                        self._follower.start_record()
+                        self._follower.feed(self._line, _body_length(self._line))
+                        self._goes_on(end)
                     reason = self._take_marks(end) or self._explain(exc)
                     yield Record({}, prev + 1, {}, reason + _span(prev + 1, end))
                     prev = self._done = end
@@ -255,18 +397,19 @@ class CsvReader:
 
     def _parser(self, raw: BinaryIO) -> _Parser:
         """Set up decoding and return a csv.reader over the file's physical lines."""
-        info = os.fstat(raw.fileno())
-        self._size = info.st_size if stat.S_ISREG(info.st_mode) else None
+        self._size = os.fstat(raw.fileno()).st_size
         if is_ascii_compatible(self._encoding):
             self._input = _Input(raw, strip_bom=self._encoding == "utf-8")
             line_encoding = self._encoding
         else:
             self._input = _Transcoder(raw, self._encoding, self._path)
             line_encoding = "utf-8"
-        if csv.field_size_limit() < self._max_field:
+        if csv.field_size_limit() < self._max_line:
             # Process-wide in the csv module: only ever raised, never lowered, so other
-            # readers keep working; fields over our own limit are caught in _complex_row.
-            csv.field_size_limit(self._max_field)
+            # readers keep working. A record never exceeds max_line_length (_lines sees
+            # to it), so the parser never stops inside a field: fields over our own limit
+            # are caught in _complex_row, once their whole record is read.
+            csv.field_size_limit(self._max_line)
         return csv.reader(
             self._lines(self._blocks(self._input.read, line_encoding), line_encoding),
             delimiter=self._delimiter,
@@ -376,9 +519,7 @@ class CsvReader:
 
     def _explain(self, exc: csv.Error) -> str:
         message = str(exc)
-        if message.startswith("field larger than field limit"):
-            return f"a field is longer than {self._max_field} characters"
-        if message == "unexpected end of data":
+        if message == _END_OF_DATA:
             return "unterminated quoted field at the end of the file"
         if message.endswith(f"expected after '{self._quotechar}'"):
             return (
@@ -394,55 +535,136 @@ class CsvReader:
 
         Runs interleaved with :meth:`records`: when this generator resumes after handing
         out line ``n``, the parser needs line ``n + 1``, and ``self._done == n`` tells that
-        the record containing line ``n`` is complete.
+        the record containing line ``n`` is complete; otherwise line ``n`` ended inside a
+        quoted field. The quote follower reads every line of a record that spans lines,
+        and every line long enough to break a limit, so that it knows where a rejected
+        record ends.
         """
         marks = self._marks
+        follower = self._follower
         max_line = self._max_line
-        quick = min(self._max_field, max_line)  # a line this short needs no length check
+        # A line this short needs no check: no field, record or field count can be over its limit.
+        quick = min(self._max_field, max_line, self._max_fields - 1)
         n = 0  # lines handed out so far
         pending = 0  # characters of the unfinished record on lines before the next one
+        skipping = False  # the parser is being led through the rest of a rejected record
         for block in blocks:
-            if block is None:
-                marks[n + 1] = f"line {n + 1} is longer than {max_line} characters"
-                yield self._poison
+            if block is None:  # line n + 1 is over max_line_length; _blocks followed its quotes
+                if not skipping:
+                    marks[n + 1] = f"line {n + 1} is longer than {max_line} characters"
+                text, skipping = self._abandon(n + 1, skipping or pending > 0)
+                yield text
                 n += 1
                 pending = 0
-                continue
-            # A NUL byte sends every line of its block through the detailed check.
-            threshold = -1 if b"\0" in block else quick
-            for raw in block.splitlines(True):
-                try:
-                    line = raw.decode(encoding)
-                except UnicodeDecodeError as exc:
-                    line = raw.decode(encoding, "replace")
-                    marks[n + 1] = (
-                        f"not valid {encoding} at byte {exc.start + 1} of line {n + 1} (0x{raw[exc.start]:02x})"
-                    )
-                if pending or len(line) > threshold:
-                    line = self._check_line(line, n + 1, pending)
-                yield line
-                n += 1
-                if self._done != n:
-                    pending += len(line)
-                elif pending:
-                    pending = 0
+            else:
+                # A NUL byte sends every line of its block through the detailed check.
+                threshold = -1 if b"\0" in block else quick
+                for raw in block.splitlines(True):
+                    try:
+                        line = raw.decode(encoding)
+                    except UnicodeDecodeError as exc:
+                        line = raw.decode(encoding, "replace")
+                        marks[n + 1] = (
+                            f"not valid {encoding} at byte {exc.start + 1} of line {n + 1} (0x{raw[exc.start]:02x})"
+                        )
+                    self._line = line
+                    followed = skipping or pending or len(line) > threshold
+                    if skipping:
+                        follower.feed(line, _body_length(line))
+                        text, skipping = self._abandon(n + 1, True)
+                    elif followed and self._check_line(line, n + 1, pending):
+                        text, skipping = self._abandon(n + 1, pending > 0)
+                    else:
+                        text = line
+                    yield text
+                    n += 1
+                    if self._done != n:
+                        if not skipping:
+                            if not followed:  # the first line of a record that spans lines
+                                follower.start_record()
+                                follower.feed(line, _body_length(line))
+                            pending += len(line)
+                    elif pending:
+                        pending = 0
+            if not pending and not skipping:
+                follower.start_record()  # the next line starts a record, for _blocks to follow
 
-    def _check_line(self, line: str, number: int, pending: int) -> str:
-        """Flag a long, NUL-bearing or record-overflowing line; return what to feed csv."""
+    def _check_line(self, line: str, number: int, pending: int) -> bool:
+        """Follow a long or continuing line and flag its problems in ``_marks``.
+
+        Returns:
+            True when the record is rejected at this line (over ``max_line_length`` or
+            ``max_fields``); its reason is marked.
+
+        Raises:
+            FatalError: Malformed quoting leaves the record's end unknown (see :meth:`_goes_on`).
+        """
         marks = self._marks
-        body = len(line.rstrip("\r\n"))
+        follower = self._follower
+        body = _body_length(line)
+        if not pending:
+            follower.start_record()
+        follower.feed(line, body)
         if pending + body > self._max_line:
             marks[number] = (
                 f"line {number} is longer than {self._max_line} characters"
                 if body > self._max_line
                 else f"record is longer than {self._max_line} characters"
             )
-            return self._poison
+            return True
+        if follower.fields > self._max_fields:
+            marks[number] = f"record has more than {self._max_fields} fields"
+            return True
+        if follower.state == _MALFORMED:
+            self._goes_on(number)  # csv rejects the record; stop here if its end is unknown
         if "\0" in line:
             marks.setdefault(number, f"NUL character on line {number}")
         elif body > self._max_field:
             marks.setdefault(number, "")  # the row may hold an oversized field: check it
-        return line
+        return False
+
+    def _abandon(self, number: int, in_quotes: bool) -> tuple[str, bool]:
+        """Decide what the parser gets for line ``number`` of a rejected record.
+
+        The follower has read the line, and the reason is marked. When the record ends
+        on this line, the parser gets the poison, which ends it with a :class:`csv.Error`.
+        When it goes on (inside a quoted field), the parser is kept inside a quoted field
+        that grows no longer (an opening quote if it was not in one, then empty lines)
+        until the line where the record ends: the whole record is one error, and no line
+        of it is ever read as a row.
+
+        Args:
+            number: The line.
+            in_quotes: Whether the parser is inside a quoted field at the start of the line.
+
+        Returns:
+            The text for the parser, and whether the record goes on after this line.
+        """
+        if self._goes_on(number):
+            return ("" if in_quotes else self._quotechar), True
+        self._poisoned = number
+        return self._poison, False
+
+    def _goes_on(self, number: int) -> bool:
+        """Tell whether the record goes on past line ``number``, which the follower has read.
+
+        Raises:
+            FatalError: A quote is malformed (neither doubled nor closing its field) in a
+                record that spans lines, or that leaves a quote open on its one line: where
+                its quoted field ends cannot be told, and its text must not be read as rows.
+        """
+        follower = self._follower
+        if follower.state != _MALFORMED:
+            return follower.state == _QUOTED
+        start = self._done + 1
+        if start == number and not follower.quotes % 2:
+            return False  # its quotes pair up: the record ends with its line, as csv reads it
+        where = f"the record starting on line {start}" if start < number else "a record that leaves a quote open"
+        raise FatalError(
+            f"{self._path}: malformed quoting on line {number}, in {where}; where its quoted field ends "
+            "cannot be told, so reading stops here rather than read the field's text as rows "
+            "(a quote inside a quoted field must be doubled)"
+        )
 
     # -- blocks ---------------------------------------------------------------
 
@@ -452,9 +674,10 @@ class CsvReader:
         A block never ends between the ``\\r`` and ``\\n`` of a line break. A line
         without a break is accumulated up to ``max_line_length`` bytes; beyond that its
         characters are counted as it streams in, and once they pass the limit the rest
-        of the line is skipped, never stored.
+        of the line is skipped, never stored; the quote follower reads it as it passes.
         """
         limit = self._max_line
+        follower = self._follower
         pending: list[bytes] = []  # the unfinished line; or, when held_cr, whole lines
         partial = 0  # bytes of the unfinished line
         held_cr = False  # pending ends with \r, possibly the first half of \r\n
@@ -490,6 +713,7 @@ class CsvReader:
                             counter = codecs.getincrementaldecoder(encoding)("replace")
                             chars = sum(len(counter.decode(piece)) for piece in pending)
                             if chars > limit:
+                                counter = self._follow(pending, encoding)
                                 discarding, pending = True, []
                         break
                     pending.append(chunk[:cut])
@@ -505,12 +729,14 @@ class CsvReader:
                 lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
                 end = cr if cr >= 0 and (lf < 0 or cr < lf) else lf
                 head = chunk if end < 0 else chunk[:end]
-                if not discarding:
+                if discarding:
+                    follower.feed(counter.decode(head))
+                else:
                     chars += len(counter.decode(head))
+                    pending.append(head)
                     if chars > limit:
+                        counter = self._follow(pending, encoding)
                         discarding, pending = True, []
-                    else:
-                        pending.append(head)
                 if end < 0:
                     break
                 after = end + 1
@@ -518,8 +744,8 @@ class CsvReader:
                 open_crlf = chunk[end] == 0x0D and after == len(chunk)
                 if chunk[end] == 0x0D and not open_crlf and chunk[after] == 0x0A:
                     after += 1
-                counter, partial = None, 0
                 if discarding:
+                    follower.feed(counter.decode(b"", True))
                     discarding = False
                     skip_lf = open_crlf
                     yield None
@@ -530,11 +756,27 @@ class CsvReader:
                     else:
                         yield b"".join(pending)
                         pending = []
+                counter, partial = None, 0
                 chunk = chunk[after:]
         if discarding:
+            follower.feed(counter.decode(b"", True))
             yield None
         elif pending:
             yield b"".join(pending)
+
+    def _follow(self, pieces: list[bytes], encoding: str) -> codecs.IncrementalDecoder:
+        """Feed the follower the text of ``pieces``; return the decoder to go on with."""
+        decoder = codecs.getincrementaldecoder(encoding)("replace")
+        for piece in pieces:
+            self._follower.feed(decoder.decode(piece))
+        return decoder
+
+
+def _body_length(line: str) -> int:
+    """Return the length of ``line`` without its line break."""
+    if line.endswith("\n"):
+        return len(line) - (2 if line.endswith("\r\n") else 1)
+    return len(line) - line.endswith("\r")
 
 
 def _span(start: int, end: int) -> str:

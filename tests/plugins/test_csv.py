@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import stat
+import threading
 import tracemalloc
 from pathlib import Path
 from unittest import mock
@@ -60,6 +63,7 @@ def test_option_defaults_and_descriptions():
     assert (opts.delimiter, opts.quotechar, opts.encoding, opts.header, opts.columns) == (",", '"', "utf-8", True, None)
     assert opts.max_field_size == 1_048_576
     assert opts.max_line_length == 8 * 1_048_576
+    assert opts.max_fields == 16_384
     assert opts.skip_blank_lines is True
     for name, field in CsvSource.Options.model_fields.items():
         assert field.description, name
@@ -73,19 +77,31 @@ def test_option_defaults_and_descriptions():
         ({"quotechar": "''"}, "at most 1 character"),
         ({"delimiter": "\n"}, "line break"),
         ({"delimiter": '"'}, "delimiter and quotechar must differ"),
-        ({"encoding": "no-such-codec"}, "unknown text encoding 'no-such-codec'"),
+        ({"encoding": "no-such-codec"}, "unknown text encoding \\(a Python codec name"),
         ({"encoding": "rot13"}, "unknown text encoding"),
         ({"header": False}, "columns is required when header is false"),
-        ({"columns": ["a", "a"]}, "duplicate column name 'a'"),
+        ({"columns": ["b", "a", "a"]}, "duplicate column name \\(names 2 and 3\\)"),
         ({"columns": ["a", " "]}, "must not be empty"),
         ({"columns": []}, "at least one column"),
         ({"max_field_size": 0}, "greater than or equal to 1"),
+        ({"max_fields": 0}, "greater than or equal to 1"),
         ({"unknown": 1}, "Extra inputs are not permitted"),
     ],
 )
 def test_invalid_options(options, message):
     with pytest.raises(pydantic.ValidationError, match=message):
         CsvSource.Options(path="x.csv", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "value"), [({"encoding": "s3cr3t-codec"}, "s3cr3t-codec"), ({"columns": ["k3y", "k3y"]}, "k3y")]
+)
+def test_option_errors_do_not_quote_the_value(options, value):
+    with pytest.raises(pydantic.ValidationError) as info:
+        CsvSource.Options(path="x.csv", **options)
+    # The core reports the message without the input (a value may be a secret).
+    messages = " ".join(error["msg"] for error in info.value.errors())
+    assert messages and value not in messages
 
 
 # -- the basics ---------------------------------------------------------------------------
@@ -217,12 +233,13 @@ def test_oversized_field_is_rejected_and_reading_continues(tmp_path):
     ]
 
 
-def test_oversized_field_caught_by_the_csv_module(tmp_path):
-    # When the process-wide csv limit equals max_field_size, csv itself stops the field.
+def test_the_csv_module_never_stops_inside_a_field(tmp_path):
+    # csv's own (process-wide) limit is raised to max_line_length: a record is never cut
+    # by csv in the middle of a field, where the next line is still the field's text.
     csv.field_size_limit(5)
-    records = read(tmp_path, "a,b\n" + "x" * 30 + ",1\n2,3\n", max_field_size=20)
-    assert csv.field_size_limit() == 20
-    assert summary(records) == [(2, "a field is longer than 20 characters"), (3, {"a": "2", "b": "3"})]
+    records = read(tmp_path, 'a,b\n1,"' + "x\n" * 15 + '3,forged\n"\n2,3\n', max_field_size=20, max_line_length=100)
+    assert csv.field_size_limit() == 100
+    assert summary(records) == [(2, "field 2 (b) is longer than 20 characters (lines 2-18)"), (19, {"a": "2", "b": "3"})]
 
 
 def test_oversized_line_is_rejected_and_reading_continues(tmp_path):
@@ -236,16 +253,12 @@ def test_oversized_line_is_rejected_and_reading_continues(tmp_path):
     ]
 
 
-def test_oversized_multiline_record_is_abandoned(tmp_path):
+def test_oversized_multiline_record_is_rejected_whole(tmp_path):
     text = 'a,b\n1,"' + "x\n" * 20 + 'end"\n2,ok\n'
     records = read(tmp_path, text, max_line_length=15)
-    # The record is dropped at the line that takes it over the limit (line 8); the rest
-    # of the runaway field is then read as rows of its own, here ragged ones.
-    assert summary(records) == [
-        (2, "record is longer than 15 characters (lines 2-8)"),
-        *[(line, "expected 2 fields (header), got 1") for line in range(9, 23)],
-        (23, {"a": "2", "b": "ok"}),
-    ]
+    # Over the limit at line 8, inside the quoted field: the rest of the field, up to its
+    # closing quote on line 22, belongs to the rejected record.
+    assert summary(records) == [(2, "record is longer than 15 characters (lines 2-22)"), (23, {"a": "2", "b": "ok"})]
 
 
 def test_multibyte_line_within_character_limit_is_kept(tmp_path, monkeypatch):
@@ -266,6 +279,153 @@ def test_oversized_line_across_many_blocks(tmp_path, monkeypatch, newline):
         (4, "line 4 is longer than 20 characters"),
         (5, {"a": "4", "b": "ok"}),
     ]
+
+
+# -- no row is ever read out of a quoted field -------------------------------------------
+
+FORGED = "3,forged"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("block", [5, 1 << 16])
+@pytest.mark.parametrize(
+    ("options", "row", "reason"),
+    [
+        ({"max_field_size": 40}, "1,", "field 2 (b) is longer than 40 characters"),
+        ({"max_line_length": 40}, "1,", "record is longer than 40 characters"),
+        ({"max_fields": 3}, "1,2,3,", "record has more than 3 fields"),
+    ],
+)
+def test_a_limit_hit_inside_a_quoted_field_rejects_the_whole_field(
+    tmp_path, monkeypatch, newline, block, options, row, reason
+):
+    # A row whose quoted cell hides a whole row among many lines: the reader must not
+    # resume inside the cell when the cell (or its record) goes over a limit.
+    monkeypatch.setattr(_reader, "BLOCK_SIZE", block)
+    cell = newline.join(["x,x,x"] * 12 + [FORGED, "end"])
+    text = newline.join(["a,b", f'{row}"{cell}"', "2,ok", ""])
+    assert summary(read(tmp_path, text, **options)) == [(2, reason + " (lines 2-15)"), (16, {"a": "2", "b": "ok"})]
+
+
+@pytest.mark.parametrize("block", [3, 1 << 16])
+def test_an_overlong_line_that_opens_a_quoted_field(tmp_path, monkeypatch, block):
+    # The line is skipped without being held, but its quotes are followed as it passes.
+    monkeypatch.setattr(_reader, "BLOCK_SIZE", block)
+    text = 'a,b\n1,"' + "y" * 50 + "\n" + FORGED + '\nend"\n2,ok\n'
+    records = read(tmp_path, text, max_line_length=20)
+    assert summary(records) == [(2, "line 2 is longer than 20 characters (lines 2-4)"), (5, {"a": "2", "b": "ok"})]
+
+
+@pytest.mark.parametrize("block", [3, 1 << 16])
+def test_overlong_lines_inside_the_rest_of_a_rejected_field(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(_reader, "BLOCK_SIZE", block)
+    long = "z" * 50
+    text = f'a,b\n1,"{long}\n{FORGED}\n{long}""{long}\n{FORGED}\n{long}"\n2,ok\n'
+    records = read(tmp_path, text, max_line_length=20)
+    assert summary(records) == [(2, "line 2 is longer than 20 characters (lines 2-6)"), (7, {"a": "2", "b": "ok"})]
+
+
+def test_a_rejected_field_left_open_at_the_end_of_the_file(tmp_path):
+    records = read(tmp_path, 'a,b\n2,ok\n1,"' + "x\n" * 30 + FORGED + "\n", max_line_length=20)
+    assert summary(records) == [(2, {"a": "2", "b": "ok"}), (3, "record is longer than 20 characters (lines 3-33)")]
+
+
+def test_a_stray_quote_in_a_multiline_field_stops_the_reading(tmp_path):
+    # Where the field ends cannot be told: reading stops instead of taking its text for rows.
+    text = 'a,b\n0,ok\n1,"first line\nsays "hi" to\n' + FORGED + '\nend"\n2,ok\n'
+    got = []
+    with pytest.raises(FatalError, match="malformed quoting on line 4, in the record starting on line 3") as info:
+        got.extend(source(write(tmp_path, text)).read())
+    assert summary(got) == [(2, {"a": "0", "b": "ok"})]
+    assert "must be doubled" in str(info.value)
+
+
+def test_a_stray_quote_that_leaves_a_quote_open_stops_the_reading(tmp_path):
+    with pytest.raises(FatalError, match="malformed quoting on line 2, in a record that leaves a quote open"):
+        read(tmp_path, 'a,b\n1,"x"y,"z\n' + FORGED + '\nend"\n2,ok\n')
+
+
+def test_a_row_with_many_fields_is_rejected_before_they_are_built(tmp_path):
+    path = tmp_path / "wide.csv"
+    row = b"," * 1_000_000 + b"\n"  # a million empty fields in 1 MB
+    path.write_bytes(b"a,b\n" + row * 10 + b"1,2\n")
+    tracemalloc.start()
+    try:
+        records = list(source(path).read())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary(records) == [
+        *[(line, "record has more than 16384 fields") for line in range(2, 12)],
+        (12, {"a": "1", "b": "2"}),
+    ]
+    assert peak < 12 * (1 << 20)  # the parser would build a list of a million strings
+
+
+def test_delimiters_inside_quotes_are_not_fields(tmp_path):
+    text = 'a,b\n1,"2,3,4,5"\n2,"x\n3,4,5,6"\n3,"x\n4",5,6\n'
+    assert summary(read(tmp_path, text, max_fields=3)) == [
+        (2, {"a": "1", "b": "2,3,4,5"}),
+        (3, {"a": "2", "b": "x\n3,4,5,6"}),
+        (5, "record has more than 3 fields (lines 5-6)"),
+    ]
+
+
+def test_a_header_with_too_many_columns_is_fatal(tmp_path):
+    with pytest.raises(FatalError, match="cannot read the header on line 1: record has more than 2 fields"):
+        read(tmp_path, "a,b,c\n1,2,3\n", max_fields=2)
+
+
+_CELL_PIECES = [b"a", b",", b'"', b'""', b"\n", b"\r", b"\r\n", FORGED.encode() + b"\n", b"\xff", b"\x00", b"\xc3\xa9", b"q" * 25]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cell=st.binary(max_size=60) | st.lists(st.sampled_from(_CELL_PIECES), max_size=30).map(b"".join),
+    block=st.integers(min_value=1, max_value=64),
+    max_field=st.integers(min_value=4, max_value=40),
+    max_line=st.integers(min_value=12, max_value=60),
+    max_fields=st.integers(min_value=3, max_value=8),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+)
+def test_nothing_inside_a_quoted_cell_ever_becomes_a_record(tmp_path, cell, block, max_field, max_line, max_fields, newline):
+    # A correct writer (quotes doubled) wrote one hostile cell; whatever the cell holds and
+    # whichever limit it breaks, the records start on the rows' lines and nowhere else.
+    quoted = b'"' + cell.replace(b'"', b'""') + b'"'
+    rows = [b"id,text,n", b"1," + quoted + b",x", b"2,ok,y"]
+    content = newline.join(rows) + newline
+    starts = [1, 2, 2 + len(quoted.splitlines()) - (quoted.endswith((b"\n", b"\r")))]
+    path = write(tmp_path, content, name="cell.csv")
+    options = {"max_field_size": max_field, "max_line_length": max_line, "max_fields": max_fields}
+    with mock.patch.object(_reader, "BLOCK_SIZE", block):
+        records = list(source(path, **options).read())
+    assert [r.line for r in records] == starts[1:]
+    first, last = records
+    assert first.error or first.data == {"id": "1", "text": cell.decode(), "n": "x"}
+    assert last.data == {"id": "2", "text": "ok", "n": "y"}
+
+
+_QUOTING = st.text(alphabet='ab,"', max_size=14)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_QUOTING.filter(bool), cuts=st.lists(st.integers(min_value=0, max_value=14), max_size=3))
+def test_the_quote_follower_reads_a_line_as_csv_does(text, cuts):
+    follower = _reader._QuoteFollower(",", '"')
+    bounds = sorted({0, len(text), *(min(cut, len(text)) for cut in cuts)})
+    for start, stop in zip(bounds, bounds[1:]):
+        follower.feed(text[start:stop])
+    try:
+        row = next(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        if str(exc) == "unexpected end of data":  # the record goes on to the next line
+            assert follower.state == _reader._QUOTED
+        else:
+            assert follower.state == _reader._MALFORMED
+    else:
+        assert follower.state not in (_reader._QUOTED, _reader._MALFORMED)
+        assert follower.fields == len(row)
+    assert follower.quotes == text.count('"')
 
 
 def test_huge_single_line_is_never_held_in_memory(tmp_path):
@@ -368,6 +528,54 @@ def test_check_reports_permission_denied(tmp_path):
     with pytest.raises(ConfigError, match="permission denied") as info:
         source(path).check()
     assert info.value.path == "source.path"
+
+
+def check_and_read(path: Path) -> tuple[str, str]:
+    """The messages of check() and read() of ``path``, which must both refuse it within 10 s."""
+    messages: dict[str, str] = {}
+
+    def attempt() -> None:
+        with pytest.raises(ConfigError) as checked:
+            source(path).check()
+        messages["check"] = str(checked.value)
+        assert checked.value.path == "source.path"
+        with pytest.raises(FatalError) as read_error:
+            list(source(path).read())
+        messages["read"] = str(read_error.value)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive() and stat.S_ISFIFO(os.stat(path).st_mode):
+        with contextlib.suppress(OSError):  # a writer lets the blocked open() return
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"blocked on {path}")
+    thread.join(10)
+    assert set(messages) == {"check", "read"}
+    return messages["check"], messages["read"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "contacts.csv"
+    os.mkfifo(fifo)
+    checked, read_error = check_and_read(fifo)
+    assert checked == "source.path: is a named pipe (FIFO), not a regular file"
+    assert read_error == f"cannot read {fifo}: it is a named pipe (FIFO), not a regular file"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_device_is_refused():
+    checked, read_error = check_and_read(Path("/dev/zero"))
+    assert checked == "source.path: is a character device, not a regular file"
+    assert read_error == "cannot read /dev/zero: it is a character device, not a regular file"
+
+
+def test_check_messages_do_not_quote_the_path(tmp_path):
+    missing = tmp_path / "s3cr3t-name.csv"
+    with pytest.raises(ConfigError) as info:
+        source(missing).check()
+    assert str(info.value) == "source.path: file not found"
 
 
 def test_read_of_a_missing_file_is_fatal(tmp_path):
