@@ -17,7 +17,7 @@ import pydantic
 
 from ._errors import ConfigError, PluginError
 from .base import PluginOptions, Sink, Source, Transform
-from ._yaml import Path, load_yaml
+from ._yaml import MAX_BYTES, Path, load_yaml
 from .logging import DEFAULT_PII_FIELDS
 from .plugins import Registry
 
@@ -202,14 +202,24 @@ def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path
 def read_config(path: str) -> tuple[Any, dict[Path, int]]:
     """Read a config file's YAML (not yet validated) and the line of every key.
 
+    At most :data:`MAX_BYTES` are read, so a huge file (or ``/dev/zero``) is refused
+    quickly and in little memory.
+
     Raises:
-        ConfigError: The file cannot be read or is not valid YAML.
+        ConfigError: The file cannot be read, is too large, or is not valid YAML.
     """
     try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(
+            f"config file is larger than {MAX_BYTES >> 20} MiB (a config is a few kilobytes); refusing to load it",
+            source=path,
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("config file is not valid UTF-8", source=path) from None
     return load_yaml(text, source=path)

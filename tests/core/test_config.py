@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from etl_core import ConfigError
+from etl_core._yaml import MAX_BYTES
 from etl_core.config import interpolate, load_config
 
 MINIMAL = """
@@ -74,6 +75,29 @@ def test_unknown_plugin_lists_installed(write_config, registry):
 def test_not_a_mapping(write_config, registry):
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(str(write_config("- a\n- b\n")), registry)
+
+
+def test_a_config_file_over_the_size_limit_is_refused_unread(tmp_path, registry):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as file:
+        file.write(MINIMAL.encode())
+        file.write(b"# padding\n" * (MAX_BYTES // 10))
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert str(info.value) == f"{path}: config file is larger than 1 MiB (a config is a few kilobytes); refusing to load it"
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_config_file_is_refused(registry):
+    with pytest.raises(ConfigError, match="^/dev/zero: config file is larger than"):
+        load_config("/dev/zero", registry)
+
+
+def test_a_tagged_value_that_cannot_be_read_names_file_and_line(write_config, registry):
+    path = write_config(MINIMAL + "run:\n  workers: !!int ${TOKEN}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry, env={"TOKEN": "s3cr3t"})
+    assert str(info.value) == f"{path}:9: invalid YAML: not a valid !!int value"
 
 
 def test_missing_file(tmp_path, registry):

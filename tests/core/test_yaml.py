@@ -35,8 +35,31 @@ def test_alias_bomb_refused():
     for i, name in enumerate("bcdefg"):
         prev = "abcdefg"[i]
         levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
-    with pytest.raises(ConfigError, match=f"more than {MAX_NODES:,} nodes"):
-        load_yaml("\n".join(levels))
+    with pytest.raises(ConfigError, match=f"more than {MAX_NODES:,} nodes") as info:
+        load_yaml("\n".join(levels), source="bomb.yaml")
+    assert str(info.value).startswith("bomb.yaml:")
+
+
+def test_a_large_document_is_refused_before_it_is_composed_whole():
+    # The nodes are counted as they are composed: the error is met before the syntax
+    # error at the end of the document is ever reached.
+    text = "items:\n" + "  - x\n" * (2 * MAX_NODES) + "broken: [\n"
+    with pytest.raises(ConfigError, match=f"more than {MAX_NODES:,} nodes") as info:
+        load_yaml(text, source="big.yaml")
+    # The mapping, its key and the sequence come first: item n is node n + 3, on line n + 1.
+    assert str(info.value).startswith(f"big.yaml:{MAX_NODES - 1}: ")
+
+
+@pytest.mark.parametrize("tag", ["!!int", "!!float", "!!bool", "!!timestamp"])
+def test_a_value_its_tag_cannot_read_is_an_error_at_its_line(tag):
+    with pytest.raises(ConfigError) as info:
+        load_yaml(f"pipeline: demo\nsink:\n  client_secret: {tag} s3cr3t-value\n", source="p.yaml")
+    assert str(info.value) == f"p.yaml:3: invalid YAML: not a valid {tag} value"
+
+
+def test_values_of_standard_tags_are_still_read():
+    data, _ = load_yaml("a: !!int '12'\nb: !!float '1.5'\nc: !!bool 'yes'\nd: !!str 3\n")
+    assert data == {"a": 12, "b": 1.5, "c": True, "d": "3"}
 
 
 def test_python_tags_are_not_constructed():
