@@ -3,6 +3,8 @@
 A record's values are untrusted (they come from a CSV file), so each placeholder
 value is validated and percent-encoded as exactly one path segment: no value can
 add a segment, a query or a fragment, or climb out of the template with ``..``.
+Neither can the template itself: httpx and servers resolve ``.`` and ``..`` segments,
+so ``/contacts/{id}/../../admin`` would send every record to ``/admin``.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def template_fields(template: str) -> tuple[str, ...]:
 
     Raises:
         ValueError: The template does not start with ``/``, has a placeholder that is
-            not a simple field name, or has characters that do not belong in a path.
+            not a simple field name, has characters that do not belong in a path, or
+            has a ``.`` or ``..`` segment.
     """
     if not template.startswith("/"):
         raise ValueError("must start with '/'")
@@ -108,6 +111,8 @@ def template_fields(template: str) -> tuple[str, ...]:
             names.append(part)
         elif not _LITERAL.fullmatch(part) or any(char in part for char in "{}#"):
             raise ValueError("may only contain printable ASCII without spaces, '#' or unmatched braces")
+    if any(_is_dot_segment(segment) for segment in template.split("/")):
+        raise ValueError("must not have a '.' or '..' segment, which is resolved away (/a/b/../c is /a/c)")
     return tuple(names)
 
 
@@ -116,14 +121,20 @@ def render_path(template: str, data: Mapping[str, Any], *, key_field: str, key_f
 
     Raises:
         RecordRejected: A placeholder value is missing, empty, a dot segment, or (for
-            ``key_field``) not in ``key_format``.
+            ``key_field``) not in ``key_format``; or the values and the text around
+            them make a dot segment (``{a}{b}`` with two ``.``).
     """
-    parts = _PLACEHOLDER.split(template)
-    for index in range(1, len(parts), 2):
-        name = parts[index]
-        value = segment_value(data, name, key_format if name == key_field else "any")
-        parts[index] = urllib.parse.quote(value, safe="")
-    return "".join(parts)
+    segments = template.split("/")  # placeholder names hold no "/"
+    for position, segment in enumerate(segments):
+        parts = _PLACEHOLDER.split(segment)
+        for index in range(1, len(parts), 2):
+            name = parts[index]
+            value = segment_value(data, name, key_format if name == key_field else "any")
+            parts[index] = urllib.parse.quote(value, safe="")
+        segments[position] = "".join(parts)
+        if len(parts) > 1 and _is_dot_segment(segments[position]):
+            raise RecordRejected(f"{parts[1]}: not a valid path segment")
+    return "/".join(segments)
 
 
 def segment_value(data: Mapping[str, Any], name: str, key_format: KeyFormat) -> str:
@@ -146,6 +157,15 @@ def segment_value(data: Mapping[str, Any], name: str, key_format: KeyFormat) -> 
     if text in (".", ".."):
         raise RecordRejected(f"{name}: not a valid path segment")
     return text
+
+
+def _is_dot_segment(segment: str) -> bool:
+    """Tell whether a path segment means "this" or "the parent" directory.
+
+    Percent-encoded dots count, and so does a segment followed by ``;`` parameters,
+    which some servers strip before resolving it (``..;x``).
+    """
+    return urllib.parse.unquote(segment.partition(";")[0]) in (".", "..")
 
 
 def _format_name(key_format: KeyFormat) -> str:

@@ -60,3 +60,45 @@ def test_templates_are_validated_not_crashed(template):
         return
     assert template.startswith("/")
     assert all(name.isidentifier() or name.replace("_", "a").isalnum() for name in fields)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "/api/v2/contacts/{contactId}/../../admin",
+        "/api/./contacts/{contactId}",
+        "/api/v2/contacts/{contactId}/..",
+        "/api/%2e%2E/contacts/{contactId}",
+        "/api/.%2e/contacts/{contactId}",
+        "/api/..;x/contacts/{contactId}",
+    ],
+)
+def test_templates_with_dot_segments_are_refused(template):
+    with pytest.raises(ValueError, match="must not have a '.' or '..' segment"):
+        template_fields(template)
+
+
+@pytest.mark.parametrize("template", ["/.well-known/{x}", "/api/v1.2/{x}", "/a/.../{x}", "/a/{x}.json", "/a/..x/{x}"])
+def test_dots_inside_segments_are_fine(template):
+    assert template_fields(template) == ("x",)
+
+
+@pytest.mark.parametrize(
+    ("template", "data"),
+    [("/a/{x}{y}/b", {"x": ".", "y": "."}), ("/a/.{x}/b", {"x": "."}), ("/a/{x}%2e/b", {"x": "."})],
+)
+def test_values_that_make_a_dot_segment_with_their_neighbours_are_rejected(template, data):
+    with pytest.raises(RecordRejected, match="^x: not a valid path segment$"):
+        render_path(template, data, key_field="x", key_format="any")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([".", "..", "a", "%2e", ";"]), min_size=1, max_size=4))
+def test_a_rendered_path_never_holds_a_dot_segment(values):
+    template = "/a/" + "".join(f"{{v{i}}}" for i in range(len(values))) + "/b"
+    data = {f"v{i}": value for i, value in enumerate(values)}
+    try:
+        path = render_path(template, data, key_field="v0", key_format="any")
+    except RecordRejected:
+        return
+    assert urllib.parse.unquote(path.split("/")[2].partition(";")[0]) not in (".", "..")
