@@ -21,6 +21,7 @@ import trio
 
 from etl_core import EtlError, FatalError, ThrottledError, TransientError, parse_retry_after, register_secret
 
+from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
 from ._urls import display_url
 
 # Refresh ahead of expiry by the larger of these, so a token never expires mid-request...
@@ -31,8 +32,26 @@ _REFRESH_FRACTION = 0.1
 _MAX_REFRESH_FRACTION = 0.5
 # After a failed early refresh, seconds to wait before trying again (the old token is kept).
 _REFRESH_RETRY = 5.0
-# Only a short, code-like OAuth ``error`` value is quoted back; anything else may be junk.
-_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
+# Only the OAuth ``error`` codes of RFC 6749 and RFC 6750 are quoted back: any other
+# text could be anything, the client secret included.
+_ERROR_CODES = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "server_error",
+        "temporarily_unavailable",
+        "invalid_token",
+        "insufficient_scope",
+    }
+)
+# What an access token may be made of: visible ASCII, the characters an HTTP header can
+# carry (RFC 6749 §A.12); a line break or a non-ASCII character could not be sent.
+_TOKEN = re.compile(r"[!-~]+", re.ASCII)
 _ERROR_HINTS = {
     "invalid_scope": "check the scope",
     "unsupported_grant_type": "check the grant_type",
@@ -76,6 +95,8 @@ class TokenProvider:
             ``Authorization`` header, ``form`` in the request body.
         credentials_hint: Appended to the error when the endpoint refuses the
             credentials, e.g. which settings or variables to check.
+        limits: The deadline and the byte budget of each token request; an answer
+            over the budget stops the run.
         clock: Monotonic clock in seconds, injectable for tests.
     """
 
@@ -90,6 +111,7 @@ class TokenProvider:
         grant_type: str = "client_credentials",
         auth_method: Literal["basic", "form"] = "basic",
         credentials_hint: str = "check the client id and secret",
+        limits: Limits = Limits(deadline=60.0, max_bytes=1 << 20),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
@@ -102,6 +124,7 @@ class TokenProvider:
         self._grant_type = grant_type
         self._auth_method = auth_method
         self._credentials_hint = credentials_hint
+        self._limits = limits
         self._clock = clock
         self._current: _Token | None = None
         self._flight: _Flight | None = None
@@ -113,9 +136,11 @@ class TokenProvider:
         """Return a valid access token, fetching a new one when needed.
 
         Raises:
-            FatalError: The token endpoint refused the credentials or answered nonsense.
+            FatalError: The token endpoint refused the credentials, answered nonsense
+                (no usable bearer token, a body over the byte budget) or has a
+                certificate that cannot be verified.
             ThrottledError: The token endpoint is rate limiting.
-            TransientError: The token endpoint is unreachable or failing.
+            TransientError: The token endpoint is unreachable, failing or too slow.
         """
         while True:
             current = self._current
@@ -177,21 +202,22 @@ class TokenProvider:
             form |= {"client_id": self._client_id, "client_secret": secret}
         where = display_url(self._token_url)
         started = self._clock()
-        try:
-            response = await self._client.post(
-                self._token_url, data=form, auth=auth, headers={"Accept": "application/json"}
-            )
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"token request to {where} timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TransientError(f"token request to {where} failed ({type(exc).__name__})") from None
-        status = response.status_code
+        request = self._client.build_request(
+            "POST",
+            self._token_url,
+            data=form,
+            headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING},
+        )
+        answer = await exchange(
+            self._client, request, self._limits, what=f"token request to {where}: ", oversize=FatalError, auth=auth
+        )
+        status = answer.status
         if status == 200:
-            return self._parse(response, where, started)
-        code = _error_code(response)
+            return self._parse(answer, where, started)
+        code = _error_code(answer)
         label = f"{status} {code}" if code else str(status)
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), date=response.headers.get("Date"))
+            retry_after = parse_retry_after(answer.headers.get("Retry-After"), date=answer.headers.get("Date"))
             raise ThrottledError(f"token request to {where} was rate limited", retry_after=retry_after, status=status)
         if status >= 500:
             raise TransientError(f"token request to {where} failed (HTTP {label})", status=status)
@@ -200,15 +226,23 @@ class TokenProvider:
             raise FatalError(f"token request to {where} was refused ({label}): {hint}")
         raise FatalError(f"token request to {where} failed (HTTP {label}): check the token URL")
 
-    def _parse(self, response: httpx.Response, where: str, started: float) -> _Token:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
+    def _parse(self, answer: Answer, where: str, started: float) -> _Token:
+        if answer.unreadable:
+            raise FatalError(f"token response from {where} cannot be read (body {answer.unreadable}): check the token URL")
+        payload = answer.json()
         value = payload.get("access_token") if isinstance(payload, dict) else None
         if not isinstance(value, str) or not value:
             raise FatalError(f"token response from {where} has no access_token: check the token URL")
         register_secret(value)  # masked in every log line from now on
+        if not _TOKEN.fullmatch(value):
+            raise FatalError(
+                f"token response from {where} has an access_token that is not visible ASCII "
+                "(it could not be sent in a header): check the token URL"
+            )
+        token_type = payload.get("token_type", "bearer")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            # The value is not quoted: it is the server's text, and could be anything.
+            raise FatalError(f"token response from {where} is not for a bearer token (token_type): check the token URL")
         lifetime = _lifetime(payload.get("expires_in"))
         if lifetime is None:
             # No known lifetime: keep the token until the API answers 401.
@@ -228,9 +262,7 @@ def _lifetime(expires_in: object) -> float | None:
     return lifetime if math.isfinite(lifetime) and lifetime > 0 else None
 
 
-def _error_code(response: httpx.Response) -> str | None:
-    try:
-        code = response.json().get("error")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None
+def _error_code(answer: Answer) -> str | None:
+    payload = answer.json()
+    code = payload.get("error") if isinstance(payload, dict) else None
+    return code if isinstance(code, str) and code in _ERROR_CODES else None

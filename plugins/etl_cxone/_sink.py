@@ -38,6 +38,7 @@ from etl_core import (
 )
 
 from ._auth import TokenProvider
+from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
 from ._urls import KeyFormat, check_http_url, check_secure, display_url, render_path, segment_value, template_fields
 
 _SUCCESS = frozenset({200, 201, 202, 204})
@@ -108,7 +109,26 @@ class CxoneOptions(PluginOptions):
         default=False, description="Allow plain http:// to a non-loopback host (credentials travel unencrypted)."
     )
     timeout: float = pydantic.Field(
-        default=30.0, gt=0, description="Seconds to wait for a response (read, write and connection-pool waits)."
+        default=30.0,
+        gt=0,
+        description="Seconds to wait for each read or write, and for a free connection (request_timeout bounds the whole request).",
+    )
+    request_timeout: float = pydantic.Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "Seconds one request may take in all, from sending it to the last byte of the answer, however "
+            "slowly the server trickles it; token requests included. A send over it is a transient failure."
+        ),
+    )
+    max_response_bytes: int = pydantic.Field(
+        default=1_048_576,
+        ge=1,
+        description=(
+            "Most bytes of one answer's body, counted after decompression (a gzip bomb stops here), error "
+            "answers and token responses included. A larger API answer is a transient failure; a larger "
+            "token response stops the run."
+        ),
     )
     connect_timeout: float = pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
     max_connections: int = pydantic.Field(
@@ -151,8 +171,10 @@ class CxoneSink(Sink):
     key, sends the record's non-empty fields as JSON and classifies the answer for
     the runner: 2xx delivered; 400/404/409/422 and other 4xx refused for good (404
     keys are also listed in ``missing_file``); 429/503 throttled with the parsed
-    Retry-After; other 5xx, timeouts and dropped connections transient. A 401 gets
-    one token refresh and one retry; a second 401 stops the run.
+    Retry-After; other 5xx, timeouts, dropped connections and answers over
+    ``request_timeout`` or ``max_response_bytes`` transient. A 401 gets one token
+    refresh and one retry; a second 401, or a certificate that cannot be verified,
+    stops the run.
 
     Args:
         options: The validated options.
@@ -180,6 +202,7 @@ class CxoneSink(Sink):
         self._pool: _ClientPool | None = None  # API requests
         self._tokens: TokenProvider | None = None
         self._missing: _MissingFile | None = None
+        self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
 
     def check(self) -> None:
         """Check the URLs and the path template.
@@ -201,7 +224,8 @@ class CxoneSink(Sink):
             except ValueError as exc:
                 raise ConfigError(str(exc), path=f"sink.{key}") from None
         if options.ca_bundle is not None and not os.path.isfile(options.ca_bundle):
-            raise ConfigError(f"CA bundle {options.ca_bundle!r} is not a file", path="sink.ca_bundle")
+            # The path is not quoted: after interpolation, any value may be a secret.
+            raise ConfigError("not a file (a PEM file of CA certificates is expected)", path="sink.ca_bundle")
 
     async def open(self, context: RunContext) -> None:
         """Open the connection pool and fetch the first token.
@@ -225,7 +249,7 @@ class CxoneSink(Sink):
         else:
             verify = httpx.create_ssl_context(verify=True, trust_env=True)
         timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
-        headers = {"User-Agent": f"etl/{__version__}", "Accept": "application/json"}
+        headers = {"User-Agent": f"etl/{__version__}", "Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         self._client = httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(
@@ -256,6 +280,7 @@ class CxoneSink(Sink):
             grant_type=options.grant_type,
             auth_method=options.auth_method,
             credentials_hint="check CXONE_CLIENT_ID / CXONE_CLIENT_SECRET",
+            limits=self._limits,
             clock=self._clock,
         )
         for attempt in range(1, _OPEN_ATTEMPTS + 1):
@@ -312,12 +337,12 @@ class CxoneSink(Sink):
         """Send one record and classify the answer (see the class docstring)."""
         url, body = self._request_parts(record)
         content = json.dumps(body, ensure_ascii=False, default=str).encode()
-        response, token = await self._authorized(url, content)
-        status = response.status_code
+        answer, token = await self._authorized(url, content)
+        status = answer.status
         if 200 <= status < 300:
-            return SendResult(status=status, rate_limit=parse_rate_limit(response.headers))
-        headers = response.headers
-        detail = _detail(response, token)
+            return SendResult(status=status, rate_limit=parse_rate_limit(answer.headers))
+        headers = answer.headers
+        detail = _detail(answer, (token, self.options.client_secret.get_secret_value()))
         if status in _THROTTLED:
             # Clamped by the runner (run.retry.retry_after_max), the same for every sink.
             retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"), maximum=math.inf)
@@ -330,13 +355,13 @@ class CxoneSink(Sink):
         if status == 403:
             reason = f"HTTP 403: forbidden; check that the token's scope grants {self.options.scope or 'access'}"
         elif status == 400:
-            reason = f"HTTP 400: {_validation_reason(response)}"
+            reason = f"HTTP 400: {_validation_reason(answer)}"
         elif status in _REASONS:
             reason = f"HTTP {status}: {_REASONS[status]}"
         elif 300 <= status < 400:
             reason = f"HTTP {status}: redirected, which is not followed; check base_url"
         else:
-            reason = f"HTTP {status}: {response.reason_phrase.lower() or 'refused'}"
+            reason = f"HTTP {status}: {answer.reason_phrase.lower() or 'refused'}"
         raise PermanentError(reason, status=status, detail=detail)
 
     def _request_parts(self, record: Record) -> tuple[str, dict[str, Any]]:
@@ -356,36 +381,32 @@ class CxoneSink(Sink):
             raise RecordRejected("nothing to update")
         return options.base_url + path, body
 
-    async def _authorized(self, url: str, content: bytes) -> tuple[httpx.Response, str]:
+    async def _authorized(self, url: str, content: bytes) -> tuple[Answer, str]:
         """Send with the current token; on 401, refresh it once and retry."""
         if self._tokens is None:
             raise FatalError("the cxone sink was not opened")
         token = await self._tokens.token()
-        response = await self._request(url, content, token)
-        if response.status_code != 401:
-            return response, token
+        answer = await self._request(url, content, token)
+        if answer.status != 401:
+            return answer, token
         self._tokens.invalidate(token)
         token = await self._tokens.token()
-        response = await self._request(url, content, token)
-        if response.status_code == 401:
+        answer = await self._request(url, content, token)
+        if answer.status == 401:
             raise FatalError(
                 "the API refused a freshly issued token (HTTP 401): "
                 "check that the API client still has access to this tenant"
             )
-        return response, token
+        return answer, token
 
-    async def _request(self, url: str, content: bytes, token: str) -> httpx.Response:
+    async def _request(self, url: str, content: bytes, token: str) -> Answer:
         pool = self._pool
         assert pool is not None
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         client = await pool.take()
         try:
-            return await client.request(self.options.method, url, content=content, headers=headers)
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            # e.g. RemoteProtocolError when the server closes the connection mid-request.
-            raise TransientError(f"connection error ({type(exc).__name__})") from None
+            request = client.build_request(self.options.method, url, content=content, headers=headers)
+            return await exchange(client, request, self._limits, what="", oversize=TransientError)
         finally:
             pool.give(client)
 
@@ -470,20 +491,23 @@ def _csv_row(*cells: str) -> str:
     return buffer.getvalue()
 
 
-def _detail(response: httpx.Response, token: str) -> str | None:
-    text = response.text.strip()
+def _detail(answer: Answer, secrets: tuple[str, ...]) -> str | None:
+    if answer.unreadable:
+        return f"(the body could not be read: {answer.unreadable})"
+    text = answer.text.strip()
     if not text:
         return None
-    # Defence in depth: never let an echoed token reach the rejects file.
-    return text.replace(token, "[redacted]")[:_DETAIL_LIMIT]
+    # Defence in depth: never let an echoed token or secret reach the rejects file.
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text[:_DETAIL_LIMIT]
 
 
-def _validation_reason(response: httpx.Response) -> str:
+def _validation_reason(answer: Answer) -> str:
     """``validation failed`` plus the names of the rejected fields, when the body lists them."""
-    try:
-        fields = response.json().get("fields")
-    except (ValueError, AttributeError):
-        fields = None
+    payload = answer.json()
+    fields = payload.get("fields") if isinstance(payload, dict) else None
     if isinstance(fields, dict) and fields:
         names = sorted(str(name) for name in fields)
         return f"validation failed: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else "")

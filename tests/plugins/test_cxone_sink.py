@@ -243,7 +243,7 @@ async def test_unreachable_token_endpoint_is_fatal_in_open(tmp_path: Any) -> Non
     sink = CxoneSink(
         CxoneSink.Options(base_url=url, token_url=url + "/oauth/token", client_id="c", client_secret=SECRET)
     )
-    with pytest.raises(FatalError, match=r"could not get a token: token request to .* failed \(ConnectError\)"):
+    with pytest.raises(FatalError, match=r"could not get a token: token request to .* connection error \(ConnectError\)"):
         await sink.open(context(tmp_path))
     await sink.aclose()
 
@@ -586,9 +586,12 @@ def test_plain_http_to_loopback_is_allowed(host: str) -> None:
         ("path_template", "/api/v2/contacts/{contactId", "unmatched braces"),
         ("path_template", "/api/v2/contacts/{contactId}#x", "'#'"),
         ("path_template", "/api/v2/my contacts/{contactId}", "without spaces"),
+        ("path_template", "/api/v2/contacts/{contactId}/../../admin", "must not have a '.' or '..' segment"),
+        ("request_timeout", 0, "greater than 0"),
+        ("max_response_bytes", 0, "greater than or equal to 1"),
     ],
 )
-def test_invalid_options_are_refused(key: str, value: str, message: str) -> None:
+def test_invalid_options_are_refused(key: str, value: object, message: str) -> None:
     with pytest.raises(pydantic.ValidationError) as caught:
         CxoneSink.Options(**base(**{key: value}))
     errors = caught.value.errors()
@@ -605,6 +608,7 @@ def test_missing_ca_bundle_is_a_config_error(tmp_path: Any) -> None:
     with pytest.raises(ConfigError) as caught:
         sink.check()
     assert caught.value.path == "sink.ca_bundle"
+    assert str(caught.value) == "sink.ca_bundle: not a file (a PEM file of CA certificates is expected)"
 
 
 def test_unknown_option_is_refused() -> None:
@@ -615,6 +619,11 @@ def test_unknown_option_is_refused() -> None:
 def test_every_option_is_documented() -> None:
     for name, field in CxoneSink.Options.model_fields.items():
         assert field.description, name
+
+
+def test_each_answer_is_bounded_by_default() -> None:
+    options = CxoneSink.Options(**base())
+    assert (options.request_timeout, options.max_response_bytes) == (60.0, 1_048_576)
 
 
 # --- secrets ---------------------------------------------------------------------------------
