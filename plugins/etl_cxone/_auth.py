@@ -239,8 +239,8 @@ class TokenProvider:
                 f"token response from {where} has an access_token that is not visible ASCII "
                 "(it could not be sent in a header): check the token URL"
             )
-        token_type = payload.get("token_type", "bearer")
-        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        token_type = payload.get("token_type")
+        if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
             # The value is not quoted: it is the server's text, and could be anything.
             raise FatalError(f"token response from {where} is not for a bearer token (token_type): check the token URL")
         lifetime = _lifetime(payload.get("expires_in"))

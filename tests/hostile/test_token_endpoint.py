@@ -133,8 +133,9 @@ async def test_a_bad_token_response_stops_at_once(hostile_server, api, responder
     assert len(server.requests) == 1  # fatal: never retried
 
 
-async def test_bearer_in_any_case_is_accepted(hostile_server, api):
-    server = hostile_server({"/oauth/token": token_answer(token_type="Bearer")})
+@pytest.mark.parametrize("token_type", ["Bearer", None])
+async def test_bearer_in_any_case_or_no_token_type_is_accepted(hostile_server, api, token_type):
+    server = hostile_server({"/oauth/token": token_answer(token_type=token_type)})
     assert "a token was issued" in await sink_for(server, api).check_auth()
 
 
