@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from etl_core import FatalError
 from etl_cxone import CxoneSink
@@ -93,7 +94,7 @@ def sink_for(server: HostileServer, api: HostileServer, **options: Any) -> Cxone
 
 async def refused(server: HostileServer, api: HostileServer, **options: Any) -> str:
     """The message of the FatalError that the credentials check ends with."""
-    with pytest.raises(FatalError) as caught:
+    with pytest.raises(FatalError) as caught, trio.fail_after(20):
         await sink_for(server, api, **options).check_auth()
     assert api.requests == []
     message = str(caught.value)
