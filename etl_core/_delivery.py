@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 from typing import Any
 
 import trio
 
+from ._concurrency import Concurrency
 from ._errors import FatalError, RecordError, ThrottledError, TransientError
 from ._outcome import Outcome, Result
 from .base import RateLimitHint, Record, Sink
@@ -32,6 +34,7 @@ class DeliveryStatistics:
 
     Attributes:
         in_flight: Records being sent now.
+        concurrency: Records that may be sent at once now.
         attempts: Send attempts, retries included.
         retries: Attempts that were retries.
         throttled: Attempts answered with a throttle (429/503).
@@ -46,6 +49,7 @@ class DeliveryStatistics:
     """
 
     in_flight: int
+    concurrency: int
     attempts: int
     retries: int
     throttled: int
@@ -77,13 +81,15 @@ class Delivery:
         self._retry = settings.retry
         self._dry_run = dry_run
         self._dry_run_shown = 0
-        self._in_flight: dict[str, trio.Event] = {}
-        self._unkeyed_in_flight = 0
+        self._last_of_key: dict[str, trio.Event] = {}  # set when the last record with that key is done
+        self._in_flight_count = 0
         self._attempts = 0
         self._retries = 0
         self._throttled = 0
         self._by_status: collections.Counter[str] = collections.Counter()
+        self._reacted_at = -math.inf  # when the pool last reacted to a throttle
         self._log = get_logger()
+        self.concurrency = Concurrency(settings.workers, settings.max_workers, limiter)
 
     async def deliver(self, record: Record) -> Result:
         """Send ``record`` (retrying as the policy allows) and return its final result.
@@ -98,19 +104,26 @@ class Delivery:
             return self._describe(record)
         key = record.key
         if key is None:
-            self._unkeyed_in_flight += 1
+            self._in_flight_count += 1
             try:
                 return await self._send_with_retries(record)
             finally:
-                self._unkeyed_in_flight -= 1
-        while (earlier := self._in_flight.get(key)) is not None:
-            await earlier.wait()
-        done = self._in_flight[key] = trio.Event()
+                self._in_flight_count -= 1
+        # A chain per key: each record waits for the one before it with that key.
+        earlier = self._last_of_key.get(key)
+        done = self._last_of_key[key] = trio.Event()
         try:
-            return await self._send_with_retries(record)
+            if earlier is not None:
+                await earlier.wait()
+            self._in_flight_count += 1
+            try:
+                return await self._send_with_retries(record)
+            finally:
+                self._in_flight_count -= 1
         finally:
-            del self._in_flight[key]
             done.set()
+            if self._last_of_key.get(key) is done:
+                del self._last_of_key[key]
 
     def _describe(self, record: Record) -> Result:
         try:
@@ -131,19 +144,30 @@ class Delivery:
             attempts += 1
             self._attempts += 1
             try:
-                sent = await self.sink.send(record)
+                try:
+                    sent = await self.sink.send(record)
+                finally:
+                    self.concurrency.on_answer(trio.current_time() - sent_at)
             except ThrottledError as exc:
                 self._count_status(exc.status)
                 self._throttled += 1
                 delay = exc.retry_after if exc.retry_after is None else min(exc.retry_after, retry.retry_after_max)
+                cost = retry.throttled_cost
                 if exc.status == 429 or delay is not None:
                     # A rate limit: learn from it. A bare 503 is more likely an outage,
                     # which the retry budget handles; slowing first attempts would only
                     # make the run crawl instead of failing fast.
-                    self.limiter.on_throttle()
+                    holding = self.limiter.statistics().holding
+                    if self.limiter.on_throttle(sent_at, delay):
+                        self.concurrency.on_throttle(holding)
+                    # The budget pays once per rate-limit event: requests already in flight
+                    # when the pool reacted (e.g. a first wave of 256) are its echo.
+                    if sent_at <= self._reacted_at:
+                        cost = 0
+                    self._reacted_at = max(self._reacted_at, trio.current_time())
                 if delay is not None:
                     self._pause(delay, "warning", status=exc.status, key=record.key)
-                if (give_up := self._may_retry(record, exc, attempts, retry.throttled_cost)) is not None:
+                if (give_up := self._may_retry(record, exc, attempts, cost)) is not None:
                     return give_up
                 if delay is None:
                     await self._backoff(record, exc, attempts)
@@ -226,7 +250,8 @@ class Delivery:
         """Return what has been sent so far, and the state of the pause, budget and limiter."""
         pause, budget = self.pause, self.budget
         return DeliveryStatistics(
-            in_flight=len(self._in_flight) + self._unkeyed_in_flight,
+            in_flight=self._in_flight_count,
+            concurrency=self.concurrency.limit,
             attempts=self._attempts,
             retries=self._retries,
             throttled=self._throttled,

@@ -188,6 +188,16 @@ class Sink(Plugin):
     async def aclose(self) -> None:
         """Release resources. Called once, even after an error."""
 
+    def destination(self) -> str | None:
+        """Name the destination's quota: the same text for every run that shares it.
+
+        The runner keeps the quota it measured under this name in the state file and
+        starts the next run just under it (``run.rate.remember``). Name what the quota
+        is counted against, e.g. the endpoint and the credentials' client id; never a
+        secret. None (the default): nothing is remembered.
+        """
+        return None
+
     async def check_auth(self) -> str | None:
         """Check the credentials with the destination, sending no record (``etl validate --check-auth``).
 

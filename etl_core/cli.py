@@ -18,7 +18,7 @@ from ._errors import ConfigError, PluginError
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .plugins import PluginManager
+    from .registry import PluginManager
 
 EXIT_USAGE = 2
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
         argv: The arguments (default: ``sys.argv[1:]``).
         extra_plugins: Plugin objects to register besides the built-in and installed ones.
     """
-    from .plugins import make_plugin_manager
+    from .registry import make_plugin_manager
 
     try:
         pm = make_plugin_manager(extra_plugins=extra_plugins)
@@ -145,7 +145,7 @@ def _positive_int(text: str) -> int:
 def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str, Any] | None = None) -> Any:
     from .config import load_config
     from .logging import configure_logging, register_secret
-    from .plugins import Registry
+    from .registry import Registry
 
     config = load_config(args.config, Registry(pm), sink_overrides=sink_overrides)
     logging_settings = config.model.logging
@@ -201,7 +201,7 @@ async def _run(config: Any, pm: PluginManager, args: argparse.Namespace, *, outp
 def _sandbox_sink_class(path: str, pm: PluginManager) -> Any:
     """The sink class named by a config file, read before validation (for --sandbox)."""
     from .config import read_config
-    from .plugins import Registry
+    from .registry import Registry
 
     data, lines = read_config(path)
     sink_type = data.get("sink", {}).get("type") if isinstance(data, dict) and isinstance(data.get("sink"), dict) else None
@@ -238,7 +238,7 @@ def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace, pm: PluginManager) -> int:
-    from .plugins import Registry
+    from .registry import Registry
 
     infos = Registry(pm).infos()
     rows = [
@@ -257,7 +257,7 @@ def _cmd_plugins(args: argparse.Namespace, pm: PluginManager) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace, pm: PluginManager) -> int:
-    from .plugins import Registry
+    from .registry import Registry
     from .schema import config_schema
 
     print(json.dumps(config_schema(Registry(pm)), indent=2))

@@ -19,7 +19,7 @@ from ._errors import ConfigError, PluginError
 from .base import PluginOptions, Sink, Source, Transform
 from ._yaml import MAX_BYTES, Path, load_yaml
 from .logging import DEFAULT_PII_FIELDS
-from .plugins import Registry
+from .registry import Registry
 
 _ENV_PATTERN = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -48,14 +48,26 @@ class RetrySettings(_Model):
 class RateSettings(_Model):
     """Client-side rate limiting."""
 
-    adaptive: bool = pydantic.Field(True, description="Learn the destination's rate from 429s (AIMD) and stay just under it.")
+    adaptive: bool = pydantic.Field(
+        True, description="Measure the destination's quota from its throttles (429, 503 with Retry-After) and send just under it."
+    )
     max_rate: float | None = pydantic.Field(None, gt=0, description="Fixed ceiling in requests per second (none by default).")
+    remember: bool = pydantic.Field(
+        True,
+        description="Keep the measured quota in the state file, per destination, and start the next run just under it "
+        "instead of measuring it again.",
+    )
 
 
 class RunSettings(_Model):
     """How the run is executed."""
 
-    workers: Annotated[int, pydantic.Field(ge=1, le=4096, description="Concurrent sends (overridable with --workers).")] = 16
+    workers: Annotated[int, pydantic.Field(ge=1, le=4096)] | Literal["auto"] = pydantic.Field(
+        "auto",
+        description="Concurrent sends: a number, or `auto` to grow them to what the quota and the measured latency "
+        "need, up to max_workers (overridable with --workers).",
+    )
+    max_workers: Annotated[int, pydantic.Field(ge=1, le=4096, description="Most concurrent sends with `workers: auto`.")] = 256
     batch_size: Annotated[int, pydantic.Field(ge=1, le=100_000, description="Records handed from the reader to the workers at once.")] = 200
     queue_batches: Annotated[int, pydantic.Field(ge=1, le=10_000, description="Batches buffered between reader and workers (backpressure).")] = 8
     drain_timeout: Annotated[float, pydantic.Field(ge=0, description="Seconds in-flight sends may take to finish after Ctrl-C/SIGTERM.")] = 30.0
@@ -293,9 +305,31 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
         errors = exc.errors(include_input=False, include_url=False)
         # A misspelt key explains the "missing" error of the key it was meant to be.
         error = min(errors, key=lambda e: e["type"] != "extra_forbidden")
-        loc = prefix + tuple(error["loc"])
-        message = _message(error, len(exc.errors()))
+        path = _key_path(data, error["loc"])
+        loc = prefix + path
+        # A value that fits none of a union's forms (`workers: lots`) fails once per form:
+        # one problem for the user, whose message names every form.
+        count = len({_key_path(data, e["loc"]) for e in errors})
+        forms = [e for e in errors if _key_path(data, e["loc"]) == path and e["type"] not in ("extra_forbidden", "missing")]
+        message = _message(error, count)
+        if len(forms) > 1:
+            message = " or ".join(dict.fromkeys(_message(e, 1) for e in forms)) + message[len(_message(error, 1)) :]
         raise ConfigError(message, path=_dotted(loc) or None, line=_line(lines, loc), source=source) from None
+
+
+def _key_path(data: Any, loc: tuple[Any, ...]) -> Path:
+    """The part of a pydantic error location that names keys of ``data`` (not union members)."""
+    path: list[Any] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        elif isinstance(part, str) and (part.startswith(("literal[", "constrained-", "function-")) or "[" in part):
+            continue  # a union member's tag
+        path.append(part)
+        data = None
+    return tuple(path)
 
 
 def _message(error: Any, count: int) -> str:

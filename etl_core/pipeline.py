@@ -32,7 +32,7 @@ from ._errors import ConfigError, FatalError
 from ._ledger import Ledger
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
-from .config import PipelineConfig
+from .config import PipelineConfig, RunSettings
 from .logging import get_logger
 from .progress import ProgressBar
 from .ratelimit import AdaptiveRateLimiter
@@ -120,6 +120,16 @@ async def run_pipeline(
     return await run.run()
 
 
+def make_limiter(settings: RunSettings, quota: tuple[float, float] | None = None) -> AdaptiveRateLimiter:
+    """The client-side rate limiter that ``run.rate`` describes.
+
+    Args:
+        settings: The run settings.
+        quota: A quota (rate, burst) an earlier run measured, to start just under.
+    """
+    return AdaptiveRateLimiter(max_rate=settings.rate.max_rate, adaptive=settings.rate.adaptive, quota=quota)
+
+
 class _Run:
     """One run of a pipeline: its lifecycle, from the plugins' checks to the report."""
 
@@ -140,7 +150,8 @@ class _Run:
         self.source = source
         self.transforms = transforms
         self.sink = sink
-        self.workers = options.workers or model.run.workers
+        if options.workers is not None:
+            self.settings = self.settings.model_copy(update={"workers": options.workers})
         self.run_id = uuid.uuid4().hex
         base_dir = os.path.abspath(options.output_dir or model.output.dir)
         # A dry run keeps its report and rejects apart from the real runs' (it reads
@@ -156,10 +167,13 @@ class _Run:
         self._stopping = False
         self._stop_reason: str | None = None
         self._signal: signal.Signals | None = None
+        self._destination: str | None = None  # whose quota is remembered
+        self._quota_remembered = False
         # Made in run(), where a trio loop runs.
         self.ledger: Ledger
         self.reader: Reader
         self.delivery: Delivery
+        self.limiter: AdaptiveRateLimiter
 
     # -- the run -------------------------------------------------------------------
 
@@ -172,7 +186,7 @@ class _Run:
         self._started = trio.current_time()
         self.log.info(
             "run_started", config=self.config.path, source=model.source.type, sink=model.sink.type,
-            workers=self.workers, dry_run=self.options.dry_run,
+            workers=self.settings.workers, dry_run=self.options.dry_run,
         )
         self.pm.hook.run_started(run_id=self.run_id, pipeline=model.pipeline, config=self.config.masked())
         self._prepare_output_dir()
@@ -220,7 +234,7 @@ class _Run:
             with self._workers_scope:
                 try:
                     async with trio.open_nursery() as workers:
-                        for _ in range(self.workers):
+                        for _ in range(self.delivery.concurrency.pool_size):
                             workers.start_soon(self._work)
                 finally:
                     await self.reader.aclose()
@@ -228,9 +242,13 @@ class _Run:
     async def _work(self) -> None:
         """One worker: take a record, deliver it, book the result, wait for its checkpoint."""
         structlog.contextvars.bind_contextvars(stage="sink")
+        slots = self.delivery.concurrency.slots
         sent = 0
-        while not self._stopping and (record := await self.reader.take()) is not None:
-            result = await self.delivery.deliver(record)
+        while not self._stopping:
+            async with slots:
+                if self._stopping or (record := await self.reader.take()) is None:
+                    return
+                result = await self.delivery.deliver(record)
             self.ledger.record(record, result)
             await self.ledger.wait_for_commit()
             sent += 1
@@ -266,10 +284,21 @@ class _Run:
             resend_permanent=self.options.retry_rejected or model.state.resend_permanent_failures,
             sink_name=self.sink.name,
         )
-        limiter = AdaptiveRateLimiter(max_rate=self.settings.rate.max_rate, adaptive=self.settings.rate.adaptive)
-        self.delivery = Delivery(self.sink, self.settings, limiter=limiter, dry_run=self.options.dry_run)
+        self.limiter = make_limiter(self.settings, self._remembered_quota(state))
+        self.delivery = Delivery(self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run)
         if not self.options.dry_run:
             self.ledger.start_commits()
+
+    def _remembered_quota(self, state: StateStore | None) -> tuple[float, float] | None:
+        rate = self.settings.rate
+        if state is None or self.options.dry_run or not (rate.remember and rate.adaptive):
+            return None
+        self._destination = self.sink.destination()
+        quota = state.quota(self._destination) if self._destination else None
+        if quota is not None:
+            self.log.info("quota_remembered", rate=round(quota[0], 2), burst=round(quota[1], 1), destination=self._destination)
+        self._quota_remembered = quota is not None
+        return quota
 
     def _open_state(self) -> StateStore | None:
         model = self.config.model
@@ -297,6 +326,8 @@ class _Run:
         self.reader.close()
         if ledger.state is not None:
             try:
+                if self._destination and self.limiter.quota_rate is not None and self.limiter.quota_burst is not None:
+                    ledger.state.remember_quota(self._destination, self.limiter.quota_rate, self.limiter.quota_burst)
                 ledger.state.close()
             except Exception as exc:  # reported in the run report, never a traceback
                 self.log.error("state_write_failed", path=self.state_path, reason=f"{type(exc).__name__}: {exc}")
@@ -381,6 +412,7 @@ class _Run:
         else:
             exit_code = EXIT_OK
         sent = self.delivery.statistics()
+        quota = self.limiter.statistics()
         ledger = self.ledger
         report: dict[str, Any] = {
             "run_id": self.run_id,
@@ -403,6 +435,13 @@ class _Run:
                 "paused_s": sent.paused_s,
                 "retry_budget_exhausted": sent.budget_exhausted,
                 "rate_limit_per_s": sent.rate_limit_per_s,
+                "throttle_events": self.limiter.throttle_events,
+                "concurrency": sent.concurrency,
+            },
+            "quota": {
+                "rate_per_s": quota.quota_rate,
+                "burst": quota.quota_burst,
+                "remembered": self._quota_remembered,
             },
             "rate_per_s": round(counts.ok / duration, 1) if duration > 0 else None,
             "files": {

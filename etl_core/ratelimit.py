@@ -7,7 +7,7 @@ methods can stand in (a fixed rate, a shared quota, a test double).
 
 from __future__ import annotations
 
-import collections
+import bisect
 import dataclasses
 import math
 from typing import Protocol
@@ -15,39 +15,24 @@ from typing import Protocol
 import trio
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RateLimiterStatistics:
-    """A snapshot of :class:`AdaptiveRateLimiter`, for logs and the report."""
+    """A snapshot of a rate limiter, for logs and the report.
+
+    Attributes:
+        rate: The sending limit now, in requests per second (None: unlimited).
+        throttle_events: Throttle events seen (a burst of 429s answering requests sent
+            before the limiter reacted counts once).
+        quota_rate: The destination's rate as measured, or None before a measurement.
+        quota_burst: The destination's burst in requests, as measured, or None.
+        holding: Sending at a measured rate (not searching for the quota, nor probing above it).
+    """
 
     rate: float | None
     throttle_events: int
-
-
-@dataclasses.dataclass(frozen=True)
-class LimiterTuning:
-    """The constants of :class:`AdaptiveRateLimiter`'s measurements, in one place."""
-
-    #: Successes kept for measuring the destination's rate, in seconds.
-    history: float = 10.0
-    #: Windows shorter than this are too noisy to measure a rate from.
-    min_window: float = 0.05
-    #: Most windows tried per measurement.
-    windows: int = 500
-    #: Sending for this long since the last throttle is enough to measure the rate...
-    min_episode: float = 0.5
-    #: ...and so are this many successes beyond what the bucket held, however quickly they
-    #: came: one request of error in the burst then moves the measurement by at most 1/15.
-    min_beyond_burst: int = 15
-    #: Throttles this soon after a throttle event answer requests sent before it: same event.
-    same_event: float = 0.5
-    #: Largest share of a second of traffic the limiter lets out at once.
-    max_tolerance: float = 0.1
-    #: A slot further away than this is recomputed then, in case the rate changed.
-    recheck: float = 0.1
-    #: Bursts per second a ramp starts from after the first throttle.
-    ramp_start: float = 6.0
-    #: Burst sizes tried when solving for the burst.
-    burst_steps: int = 50
+    quota_rate: float | None = None
+    quota_burst: float | None = None
+    holding: bool = False
 
 
 class RateLimiter(Protocol):
@@ -60,73 +45,80 @@ class RateLimiter(Protocol):
     async def acquire(self) -> None:
         """Wait for the next request's sending slot."""
 
-    def on_success(self, sent_at: float | None = None) -> None:
+    def on_success(self, sent_at: float) -> None:
         """Record a delivered request, sent at ``sent_at`` (``trio.current_time()``)."""
 
-    def on_throttle(self) -> bool:
-        """Record a throttled request (429, or 503 with Retry-After); True if it changed the rate."""
+    def on_throttle(self, sent_at: float, retry_after: float | None) -> bool:
+        """Record a throttled request and the pause it asked for; True if it started a new throttle event."""
 
     def statistics(self) -> RateLimiterStatistics:
-        """Return the current rate and the throttle events seen."""
+        """Return the current rate and what the limiter has learnt."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LimiterTuning:
+    """The constants of :class:`AdaptiveRateLimiter`, in one place."""
+
+    #: Hold this share under the measured rate (more when the measurement is coarser)...
+    margin: float = 0.01
+    #: ...but never more than this.
+    max_margin: float = 0.1
+    #: e-folds per second of sending while searching for an unknown quota (x55 a second).
+    ramp_growth: float = 4.0
+    #: The same while probing above a measured quota (x2 in under 3 s).
+    probe_growth: float = 0.25
+    #: Seconds of sending at the measured rate before a probe (at most one throttle a minute)...
+    probe_every: float = 60.0
+    #: ...twice that after each probe that finds the same quota, up to this.
+    max_probe_every: float = 600.0
+    #: The same for a minute after the quota was seen to move.
+    probe_every_after_move: float = 5.0
+    #: A measurement this far from the last one means the quota moved.
+    move: float = 0.2
+    #: Successes kept for measuring (their send times).
+    tail: int = 4096
+    #: Windows tried per measurement, at most.
+    windows: int = 400
+    #: A window shorter than this is too noisy to measure a rate from.
+    min_window: float = 0.02
+    #: Share of the measured burst the limiter lets out at once.
+    burst_share: float = 0.75
+    #: Floor of any rate, in requests per second.
+    min_rate: float = 0.5
 
 
 _TUNING = LimiterTuning()
 
 
 class AdaptiveRateLimiter:
-    """A client-side rate limiter that learns the destination's rate from its throttles.
+    """A client-side rate limiter that measures the destination's quota from its throttles.
 
-    With ``Retry-After`` every throttle (429/503) pauses the whole pool, so a throttle
-    costs a second or more of sending however it is answered: the limiter's job is to
-    need few of them, and to send just under the destination's rate in between.
+    Model: the destination is a token bucket, with a rate R and a burst B. A success
+    means the bucket had a token when the request arrived; a throttle means it was
+    empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
+    and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
+    measures R as the largest of these lower bounds over the successes since the
+    last throttle, and B from the first wave (sent unlimited until the first throttle:
+    B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
+    up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
 
-    It measures instead of cutting blindly. A quota is a token bucket (a rate plus a
-    burst): it lets through at most its burst plus its rate times the elapsed time, and
-    it is empty when it throttles. So the successes counted back from a throttle give
-    the destination's rate once the burst is known. The limiter:
-
-    * sends unlimited (or at ``max_rate``) until the first throttle; the successes of
-      the requests sent before it are the burst, plus what the rate let through while
-      the destination worked through them (which is taken off);
-    * ramps up from ``_TUNING.ramp_start`` (six) bursts per second (``ramp_growth``) until the
-      next throttle, measures the rate from the successes before it, and holds
-      ``first_margin`` under it: two throttles in all while the quota stays put. The
-      burst under this measurement may be a request off; when that makes it come out
-      above the margin, a third throttle follows and measures again;
-    * after ``hold`` seconds of sending it probes (the rate grows slowly at first, then
-      faster: ``probe_growth``) to find a raised quota, and measures again at the
-      probe's throttle. The first two measurements together give the burst exactly
-      (from then on taken as the same share of a second of the rate, so that it
-      follows a quota that moves), and once the burst is known the limiter holds
-      ``margin`` under each measurement. Each probe that finds the same rate doubles
-      the hold (up to ``max_hold``), and for a minute after the rate moved, probes come
-      every ``hold_after_change``;
-    * when too little got through since the last throttle to measure the rate (less
-      than ``_TUNING.min_episode`` of sending and fewer than ``_TUNING.min_beyond_burst`` requests
-      beyond what the bucket held: the quota dropped, or the ramp started far above
-      it), ramps up again from what the successes prove, or from ``decrease`` times
-      the rate (the multiplicative decrease of AIMD) when only the bucket's content
-      got through.
-
-    Time spent paused (no successes) does not count as sending time. Slots are handed
-    out with virtual scheduling (GCRA): waiters queue, and the first one sleeps until
-    its slot, recomputed at least every 0.1 s so a new rate applies at once.
+    Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
+    not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
+    until the next throttle, which measures R. It then holds; every ``probe_every``
+    seconds of sending (``probe_every_after_move`` for a minute after the quota
+    moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
+    measures again at the probe's throttle. A throttle while holding means the quota
+    dropped: it measures again. Throttles that answer requests sent before the
+    limiter reacted belong to the same event and teach nothing new. Time paused on a
+    ``Retry-After`` is not sending time, and while a ramp or probe outruns what the
+    workers achieve, the rate grows no further than twice the achieved rate.
 
     Args:
         max_rate: Fixed ceiling in requests per second, or None.
         adaptive: Learn from throttles; when False only ``max_rate`` applies.
-        margin: How far under a measured rate to hold, as a share of it, once the burst
-            is known.
-        first_margin: The same for the first measurement, whose burst comes from the
-            first wave and may be a request off.
-        decrease: Cut applied when a throttle cannot be measured from.
-        probe_growth: Growth of a probe: the rate is multiplied by
-            ``exp(probe_growth * t**2)`` after ``t`` seconds of sending.
-        ramp_growth: The same for a ramp (the rate is not known yet).
-        hold: Seconds of sending at the measured rate before the first probe.
-        max_hold: Longest hold between probes while the rate stays the same.
-        hold_after_change: Seconds between probes for a minute after the rate moved.
-        min_rate: Floor in requests per second.
+        quota: A quota measured by an earlier run, ``(rate, burst)``: start by holding
+            just under it instead of learning it again.
+        tuning: The constants.
     """
 
     def __init__(
@@ -134,54 +126,40 @@ class AdaptiveRateLimiter:
         *,
         max_rate: float | None = None,
         adaptive: bool = True,
-        margin: float = 0.01,
-        first_margin: float = 0.02,
-        decrease: float = 0.5,
-        probe_growth: float = 0.3,
-        ramp_growth: float = 1.0,
-        hold: float = 120.0,
-        max_hold: float = 600.0,
-        hold_after_change: float = 5.0,
-        min_rate: float = 0.5,
+        quota: tuple[float, float] | None = None,
+        tuning: LimiterTuning = _TUNING,
     ) -> None:
         self.max_rate = max_rate
         self.adaptive = adaptive
-        self.margin = margin
-        self.first_margin = first_margin
-        self.decrease = decrease
-        self.probe_growth = probe_growth
-        self.ramp_growth = ramp_growth
-        self.hold = hold
-        self.hold_after_change = hold_after_change
-        self.max_hold = max_hold
-        self.min_rate = min_rate
+        self.tuning = tuning
+        #: The destination's measured rate and burst (None until measured).
+        self.quota_rate: float | None = None
+        self.quota_burst: float | None = None
         self.throttle_events = 0
-        self.estimate: float | None = None  # the destination's measured rate
-        self.burst: float | None = None  # its burst, in requests
-        self.burst_time: float | None = None  # the burst in seconds of the rate, once the rate is known
-        self._first_event: float | None = None
-        self._wave_successes = 0  # successes of the requests sent before the first throttle
-        self._wave_answers = (math.inf, -math.inf)  # when the first and the last of those came back
-        # The first measurement's successes, throttle and previous throttle, until the
-        # second measurement tells the burst.
-        self._ramp_episode: tuple[list[float], float, float] | None = None
-        self._burst_solved = False
-        self._base: float | None = None  # rate at the start of the current phase
+        self._tail: list[float] = []  # send times of the latest successes, sorted
+        self._first_send: float | None = None
+        self._wave_end: float | None = None  # the first throttled send, if it came before any limit
+        self._wave_successes = 0  # successes sent before it (or so far, before it comes)
+        self._wave_sends = (math.inf, -math.inf)  # when the first and last of them were sent
+        self._empty_at: float | None = None  # the last throttled send: the bucket was empty then
+        self._episode = 0  # successes sent since then
+        self._reacted_at = -math.inf  # when the limiter last reacted to a throttle
+        self._paused = 0.0  # seconds of pauses so far (not sending time)
+        self._paused_until = -math.inf
+        self._last_pause = 1.0  # the pause the last throttle asked for: what a probe costs
+        self._base: float | None = None  # the rate at the start of the current phase
         self._growth = 0.0  # 0 while holding
-        self._phase_active = 0.0  # self._active when the current phase started
-        self._hold_for = hold
-        self._stable_probes = 0
-        self._volatile_until = -math.inf
-        self._event_at: float | None = None
+        self._phase_start = 0.0  # sending time when the phase started
+        self._next_probe = math.inf  # sending time of the next probe
+        self._probe_every = tuning.probe_every
+        self._margin = tuning.margin  # doubled by throttles that come while holding
+        self._burst_scale = 1.0  # halved by throttles that come right after a pause
+        self._held_throttle_at = -math.inf
+        self._moved_until = -math.inf
         self._last_slot = -math.inf
         self._gate = trio.Lock()
-        # Sending time: the time between successes, gaps (pauses) left out.
-        self._active = 0.0
-        self._last_success: float | None = None
-        self._successes = 0
-        self._active_at_event = 0.0  # self._active at the last throttle event
-        self._history: collections.deque[float] = collections.deque()  # success times
-        self._second: collections.deque[float] = collections.deque()  # those of the last second
+        if quota is not None:
+            self._learnt(*quota, now=0.0)
 
     # -- the rate ------------------------------------------------------------------
 
@@ -193,23 +171,31 @@ class AdaptiveRateLimiter:
             return self.max_rate
         rate = base
         if self._growth:
-            elapsed = self._active - self._phase_active
-            rate = base * math.exp(min(20.0, self._growth * elapsed * elapsed))
-            # Never run ahead of what the sender achieves (too few workers, slow
-            # responses): a probe would learn nothing and the rate would balloon.
-            # (Measured over the last second, or over the sending time since the last
-            # throttle when that is shorter: a pause is not a slow sender.)
-            achieved = len(self._second) / max(_TUNING.min_window, min(1.0, self._active - self._active_at_event))
-            rate = min(rate, max(base, 2.0 * achieved))
-        rate = max(self.min_rate, rate)
+            elapsed = self._active(trio.current_time()) - self._phase_start
+            rate = base * math.exp(min(20.0, self._growth * elapsed))
+            if self._growth < self.tuning.ramp_growth:
+                achieved = self._achieved()
+                if achieved is not None:
+                    # The workers cannot keep up with the probe: growing further would teach nothing.
+                    rate = min(rate, max(base, 2.0 * achieved))
+        rate = max(self.tuning.min_rate, rate)
         return rate if self.max_rate is None else min(rate, self.max_rate)
 
-    async def acquire(self) -> None:
-        """Wait for this request's sending slot.
+    def _allowance(self, rate: float) -> float:
+        """How many requests may leave at once: a share of the measured burst."""
+        burst = self.quota_burst
+        if burst is None or self._growth:
+            return 1.0
+        return max(1.0, min(self.tuning.burst_share * self._burst_scale * burst, rate))
 
-        Waiters queue (first come, first served) and only the first one waits for the
-        clock, so a change of rate applies to the very next slot.
+    async def acquire(self) -> None:
+        """Wait for this request's sending slot (GCRA: waiters queue, first come first served).
+
+        Only the first waiter sleeps on the clock, and at most 0.1 s at a time, so a
+        new rate applies to the very next slot.
         """
+        if self._first_send is None:
+            self._first_send = trio.current_time()
         if self.rate is None:
             return
         async with self._gate:
@@ -218,231 +204,224 @@ class AdaptiveRateLimiter:
                 if rate is None:
                     return
                 now = trio.current_time()
-                # A small burst allowance keeps workers busy without exceeding the rate
-                # over any longer window, nor the destination's burst: it lets out
-                # 1 + tolerance * rate requests at once, one plus half the burst and
-                # never more than the burst.
-                burst = self._burst_at(rate)
-                tolerance = _TUNING.max_tolerance
-                if burst is not None:
-                    tolerance = min(tolerance, max(0.0, min(0.5 * burst, burst - 1.0)) / rate)
-                slot = max(self._last_slot + 1.0 / rate, now - tolerance)
+                slot = max(self._last_slot + 1.0 / rate, now - (self._allowance(rate) - 1.0) / rate)
                 if slot <= now:
                     self._last_slot = slot
                     return
-                await trio.sleep_until(min(slot, now + _TUNING.recheck))
+                await trio.sleep_until(min(slot, now + 0.1))
 
     # -- feedback ------------------------------------------------------------------
 
-    def on_success(self, sent_at: float | None = None) -> None:
-        """Record a successful send.
-
-        Args:
-            sent_at: When the request was sent (``trio.current_time()``); now if None.
-        """
-        now = trio.current_time()
-        sent = now if sent_at is None else sent_at
-        last = self._last_success
-        if last is not None:
-            rate = self.rate
-            gap = 0.25 if rate is None else max(0.25, 4.0 / rate)
-            self._active += min(now - last, gap)
-        self._last_success = now
-        self._successes += 1
-        second = self._second
-        second.append(now)
-        while second[0] < now - 1.0:
-            second.popleft()
-        in_first_wave = self._first_event is None or (self.estimate is None and sent <= self._first_event)
-        if in_first_wave:
+    def on_success(self, sent_at: float) -> None:
+        """Record a successful send, made at ``sent_at``."""
+        tail = self._tail
+        if not tail or sent_at >= tail[-1]:
+            tail.append(sent_at)
+        else:
+            bisect.insort(tail, sent_at)
+        if len(tail) > 2 * self.tuning.tail:
+            del tail[: self.tuning.tail]
+        if self._empty_at is None or sent_at > self._empty_at:
+            self._episode += 1
+        wave_end = self._wave_end
+        in_wave = (wave_end is None and self._empty_at is None) or (wave_end is not None and sent_at <= wave_end)
+        if in_wave:
             self._wave_successes += 1
-            self._wave_answers = (min(self._wave_answers[0], now), max(self._wave_answers[1], now))
-        if self._base is None:
-            return  # nothing learnt yet: no history needed
-        history = self._history
-        history.append(now)
-        while history[0] < now - _TUNING.history:
-            history.popleft()
-        if in_first_wave:
-            # A late answer to the first wave (which ended at the first throttle, since a
-            # phase has started): the burst is larger than it seemed.
-            self.burst = self._wave_successes
-            if self._growth == self.ramp_growth:
-                self._base = max(self._base, self._ramp_start(None))
-        if not self._growth and self._active - self._phase_active >= self._hold_for:
-            self._start(self._base, self.probe_growth)
+            self._wave_sends = (min(self._wave_sends[0], sent_at), max(self._wave_sends[1], sent_at))
+            if wave_end is not None and self.quota_rate is None and self._growth:
+                # A late answer to the first wave: the bucket held more than it seemed.
+                self._base = max(self._base or 0.0, self._ramp_start())
+        if not self._growth and self._base is not None:
+            now = trio.current_time()
+            if self._active(now) >= self._next_probe:
+                # Probe for a raised quota; faster for a minute after it moved.
+                fast = now < self._moved_until
+                self._phase(self._base, self.tuning.probe_growth * (4.0 if fast else 1.0))
 
-    def on_throttle(self) -> bool:
-        """Record a throttled send and learn from it.
+    def on_throttle(self, sent_at: float, retry_after: float | None = None) -> bool:
+        """Record a throttled send (made at ``sent_at``) and the pause it asks for.
 
         Returns:
-            True if this started a new throttle event (the rate changed).
+            True if this started a new throttle event (the limiter reacted to it).
         """
-        if not self.adaptive:
-            return False
         now = trio.current_time()
-        if self._event_at is not None and now - self._event_at < _TUNING.same_event:
+        if not self.adaptive:
+            # Counted, never learnt from.
+            if sent_at > self._reacted_at:
+                self.throttle_events += 1
+                self._reacted_at = now
             return False
-        upper = self.rate  # the rate that ran out of quota
-        previous_event, self._event_at = self._event_at, now
+        if retry_after:
+            start = max(now, self._paused_until)
+            end = now + retry_after
+            if end > start:
+                self._paused += end - start
+                self._paused_until = end
+        if sent_at <= self._reacted_at:
+            return False  # sent before the last reaction: the same event
+        resumed_after = self._last_pause  # the pause that the current episode began with
+        self._last_pause = retry_after or 0.0
         self.throttle_events += 1
-        # Sending time since the last throttle (pauses left out).
-        sent_for, self._active_at_event = self._active - self._active_at_event, self._active
-        self._last_success = None  # the wait (and any pause) until the next success is not sending time
-        if self._first_event is None:
-            # The first throttle: the start measured the burst, not the rate. Answers
-            # to the rest of the first wave of requests are still on their way.
-            self._first_event = now
-            self.burst = self._wave_successes
-            self._start(self._ramp_start(upper), self.ramp_growth)
+        self._reacted_at = now
+        since = self._empty_at
+        # Successes already in that were sent after this one belong to the next episode.
+        later = len(self._tail) - bisect.bisect_right(self._tail, sent_at)
+        episode, self._episode = self._episode - later, later
+        self._empty_at = sent_at
+        if since is None and self._base is None:
+            # The first wave, sent unlimited, ran the bucket dry: it held B + R*T0. Its
+            # requests are all those sent before now: over a network their order of
+            # arrival is not their order of sending (each opens its own connection).
+            self._wave_end = self._empty_at = now
+            self._episode = 0
+            self._phase(self._ramp_start(), self.tuning.ramp_growth)
             return True
-        assert previous_event is not None
-        episode = [t for t in self._history if t > previous_event]
-        if self.burst_time is None:
-            lower = self._first_measurement(episode, now, previous_event)
-        else:
-            lower = self._bound(episode, now, previous_event)
-        if upper is not None:
-            lower = min(lower, upper)
-        # Only what got through beyond what the bucket held tells anything about the
-        # rate. It was empty at the last throttle and refilled while nothing was sent
-        # (the pause), up to the burst.
-        held = min(self._burst_at(lower) or 0.0, lower * max(0.0, now - previous_event - sent_for))
-        beyond_burst = len(episode) - held
-        if lower > 0 and beyond_burst >= 1 and (sent_for >= _TUNING.min_episode or beyond_burst >= _TUNING.min_beyond_burst):
-            if self.burst_time is None:
-                # The first measurement; kept until the next one tells the burst exactly.
-                self._ramp_episode = (episode, now, previous_event)
-                self.burst_time = (self.burst or 0.0) / lower
-            elif self._ramp_episode is not None:
-                lower = self._solve_burst(episode, now, previous_event, fallback=lower)
-            self._learn(lower, now)
-            self._start(lower * (1.0 - (self.margin if self._burst_solved else self.first_margin)), 0.0)
-        else:
-            # Too few got through since the last throttle to measure the rate: the
-            # quota dropped, or the rate was far above it. Ramp up again from what the
-            # successes prove, or from a cut.
-            if self.estimate is not None and lower < 0.8 * self.estimate:
-                self._volatile_until = now + 60.0
-                self._stable_probes = 0
-            cut = self.decrease * (upper if upper is not None else 2.0 * len(self._second))
-            if lower <= 0:
-                start = cut
-            elif beyond_burst < 1:
-                start = min(lower, cut)  # a bound from the burst alone may be far too high
-            else:
-                start = lower
-            self._start(start, self.ramp_growth)
+        held = None if self._growth else self.rate
+        recent = self._active(now) - self._phase_start < 2.0
+        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
+            # Throttled right after sending resumed: what the limiter lets out at once was
+            # more than the bucket held. Let out half as much; the rate stands. (Once it
+            # lets out one at a time, a throttle right after a pause is the rate's.)
+            self._burst_scale /= 2.0
+            self._phase(held, 0.0)
+            return True
+        measured = self._measure(since, sent_at, episode)
+        if measured is None:
+            # Too few got through to measure: the quota dropped hard. Search from half.
+            current = held or self.rate or self._achieved() or self.tuning.min_rate
+            self._moved_until = now + 60.0
+            self._phase(current / 2.0, self.tuning.ramp_growth)
+            return True
+        rate, burst, overstated = measured
+        if held is not None:
+            # Throttled while holding under the measured rate: it was a little high, or the
+            # quota dropped during the episode (then its windows overstate the new rate,
+            # and the next episode, all after the drop, measures it). Throttled again
+            # within a minute: the margin is too thin (jitter against a strict spacing).
+            rate = min(rate, held)
+            if now - self._held_throttle_at < 60.0:
+                self._margin = min(self.tuning.max_margin, 2.0 * self._margin)
+            self._held_throttle_at = now
+        self._learnt(rate, burst, now=now, overstated=overstated)
         return True
 
-    def _burst_at(self, rate: float) -> float | None:
-        """The destination's burst in requests when its rate is ``rate`` (None if unknown)."""
-        return self.burst if self.burst_time is None else self.burst_time * rate
+    # -- measuring -----------------------------------------------------------------
 
-    def _ramp_start(self, upper: float | None) -> float:
-        """The rate to ramp up from after the first throttle: ``_TUNING.ramp_start`` bursts per second."""
-        rate = _TUNING.ramp_start * max(1.0, self.burst or 0.0)
-        return rate if upper is None else min(rate, self.decrease * upper)
+    def _measure(self, since: float | None, empty_at: float, episode: int) -> tuple[float, float, float] | None:
+        """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``.
 
-    def _bound(self, times: list[float], now: float, since: float, burst: float | None = None) -> float:
-        """The destination's rate, measured from the successes ``times`` between throttles at ``since`` and ``now``.
-
-        A quota is a token bucket. It was empty at ``since`` and is empty now (less
-        than one request left: count half of one). In any window ending now it let
-        through what it held when the window began plus its rate times the window; what
-        it held is at most its rate times the time since ``since``, and at most its
-        burst: ``burst`` requests if given, else ``burst_time`` seconds of the rate once
-        that is known (so that it follows a quota that moves), else the first wave's
-        successes. Every window gives a lower bound of the rate; the largest one is the
-        measurement.
+        Returns:
+            (R, B, overstated): the rate, the burst, and by how much of R the rate may be
+            overstated (when the burst may be a request too small).
         """
-        burst_time = self.burst_time if burst is None else None
-        if burst is None:
-            burst = self.burst or 0.0
-        best = 0.0
-        count = 0.5
-        # A few hundred windows are plenty.
-        stride = 1 + len(times) // _TUNING.windows
-        for i, t in enumerate(reversed(times), 1):
-            count += 1
-            if i % stride:
-                continue
-            # Short windows are noisy: count them over at least _TUNING.min_window.
-            window = max(now - t, _TUNING.min_window)
-            refill = max(0.0, now - window - since)
-            if burst_time is not None:
-                best = max(best, count / (window + min(refill, burst_time)))
-            else:
-                best = max(best, count / (window + refill), (count - burst) / window)
-        return best
+        tail = self._tail
+        times = tail[bisect.bisect_right(tail, since) if since is not None else 0 : bisect.bisect_left(tail, empty_at)]
+        if not times:
+            return None
+        wave = self._wave_end is not None and self.quota_rate is None
+        burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
+        rate, window = self._lower_bound(times, since, episode, burst)
+        spread = 0.0
+        if wave:
+            # The burst and the rate together: the first wave emptied a full bucket, and
+            # the rate let more through while it was being sent: B = N0 - R*T0, with T0
+            # the time from its first to its last successful send. Solved by iterating
+            # from below, which settles on the lowest (safe) solution.
+            first, last = self._wave_sends
+            spread = max(0.0, last - first)
+            for _ in range(8):
+                burst = max(1.0, self._wave_successes - rate * spread)
+                rate, window = self._lower_bound(times, since, episode, burst)
+        if rate <= 0:
+            return None
+        # The measurement moves by 1/T per request of error in the burst. A first wave
+        # that took a while (few workers) tells the burst to about a request; one sent
+        # all at once tells it exactly, and so does an earlier measurement.
+        burst_error = 1.0 if spread > 0.001 else 0.0
+        return rate, burst, burst_error / (rate * window)
 
-    def _first_measurement(self, episode: list[float], now: float, since: float) -> float:
-        """Measure the rate, with the burst taken from the first wave.
+    def _lower_bound(self, times: list[float], since: float | None, episode: int, burst: float) -> tuple[float, float]:
+        """The largest lower bound of R that the successes ``times`` (the last of ``episode``) give.
 
-        The first wave's successes are the burst plus the requests the rate let through
-        while the destination worked through the wave, which is about as long as its
-        successes took to come back. Each pass takes that trickle, at the rate measured
-        so far, off the burst and measures again. The result may err either way by a
-        request or two of burst, a few per cent of the rate at a small burst: the
-        ``first_margin`` absorbs that, and the first probe corrects it.
+        After the i-th success the bucket held at most ``burst - 1`` tokens, so the N
+        successes sent after it, up to the j-th, show R >= (N - burst + 1) / T.
+        From an empty bucket (``since``, a throttle) nothing was in hand: R >= N / T.
+
+        Returns:
+            The bound, and the length T of the window that gave it.
         """
-        wave = self._wave_successes
-        first_answer, last_answer = self._wave_answers
-        trickle_time = max(0.0, last_answer - first_answer) if wave > 1 else 0.0
-        rate = self._bound(episode, now, since)
-        for _ in range(3):
-            self.burst = max(1.0, wave - rate * trickle_time)
-            rate = self._bound(episode, now, since)
-        return rate
+        count = len(times)
+        skipped = episode - count  # sent in the episode, no longer in the tail
+        best, best_window = 0.0, self.tuning.min_window
+        stride = 1 + count // self.tuning.windows
+        min_window = self.tuning.min_window
+        for j in range(count - 1, max(-1, count - 4), -1):
+            last = times[j]
+            if since is not None:
+                window = max(last - since, min_window)
+                if (bound := (skipped + j + 1) / window) > best:
+                    best, best_window = bound, window
+            for i in range(0, j, stride):
+                # Successes sent strictly after the i-th (requests sent at the same instant
+                # reach the destination together: none of them is "after" another).
+                after = j + 1 - bisect.bisect_right(times, times[i], i, j + 1)
+                window = max(last - times[i], min_window)
+                if (bound := (after - burst + 1) / window) > best:
+                    best, best_window = bound, window
+        return best, best_window
 
-    def _solve_burst(self, times: list[float], now: float, since: float, *, fallback: float) -> float:
-        """Learn the burst from this measurement and the first one; return the rate.
+    def _ramp_start(self) -> float:
+        """Where the search for the rate starts: twice the first wave's successes per second."""
+        return 2.0 * max(1, self._wave_successes)
 
-        Each measurement gives the rate as a function of the burst, and a longer one
-        (a gentle probe) depends on it less: the burst for which both give the same
-        rate is the destination's. If no burst makes them agree (the quota moved in
-        between), ``fallback`` is returned and the burst stays as it was.
-        """
-        assert self._ramp_episode is not None
-        first_times, first_now, first_since = self._ramp_episode
-        self._ramp_episode = None
-        top = float(self._wave_successes)  # the most the burst can be
-        best_gap, burst, rate = math.inf, top, fallback
-        for step in range(_TUNING.burst_steps, -1, -1):
-            candidate = top * step / _TUNING.burst_steps
-            first = self._bound(first_times, first_now, first_since, candidate)
-            second = self._bound(times, now, since, candidate)
-            if abs(first - second) < best_gap:
-                best_gap, burst, rate = abs(first - second), candidate, max(first, second)
-        if rate <= 0 or best_gap > 0.02 * rate:
-            return fallback
-        self.burst, self.burst_time = burst, burst / rate
-        self._burst_solved = True
-        return rate
-
-    def _learn(self, estimate: float, now: float) -> None:
-        previous = self.estimate
-        self.estimate = estimate
-        if previous is None:
-            return
-        change = abs(estimate / previous - 1.0)
-        if change > 0.2:
-            self._volatile_until = now + 60.0
-            self._stable_probes = 0
-        elif change <= 0.05:
-            self._stable_probes += 1
-        if now < self._volatile_until:
-            self._hold_for = self.hold_after_change
+    def _learnt(self, rate: float, burst: float, *, now: float, overstated: float = 0.0) -> None:
+        previous = self.quota_rate
+        if previous is not None and abs(rate / previous - 1.0) > self.tuning.move:
+            self._moved_until = now + 60.0
+            self._probe_every = self.tuning.probe_every
+        elif previous is not None and abs(rate / previous - 1.0) <= 2 * self.tuning.margin:
+            # A probe found the same quota: wait twice as long before the next one.
+            self._probe_every = min(self.tuning.max_probe_every, 2 * self._probe_every)
+        self.quota_rate, self.quota_burst = rate, burst
+        # Hold under the measurement by the margin, or by what it may overstate if more.
+        margin = min(self.tuning.max_margin, max(self._margin, overstated))
+        self._phase(rate * (1.0 - margin), 0.0)
+        tuning = self.tuning
+        if now < self._moved_until:
+            every = tuning.probe_every_after_move
         else:
-            self._hold_for = min(self.max_hold, self.hold * 2.0 ** self._stable_probes)
+            # A coarse measurement is worth improving once the rate it leaves unused has
+            # paid for the throttle a probe costs (its pause).
+            every = self._last_pause / max(margin - tuning.margin, 1e-6)
+        self._next_probe = self._active(now) + min(self._probe_every, max(tuning.probe_every_after_move, every))
 
-    def _start(self, rate: float | None, growth: float) -> None:
-        """Start a phase: hold ``rate`` (growth 0) or grow from it."""
-        self._base = None if rate is None else max(self.min_rate, rate)
+    def _phase(self, rate: float, growth: float) -> None:
+        """Start holding ``rate`` (growth 0), or growing from it."""
+        self._base = max(self.tuning.min_rate, rate)
         self._growth = growth
-        self._phase_active = self._active
+        self._phase_start = self._active(max(trio.current_time(), self._paused_until))
+
+    def _active(self, now: float) -> float:
+        """Sending time: time since the first send, pauses left out."""
+        start = self._first_send if self._first_send is not None else now
+        pending = max(0.0, self._paused_until - now)  # the part of the pauses still ahead
+        return max(0.0, now - start - (self._paused - pending))
+
+    def _achieved(self) -> float | None:
+        """Successes per second over the last second of sending, or None before a second of it."""
+        tail = self._tail
+        now = trio.current_time()
+        if self._active(now) - self._phase_start < 1.0 or not tail:
+            return None
+        return float(len(tail) - bisect.bisect_left(tail, now - 1.0))
 
     def statistics(self) -> RateLimiterStatistics:
-        """Return the current rate and the number of throttle events seen."""
+        """Return the current rate, the throttle events seen and the measured quota."""
         rate = self.rate
-        return RateLimiterStatistics(rate=None if rate is None or math.isinf(rate) else round(rate, 2), throttle_events=self.throttle_events)
+        return RateLimiterStatistics(
+            rate=None if rate is None or math.isinf(rate) else round(rate, 2),
+            throttle_events=self.throttle_events,
+            quota_rate=None if self.quota_rate is None else round(self.quota_rate, 2),
+            quota_burst=None if self.quota_burst is None else round(self.quota_burst, 1),
+            holding=self.quota_rate is not None and not self._growth,
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import PipelineModel
-from .plugins import Registry
+from .registry import Registry
 
 
 def config_schema(registry: Registry) -> dict[str, Any]:

@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS records (
     updated_at REAL NOT NULL,
     PRIMARY KEY (pipeline, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quotas (
+    destination TEXT PRIMARY KEY,
+    rate        REAL NOT NULL,
+    burst       REAL NOT NULL,
+    run_id      TEXT NOT NULL,
+    updated_at  REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # SQLite's default limit on host parameters is 32766; stay far below it.
@@ -117,6 +124,20 @@ class StateStore:
         # loss may drop the last transactions, which a rerun then sends again.
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
+
+    def quota(self, destination: str) -> tuple[float, float] | None:
+        """Return the quota an earlier run measured for ``destination``: (rate, burst), or None."""
+        row = self._read.execute("SELECT rate, burst FROM quotas WHERE destination = ?", (destination,)).fetchone()
+        return None if row is None else (float(row[0]), float(row[1]))
+
+    def remember_quota(self, destination: str, rate: float, burst: float) -> None:
+        """Keep the quota measured for ``destination`` for the next run. Blocks (a small write)."""
+        self._read.execute(
+            "INSERT INTO quotas (destination, rate, burst, run_id, updated_at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (destination) DO UPDATE SET rate = excluded.rate, burst = excluded.burst,"
+            " run_id = excluded.run_id, updated_at = excluded.updated_at",
+            (destination, rate, burst, self.run_id, time.time()),
+        )
 
     def forget(self) -> int:
         """Delete this pipeline's checkpoints (``--fresh``); return how many there were."""

@@ -62,7 +62,7 @@ from ._errors import (
 from .base import Plugin, PluginOptions, Record, RunContext, SendResult, Sink, Source, Transform
 from .config import parse_config
 from .pipeline import RunOptions, RunResult, run_pipeline
-from .plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from .registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
 
 __all__ = [
     "CLASSIFIED_ERRORS",
@@ -96,7 +96,7 @@ def plugin_of(*classes: type[Plugin]) -> object:
 
     Returns:
         An object with the matching ``register_*`` hooks, to pass in ``plugins=``
-        (or to :func:`etl_core.plugins.make_plugin_manager`'s ``extra_plugins``).
+        (or to :func:`etl_core.registry.make_plugin_manager`'s ``extra_plugins``).
 
     Raises:
         TypeError: A class is not a plugin class.

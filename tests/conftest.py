@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from etl_core.plugins import Registry, make_plugin_manager
+from etl_core.registry import Registry, make_plugin_manager
 
 ETL = [sys.executable, "-m", "etl_core.cli"]
 

@@ -32,7 +32,7 @@ import etl_core
 from etl_core import hookspecs
 from etl_core._yaml import load_yaml
 from etl_core.config import parse_config
-from etl_core.plugins import Registry, make_plugin_manager
+from etl_core.registry import Registry, make_plugin_manager
 from tools import docgen
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_every_public_name_is_mentioned():
 
 
 def test_builtin_plugins_are_listed():
-    from etl_core.plugins import DEFAULT_PLUGINS
+    from etl_core.registry import DEFAULT_PLUGINS
 
     text = _doc("plugins.md")
     for module in DEFAULT_PLUGINS:

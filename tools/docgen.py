@@ -41,7 +41,7 @@ import pydantic
 from pydantic_core import PydanticUndefined
 
 from etl_core.config import PipelineModel
-from etl_core.plugins import Registry, make_plugin_manager
+from etl_core.registry import Registry, make_plugin_manager
 from etl_core.schema import config_schema
 
 #: The project root (the directory holding ``docs/``).

@@ -302,6 +302,11 @@ class CxoneSink(Sink):
         """
         return _sandbox_overrides()
 
+    def destination(self) -> str:
+        """The endpoint and the API client whose quota the sends count against."""
+        options = self.options
+        return f"{options.method} {options.base_url}{options.path_template} as {options.client_id} of {options.token_url}"
+
     async def check_auth(self) -> str:
         """Request one token with the configured credentials (``etl validate --check-auth``).
 

@@ -20,7 +20,7 @@ sink:
 def test_minimal_config_gets_defaults(write_config, registry):
     config = load_config(str(write_config(MINIMAL)), registry)
     assert config.model.pipeline == "demo"
-    assert config.model.run.workers == 16
+    assert config.model.run.workers == "auto" and config.model.run.max_workers == 256
     assert config.sink[0].name == "jsonl"
     assert config.sink[1].path == "out.jsonl"
 
@@ -136,7 +136,7 @@ def test_masked_config_round_trips(write_config, registry):
     config = load_config(str(write_config(MINIMAL)), registry)
     masked = config.masked()
     assert masked["sink"] == {"type": "jsonl", "path": "out.jsonl", "line_field": ""}
-    assert masked["run"]["workers"] == 16
+    assert masked["run"]["workers"] == "auto"
 
 
 def test_transform_index_in_path(write_config, registry):

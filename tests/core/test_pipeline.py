@@ -26,7 +26,7 @@ from etl_core import (
 )
 from etl_core.config import parse_config
 from etl_core.pipeline import RunOptions, run_pipeline
-from etl_core.plugins import Registry, make_plugin_manager
+from etl_core.registry import Registry, make_plugin_manager
 
 
 class CountSource(Source):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import etl_transform
 from etl_core import RecordRejected, hookspecs
-from etl_core.plugins import Registry
+from etl_core.registry import Registry
 from etl_transform import MapOptions, MapTransform, ValidateOptions, ValidateTransform
 
 UUID = "3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b"

@@ -29,6 +29,18 @@ def mock_transport(handler: Handler) -> httpx.MockTransport:
         result = await handler(Request(request.method.encode("ascii"), request.url.raw_path, headers, body))
         if not isinstance(result, Response):  # DROP
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
-        return httpx.Response(result.status, headers=response_headers(result), content=result.body)
+        # A stream, as over HTTP: a client may read the body in chunks, raw.
+        return httpx.Response(result.status, headers=response_headers(result), stream=_Body(result.body))
 
     return httpx.MockTransport(handle)
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body handed out as one chunk, not read in advance."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self):  # type: ignore[override]
+        if self._body:
+            yield self._body

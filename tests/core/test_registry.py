@@ -8,7 +8,7 @@ import pytest
 from etl_core import PluginError, PluginOptions, Record, Sink, Source, hookimpl
 from etl_core.config import parse_config
 from etl_core.pipeline import RunOptions, run_pipeline
-from etl_core.plugins import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from etl_core.registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
 from tests.conftest import run_etl
 
 

@@ -1,0 +1,81 @@
+"""Delivery: what the runner does with each classified outcome of a send."""
+
+from __future__ import annotations
+
+import trio
+
+from etl_core import Outcome, PermanentError, Record, SendResult, ThrottledError, TransientError
+from etl_core._delivery import Delivery
+from etl_core.config import RunSettings
+from etl_core.pipeline import make_limiter
+from etl_core.testing import RecordingSink
+
+
+def delivery(sink: RecordingSink, **run: object) -> Delivery:
+    settings = RunSettings.model_validate({"workers": 8, **run})
+    return Delivery(sink, settings, limiter=make_limiter(settings))
+
+
+def record(key: str, line: int = 1) -> Record:
+    return Record({"id": key}, line=line, key=key)
+
+
+async def test_a_success_refunds_the_budget_and_reports_its_status(autojump_clock):
+    sink = RecordingSink(failures={"a": [TransientError("blip", status=502), SendResult(status=204)]})
+    send = delivery(sink, retry={"backoff_base": 0.01})
+    balance = send.budget.balance
+    result = await send.deliver(record("a"))
+    assert (result.outcome, result.status, result.attempts) == (Outcome.OK, 204, 2)
+    stats = send.statistics()
+    assert stats.retries == 1 and stats.by_status == {"204": 1, "502": 1}
+    assert send.budget.balance == balance - 10 + 1  # the transient retry's cost, then a refund
+
+
+async def test_a_permanent_error_fails_at_once_with_its_detail(autojump_clock):
+    sink = RecordingSink(failures={"a": PermanentError("HTTP 404: contact not found", status=404, detail="{}")})
+    result = await delivery(sink).deliver(record("a"))
+    assert result.outcome is Outcome.FAILED and not result.retryable
+    assert (result.status, result.attempts, result.detail, result.stage) == (404, 1, "{}", "sink")
+
+
+async def test_retry_after_pauses_every_worker(autojump_clock):
+    sink = RecordingSink(failures={"a": [ThrottledError("slow down", status=429, retry_after=2.0)]})
+    send = delivery(sink)
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send.deliver, record("a"))
+        await trio.sleep(0.5)  # "a" was throttled: "b" waits for the pause too
+        nursery.start_soon(send.deliver, record("b", 2))
+    assert send.statistics().pauses == 1
+    assert trio.current_time() - started >= 2.0
+    assert sink.attempts == {"a": 2, "b": 1}
+
+
+async def test_the_budget_pays_once_per_throttle_event(autojump_clock):
+    # Forty requests in flight when the destination throttles: one event, not forty retries' worth.
+    throttled = ThrottledError("slow down", status=429, retry_after=1.0)
+    sink = RecordingSink(
+        RecordingSink.Options(delay=0.05), failures={str(i): [throttled] for i in range(40)}
+    )
+    send = delivery(sink, workers=40, retry={"budget": 20, "throttled_cost": 5})
+    async with trio.open_nursery() as nursery:
+        for i in range(40):
+            nursery.start_soon(send.deliver, record(str(i), i))
+    assert len(sink.received) == 40 and send.budget.exhausted == 0
+
+
+async def test_records_with_one_key_are_sent_in_input_order(autojump_clock):
+    sink = RecordingSink(RecordingSink.Options(delay=0.01))
+    send = delivery(sink)
+    async with trio.open_nursery() as nursery:
+        for line in range(1, 6):
+            nursery.start_soon(send.deliver, Record({"id": "k", "n": line}, line=line, key="k"))
+            await trio.sleep(0)
+    assert [r.data["n"] for r in sink.received] == [1, 2, 3, 4, 5]
+
+
+async def test_a_dry_run_describes_instead_of_sending(autojump_clock):
+    sink = RecordingSink()
+    settings = RunSettings()
+    result = await Delivery(sink, settings, limiter=make_limiter(settings), dry_run=True).deliver(record("a"))
+    assert result.outcome is Outcome.DRY_RUN and result.attempts == 0 and sink.attempts == {}

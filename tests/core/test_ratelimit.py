@@ -1,0 +1,139 @@
+"""The adaptive rate limiter: pacing, feedback, and invariants over a grid of quota shapes.
+
+The grid drives the runner's real ``Delivery`` (through ``tests.ratesim``) against a
+simulated destination; the acceptance matrix with its goals per cell is in
+``test_ratelimit_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from etl_core.ratelimit import AdaptiveRateLimiter
+from tests.ratesim import Cell, simulate
+
+
+async def test_unlimited_until_throttled(autojump_clock):
+    limiter = AdaptiveRateLimiter()
+    assert limiter.rate is None
+    start = trio.current_time()
+    for _ in range(1000):
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+    assert trio.current_time() == start
+
+
+async def test_paces_at_max_rate(autojump_clock):
+    limiter = AdaptiveRateLimiter(max_rate=50)
+    start = trio.current_time()
+    for _ in range(100):
+        await limiter.acquire()
+    assert 1.9 <= trio.current_time() - start <= 2.0
+
+
+async def test_never_above_max_rate(autojump_clock):
+    limiter = AdaptiveRateLimiter(max_rate=10)
+    for _ in range(50):
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    rates = []
+    for _ in range(600):
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+        rates.append(limiter.rate)
+    assert max(rates) <= 10
+
+
+async def test_not_adaptive_ignores_throttles(autojump_clock):
+    limiter = AdaptiveRateLimiter(max_rate=20, adaptive=False)
+    assert not limiter.on_throttle(trio.current_time(), 1.0)
+    assert limiter.rate == 20 and limiter.statistics().throttle_events == 1
+
+
+async def test_a_new_rate_applies_to_waiting_workers(autojump_clock):
+    limiter = AdaptiveRateLimiter(max_rate=1)
+    sent: list[float] = []
+
+    async def worker():
+        await limiter.acquire()
+        sent.append(trio.current_time())
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(worker)
+        await trio.sleep(2.5)
+        limiter.max_rate = 100  # e.g. the ceiling was raised: the queue must speed up at once
+    assert len(sent) == 20
+    assert max(sent) - start < 3.0
+
+
+async def test_throttles_sent_before_the_reaction_are_one_event(autojump_clock):
+    limiter = AdaptiveRateLimiter()
+    first_wave = trio.current_time()
+    for _ in range(20):
+        await limiter.acquire()
+        limiter.on_success(first_wave)
+    await trio.sleep(0.02)
+    assert limiter.on_throttle(first_wave, 1.0)  # the first throttle: an event
+    # The rest of the wave was in flight when the limiter reacted: the same event.
+    assert not any(limiter.on_throttle(first_wave, 1.0) for _ in range(30))
+    assert limiter.statistics().throttle_events == 1
+    assert limiter.rate is not None  # it limits from now on
+
+
+async def test_a_remembered_quota_is_held_from_the_start(autojump_clock):
+    limiter = AdaptiveRateLimiter(quota=(100.0, 10.0))
+    assert limiter.rate is not None and 0.95 * 100 <= limiter.rate < 100
+    stats = limiter.statistics()
+    assert (stats.quota_rate, stats.quota_burst, stats.throttle_events) == (100.0, 10.0, 0)
+    # It lets out a share of the burst at once, then paces.
+    start = trio.current_time()
+    for _ in range(int(limiter.tuning.burst_share * 10)):
+        await limiter.acquire()
+    assert trio.current_time() - start < 1e-9
+    for _ in range(99):
+        await limiter.acquire()
+    assert 0.95 <= trio.current_time() - start <= 1.1
+
+
+# -- invariants over a grid of shapes, through the runner's Delivery --------------------
+
+GRID = [
+    Cell(rate=100, burst=1, workers=32),
+    Cell(rate=100, burst=10, workers=4),
+    Cell(rate=100, burst=100, workers=0),
+    Cell(rate=20, burst=2, workers=0, latency=0.1, jitter=0.05),
+    Cell(rate=300, burst=30, workers=0, retry_after="none"),
+    Cell(rate=100, burst=10, workers=64, retry_after="fractional", status=503),
+    Cell(rate=50, shape="fixed_window", window=10, workers=16, rows=1500),
+]
+
+
+@pytest.mark.parametrize("cell", GRID, ids=Cell.label)
+def test_every_row_is_delivered_once_with_few_throttles(cell):
+    outcome = simulate("etl", cell)
+    assert outcome.ok == cell.rows and outcome.failed == 0
+    # At most the first wave's requests in flight (64 with auto), and a few more.
+    assert outcome.throttled <= 0.01 * cell.rows + min(cell.workers or 64, 64)
+    assert outcome.goodput >= 0.6 * cell.capacity
+    if outcome.final_rate is not None:
+        # The limit ends near the quota: neither far above it nor starved below it.
+        assert 0.5 * cell.capacity <= outcome.final_rate <= 1.5 * cell.capacity
+
+
+def test_a_sender_bound_run_is_never_limited():
+    # Two workers at 20 ms carry 95/s, under a quota of 1,000/s: nothing to learn.
+    cell = Cell(rate=1000, burst=10, workers=2)
+    outcome = simulate("etl", cell)
+    assert outcome.throttled == 0 and outcome.final_rate is None
+    assert outcome.goodput >= 0.99 * cell.capacity
+
+
+def test_max_rate_is_a_ceiling():
+    cell = Cell(rate=1000, burst=100, workers=32)
+    outcome = simulate("etl", cell, max_rate=200)
+    assert outcome.throttled == 0
+    assert 0.95 * 200 <= outcome.goodput <= 200 * 1.05
