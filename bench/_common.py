@@ -78,15 +78,18 @@ _LAST = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "
 _CITIES = ("Boston", "Denver", "Austin", "Seattle", "Leeds", "Bristol", "Chicago", "Portland")
 
 
-def write_contacts_csv(path: Path, rows: int, *, seed_count: int = DEFAULT_SEEDS, unique: bool = False) -> Path:
+def write_contacts_csv(
+    path: Path, rows: int, *, seed_count: int = DEFAULT_SEEDS, unique: bool = False, first: int = 0
+) -> Path:
     """Write ``rows`` valid contact rows to ``path``.
 
     Every row passes the shipped config's map and validate transforms. By default the
-    ids are those of the sandbox's seeded contacts (cycled after ``seed_count``), so
-    each row becomes one PATCH the sandbox applies; with ``unique`` every row gets its
-    own made-up id (for dry runs of millions of distinct contacts).
+    ids are those of the sandbox's seeded contacts from number ``first`` on (cycled
+    after ``seed_count``), so each row becomes one PATCH the sandbox applies; with
+    ``unique`` every row gets its own made-up id (for dry runs of millions of distinct
+    contacts).
     """
-    ids = [] if unique else contact_ids(min(rows, seed_count))
+    ids = [] if unique else contact_ids(min(first + rows, seed_count))[first:]
     n_ids = len(ids)
     with path.open("w", encoding="utf-8", newline="") as fh:
         fh.write("contact_id,first_name,last_name,email,phone,city\n")
@@ -158,11 +161,14 @@ class Sandbox:
         latency: float = 0.0,
         seed_count: int = DEFAULT_SEEDS,
         log: Path | None = None,
+        port: int | None = None,
+        options: Sequence[str] = (),
     ) -> None:
-        self.port = free_port()
+        """Start it; ``port`` (default: a free one) and more ``etl sandbox cxone`` ``options``."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["--port", str(self.port), "--retry-after", retry_after, "--latency", str(latency)]
-        args += ["--seed-count", str(seed_count)]
+        args += ["--seed-count", str(seed_count), *options]
         if rate_limit is not None:
             args += ["--rate-limit", str(rate_limit)]
         if burst is not None:

@@ -2,8 +2,8 @@
 
 One httpx.AsyncClient with a fixed connection pool, N asyncio worker tasks taking rows
 from a queue, one PATCH per row; a worker that gets a 429 sleeps for its own
-Retry-After (1 s when there is none) and tries again. No shared pause, no rate
-learning, no retry budget, no validation.
+Retry-After (seconds or an HTTP date; 1 s when there is none) and tries again. No
+shared pause, no rate learning, no retry budget, no validation.
 
 Usage::
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import email.utils
 import json
 import os
 import time
@@ -25,6 +26,16 @@ import time
 import httpx
 
 FIELDS = {"first_name": "firstName", "last_name": "lastName", "email": "email", "phone": "phone", "city": "city"}
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds a Retry-After header asks to wait: a number of seconds or an HTTP date (1 s when absent)."""
+    if value is None:
+        return 1.0
+    try:
+        return float(value)
+    except ValueError:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
 
 
 async def main() -> None:
@@ -59,7 +70,7 @@ async def main() -> None:
                     response = await client.patch(f"/api/v2/contacts/{row['contact_id']}", json=body, headers=headers)
                     if response.status_code == 429:
                         counts["throttled"] += 1
-                        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                        await asyncio.sleep(retry_after(response.headers.get("Retry-After")))
                         continue
                     counts["ok" if response.status_code < 300 else "failed"] += 1
                     break

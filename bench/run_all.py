@@ -1,11 +1,12 @@
 """Run every benchmark, one at a time, and print all the tables.
 
-    .venv/bin/python bench/run_all.py            # the full set: about half an hour
+    .venv/bin/python bench/run_all.py            # the full set: about 45 minutes
     .venv/bin/python bench/run_all.py --quick    # tiny sizes: a smoke check
     .venv/bin/python bench/run_all.py --only 1,3 --json results.json
 
 Cases: 1 goodput under a rate limit, 2 a limit that moves, 3 latency-bound,
-4 the naive client (inside cases 1 and 3), 5 engine speed, 6 memory, 7 start-up.
+4 the naive client (inside cases 1, 3 and 8), 5 engine speed, 6 memory, 7 start-up,
+8 rate control against the sandbox's quota shapes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import engine
 import latency
 import moving_limit
 import rate_limit
+import rate_sandbox
 import startup
 
 
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive client (case 4)")
     p.add_argument("--no-10m", action="store_true", help="skip the 10M-row dry run of case 6")
     args = p.parse_args(argv)
-    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7}
+    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8}
     naive = not args.no_naive and 4 in only
     results: dict[str, Any] = {"machine": c.machine(), "quick": args.quick}
     tables: list[str] = []
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if 3 in only:
         results["latency"] = latency.measure(quick=args.quick, naive=naive)
         tables.append(latency.table(results["latency"]))
+    if 8 in only:
+        results["rate_sandbox"] = rate_sandbox.measure(quick=args.quick, naive=naive)
+        tables.append(rate_sandbox.table(results["rate_sandbox"]))
     if 5 in only or 6 in only:
         results["engine"] = engine.measure(quick=args.quick, big=6 in only and not args.no_10m)
         tables.append(engine.table(results["engine"]))
