@@ -287,7 +287,7 @@ class AdaptiveRateLimiter:
             return True
         measured = self._measure(since, sent_at, episode)
         if measured is None:
-            # Too few got through to measure: the quota dropped hard. Search from half.
+            # Nothing got through to measure: the quota dropped hard. Search from half.
             current = held or self.rate or self._achieved() or self.tuning.min_rate
             self._moved_until = now + 60.0
             self._phase(current / 2.0, self.tuning.ramp_growth)
@@ -392,7 +392,8 @@ class AdaptiveRateLimiter:
         else:
             # A coarse measurement is worth improving once the rate it leaves unused has
             # paid for the throttle a probe costs (its pause).
-            every = self._last_pause / max(margin - tuning.margin, 1e-6)
+            # (Without a pause, a probe still costs its throttled requests' backoff.)
+            every = max(self._last_pause, 0.5) / (margin - tuning.margin) if margin > tuning.margin else math.inf
         self._next_probe = self._active(now) + min(self._probe_every, max(tuning.probe_every_after_move, every))
 
     def _phase(self, rate: float, growth: float) -> None:
