@@ -1,0 +1,129 @@
+"""Running a pipeline described by a dict, validated like a config file."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.metadata
+import os
+import tempfile
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import trio
+
+from .. import hookspecs
+from ..base import (
+    Plugin,
+    Sink,
+    Source,
+)
+from ..config import parse_config
+from ..pipeline import RunOptions, RunResult, run_pipeline
+from ..registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from ._plugins import _ClassesPlugin, plugin_of
+
+# -- running pipelines -----------------------------------------------------------------
+
+
+async def run_pipeline_from_dict(
+    config: Mapping[str, Any],
+    *,
+    plugins: Iterable[object] = (),
+    env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    tmp_dir: str | Any | None = None,
+    source: Source | None = None,
+    sink: Sink | None = None,
+) -> RunResult:
+    """Validate a pipeline given as a dict, like a config file, and run it.
+
+    The plugin manager holds the built-in plugins, the installed ones (entry points) and
+    ``plugins``. A module in ``plugins`` that is also installed or built in is registered
+    once, so a plugin's tests can pass its module whether or not it is installed.
+
+    Args:
+        config: The pipeline, as the YAML file would parse (``pipeline``, ``source``,
+            ``transforms``, ``sink``, ``run``...). It is not modified.
+        plugins: Plugin objects (modules, :func:`plugin_of` results) to register as well.
+        env: Environment for ``${VAR}`` interpolation (default: ``os.environ``, as for a
+            config file); pass ``{}`` for a hermetic test.
+        dry_run: Read, transform and describe the requests; send nothing.
+        tmp_dir: The output directory (report, rejects, state) when ``config`` has no
+            ``output.dir``. Default: a new temporary directory, left in place so the files
+            can be read (the report's ``files`` section has their paths); pass pytest's
+            ``tmp_path`` to have it cleaned up.
+        source: A source instance to read from instead of making one from the config
+            (whose ``source`` section is then left out, or gives only its ``type``).
+        sink: A sink instance to send to instead of making one from the config (whose
+            ``sink`` section is then left out, or gives only its ``type``), e.g. a
+            :class:`RecordingSink` to read what it received after the run.
+
+    Returns:
+        The exit code and the run report.
+
+    Raises:
+        ConfigError: The dict is not a valid pipeline, or a plugin's ``check()`` refused it.
+        PluginError: A plugin is broken or two plugins claim one name.
+    """
+    data = copy.deepcopy(dict(config))
+    instances = [plugin for plugin in (source, sink) if plugin is not None]
+    for section, plugin in (("source", source), ("sink", sink)):
+        if plugin is None:
+            continue
+        given = data.setdefault(section, {"type": plugin.name})
+        if given != {"type": plugin.name}:
+            raise ValueError(f"{section} is given as an instance: leave its options out of the config (or give only its type)")
+    pm = make_plugin_manager(extra_plugins=_new_plugins([*plugins, *_classes_of(instances, plugins)]))
+    output = data.get("output")
+    if output is None or (isinstance(output, dict) and not output.get("dir")):
+        directory = tmp_dir if tmp_dir is not None else tempfile.mkdtemp(prefix="etl-test-")
+        data["output"] = {**(output or {}), "dir": str(directory)}
+    parsed = parse_config(data, {}, Registry(pm), env=os.environ if env is None else env, source="<dict>")
+    options = RunOptions(dry_run=dry_run, handle_signals=False)
+    return await run_pipeline(parsed, pm, options, source=source, sink=sink)
+
+
+def run_pipeline_sync(
+    config: Mapping[str, Any],
+    *,
+    plugins: Iterable[object] = (),
+    env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+    tmp_dir: str | Any | None = None,
+    source: Source | None = None,
+    sink: Sink | None = None,
+) -> RunResult:
+    """Run :func:`run_pipeline_from_dict` in a new trio event loop, for synchronous tests.
+
+    Takes the same arguments. It cannot be called from inside a running event loop
+    (an async test): await :func:`run_pipeline_from_dict` there.
+    """
+    return trio.run(
+        functools.partial(
+            run_pipeline_from_dict, config, plugins=plugins, env=env, dry_run=dry_run, tmp_dir=tmp_dir,
+            source=source, sink=sink,
+        )
+    )
+
+
+def _classes_of(instances: list[Plugin], plugins: Iterable[object]) -> list[object]:
+    """A plugin registering the classes of ``instances`` that no plugin in ``plugins`` registers."""
+    registered = {cls for plugin in plugins if isinstance(plugin, _ClassesPlugin) for cls in plugin.classes}
+    missing = list(dict.fromkeys(type(instance) for instance in instances if type(instance) not in registered))
+    return [plugin_of(*missing)] if missing else []
+
+
+def _new_plugins(plugins: Iterable[object]) -> tuple[object, ...]:
+    """Leave out modules the plugin manager registers anyway (built in or installed)."""
+    loaded = set(DEFAULT_PLUGINS)
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        module, _, attr = ep.value.partition(":")
+        if not attr:
+            loaded.add(module.strip())
+    return tuple(
+        plugin
+        for plugin in plugins
+        if not (isinstance(plugin, types.ModuleType) and plugin.__name__ in loaded)
+    )
