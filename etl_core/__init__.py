@@ -31,11 +31,12 @@ from .base import (
 from ._version import __version__
 from .hookspecs import hookimpl
 from .logging import register_secret
-from .report import spreadsheet_safe
+from .report import CsvFile, spreadsheet_safe
 
 __all__ = [
     "CommandLine",
     "ConfigError",
+    "CsvFile",
     "EtlError",
     "FatalError",
     "Outcome",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -22,7 +23,7 @@ from .base import RateLimitHint, Record, Sink
 from .config import RunSettings
 from .logging import get_logger
 from .ratelimit import RateLimiter
-from .retry import RetryBudget, SharedPause, backoff_delay
+from .retry import PausesSpent, RetryBudget, SharedPause, backoff_delay
 
 #: Dry runs log the first few requests at info level, the rest at debug.
 _DRY_RUN_SHOWN = 5
@@ -71,12 +72,24 @@ class Delivery:
         settings: The run settings (``retry``).
         limiter: The client-side rate limiter shared by every worker.
         dry_run: Describe each request instead of sending it.
+        on_unavailable: Called once, with the reason, when the destination looks
+            unavailable (it asked for more than ``run.retry.max_paused`` of pauses in
+            all): the run must stop. Records not yet sent then stay without an outcome.
     """
 
-    def __init__(self, sink: Sink, settings: RunSettings, *, limiter: RateLimiter, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        settings: RunSettings,
+        *,
+        limiter: RateLimiter,
+        dry_run: bool = False,
+        on_unavailable: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self.sink = sink
         self.limiter = limiter
-        self.pause = SharedPause()
+        self.pause = SharedPause(max_total=settings.retry.max_paused)
+        self._on_unavailable = on_unavailable
         self.budget = RetryBudget(settings.retry.budget, settings.retry.success_refund)
         self._retry = settings.retry
         self._dry_run = dry_run
@@ -91,11 +104,15 @@ class Delivery:
         self._log = get_logger()
         self.concurrency = Concurrency(settings.workers, settings.max_workers, limiter)
 
-    async def deliver(self, record: Record) -> Result:
+    async def deliver(self, record: Record) -> Result | None:
         """Send ``record`` (retrying as the policy allows) and return its final result.
 
         Two records with one key are sent one after the other, in input order, so the
         last one read is the last one applied.
+
+        Returns:
+            The result, or None when the record could not be sent because the pauses
+            are spent (see ``on_unavailable``): it has no outcome in this run.
 
         Raises:
             FatalError: The sink says the run cannot go on.
@@ -135,11 +152,14 @@ class Delivery:
         getattr(self._log, level)("dry_run_request", line=record.line, key=record.key, request=request)
         return Result(Outcome.DRY_RUN, "sink", self.sink.name)
 
-    async def _send_with_retries(self, record: Record) -> Result:
+    async def _send_with_retries(self, record: Record) -> Result | None:
         retry = self._retry
         attempts = 0
         while True:
-            await self._wait_for_slot()
+            try:
+                await self._wait_for_slot()
+            except PausesSpent:
+                return None
             sent_at = trio.current_time()
             attempts += 1
             self._attempts += 1
@@ -205,13 +225,24 @@ class Delivery:
         while True:
             await self.pause.wait()
             await self.limiter.acquire()
-            if not self.pause.remaining():
+            if not (self.pause.remaining() or self.pause.spent):  # else wait again, or stop
                 return
 
     def _pause(self, seconds: float, level: str, **fields: Any) -> None:
-        already_paused = self.pause.remaining() > 0
-        if self.pause.pause_for(seconds) and not already_paused:
-            getattr(self._log, level)("paused", seconds=round(seconds, 3), rate_limit=self.limiter.rate, **fields)
+        pause = self.pause
+        already_paused, already_spent = pause.remaining() > 0, pause.spent
+        if pause.pause_for(seconds):
+            if not already_paused:
+                getattr(self._log, level)("paused", seconds=round(seconds, 3), rate_limit=self.limiter.rate, **fields)
+        elif pause.spent and not already_spent:
+            reason = (
+                f"the destination asked for more than {pause.max_total:g} s of pauses in all (run.retry.max_paused), "
+                "so it looks unavailable: run again later to send the records left"
+            )
+            self._log.error(
+                "destination_unavailable", reason=reason, paused_s=round(pause.paused_seconds, 3), asked_s=round(seconds, 3)
+            )
+            self._on_unavailable(reason)
 
     def _honour_rate_limit_headers(self, hint: RateLimitHint) -> None:
         # The server says the window is spent: pause until it resets instead of

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
         pm = make_plugin_manager(extra_plugins=extra_plugins)
         parser = _parser(pm)
     except PluginError as exc:
-        print(f"etl: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_USAGE
     args = parser.parse_args(argv)
     if args.command is None:
@@ -48,18 +48,25 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
             raise PluginError(f"the command {args.command!r} has no handler: its plugin must set_defaults(handler=...)")
         return int(args.handler(args))
     except (ConfigError, PluginError) as exc:
-        print(f"etl: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_USAGE
     except BaseExceptionGroup as group:
         # Raised inside a task group (e.g. while a sandbox serves).
         user_errors, others = group.split((ConfigError, PluginError))
         if user_errors is None or others is not None:
             raise
-        print(f"etl: error: {_first_leaf(user_errors)}", file=sys.stderr)
+        _error(_first_leaf(user_errors))
         return EXIT_USAGE
     except KeyboardInterrupt:
         # Ctrl-C outside a run (a run handles its own signals).
         return 130
+
+
+def _error(message: object) -> None:
+    """Say what went wrong on stderr, with every registered secret masked."""
+    from .logging import redact
+
+    print(f"etl: error: {redact(str(message))}", file=sys.stderr)
 
 
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
@@ -192,9 +199,11 @@ async def _run(config: Any, pm: PluginManager, args: argparse.Namespace, *, outp
         output_dir=output_dir,
     )
     result = await run_pipeline(config, pm, options)
+    # Logs may be going to a file or a log shipper: say it on stderr too.
     if result.report["aborted"]:
-        # Logs may be going to a file or a log shipper: say why on stderr too.
-        print(f"etl: error: run stopped: {result.report['aborted']}", file=sys.stderr)
+        _error(f"run stopped: {result.report['aborted']}")
+    if result.report_error:
+        _error(result.report_error)
     return result.exit_code
 
 
@@ -231,7 +240,7 @@ def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
         try:
             checked = trio.run(sink_cls(options).check_auth)
         except EtlError as exc:
-            print(f"etl: error: credentials check failed: {exc}", file=sys.stderr)
+            _error(f"credentials check failed: {exc}")
             return EXIT_USAGE
         print(f"credentials: {checked}" if checked else f"credentials: sink {model.sink.type!r} has none to check")
     return 0

@@ -37,6 +37,15 @@ class RetrySettings(_Model):
     retry_after_max: Annotated[
         float, pydantic.Field(gt=0, description="Longest pause honoured from a Retry-After header, in seconds.")
     ] = 300.0
+    max_paused: Annotated[
+        float,
+        pydantic.Field(
+            gt=0,
+            description="Most seconds the run may spend paused in all (Retry-After, spent rate-limit windows); a "
+            "destination asking for more is taken as unavailable: the run stops with exit code 75, and a rerun "
+            "sends the records left.",
+        ),
+    ] = 900.0
     budget: Annotated[
         int, pydantic.Field(ge=0, description="Capacity of the retry budget shared by all workers (token bucket).")
     ] = 500

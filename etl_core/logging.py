@@ -45,6 +45,21 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_data(value: Any) -> Any:
+    """Return ``value`` with every registered secret masked in each string it holds.
+
+    For the run's other sinks of text (the report, a hook's data): mappings, lists and
+    tuples are copied at any depth, their keys included; other values are kept as they are.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_data(k): redact_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v) for v in value]
+    return value
+
+
 def _redact_value(key: str, value: Any) -> Any:
     # Only text can hold a credential: numbers (``token_requests``) are left alone.
     if isinstance(value, str):

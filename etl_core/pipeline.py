@@ -18,7 +18,6 @@ import dataclasses
 import datetime
 import os
 import signal
-import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,14 +32,17 @@ from ._ledger import Ledger
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
 from .config import PipelineConfig, RunSettings
-from .logging import get_logger
+from .logging import get_logger, redact_data
 from .progress import ProgressBar
 from .ratelimit import AdaptiveRateLimiter
-from .report import RejectsWriter, success_file, write_report
-from .state import StateStore
+from .report import CsvFile, RejectsWriter, success_file, write_report
+from .state import StateError, StateStore
 
 #: Exit codes, as documented in docs/exit-codes.md.
 EXIT_OK, EXIT_FAILURES = 0, 1  # and EXIT_USAGE (2) in cli.py
+#: The destination looks unavailable: the run stopped early, a rerun later sends the rest
+#: (EX_TEMPFAIL of sysexits.h).
+EXIT_UNAVAILABLE = 75
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 #: A worker yields to the event loop at least this often, even when the sink never waits.
@@ -80,12 +82,16 @@ class RunResult:
 
     Attributes:
         exit_code: 0 all done, 1 some records rejected or failed (or the run was
-            aborted), 130/143 interrupted by SIGINT/SIGTERM.
+            aborted, or its report could not be written), 75 stopped because the
+            destination looks unavailable, 130/143 interrupted by SIGINT/SIGTERM.
         report: The run report, as written to the report file.
+        report_error: Why the report file could not be written (then ``report`` is
+            the only copy), or None.
     """
 
     exit_code: int
     report: dict[str, Any]
+    report_error: str | None = None
 
 
 async def run_pipeline(
@@ -166,6 +172,7 @@ class _Run:
         self._open_scope = trio.CancelScope()
         self._stopping = False
         self._stop_reason: str | None = None
+        self._stop_exit_code = EXIT_FAILURES
         self._signal: signal.Signals | None = None
         self._destination: str | None = None  # whose quota is remembered
         self._quota_remembered = False
@@ -222,11 +229,11 @@ class _Run:
                 except Exception:
                     self.log.exception("sink_close_failed")
             with trio.CancelScope(shield=True):
-                state_error = await trio.to_thread.run_sync(self._close_files)
-            if state_error is not None and aborted is None:
-                aborted = f"the state file could not be written: {state_error}"
+                close_error = await trio.to_thread.run_sync(self._close_files)
+            if close_error is not None and aborted is None:
+                aborted = str(close_error)
             structlog.contextvars.unbind_contextvars("stage")
-        return self._finish(started_at, aborted or self._stop_reason)
+        return self._finish(started_at, aborted)
 
     async def _pump(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -249,6 +256,8 @@ class _Run:
                 if self._stopping or (record := await self.reader.take()) is None:
                     return
                 result = await self.delivery.deliver(record)
+            if result is None:  # not sent: the run stops (see Delivery's on_unavailable)
+                return
             self.ledger.record(record, result)
             await self.ledger.wait_for_commit()
             sent += 1
@@ -268,12 +277,11 @@ class _Run:
     def _open_stages(self) -> None:
         model = self.config.model
         output = model.output
-        rejects = RejectsWriter(os.path.join(self.output_dir, output.rejects), columns=self.source.fields)
-        successes = success_file(os.path.join(self.output_dir, output.success)) if output.success else None
-        for leftover in (rejects.path, successes.path if successes is not None else None):
-            # Created on their first row: a file left by an earlier run would otherwise pass for this run's.
-            if leftover is not None and os.path.exists(leftover):
-                os.remove(leftover)
+        try:  # each removes a file left by an earlier run
+            rejects = RejectsWriter(os.path.join(self.output_dir, output.rejects), columns=self.source.fields)
+            successes = success_file(os.path.join(self.output_dir, output.success)) if output.success else None
+        except FatalError as exc:
+            raise ConfigError(str(exc), path="output.dir") from None
         state = self._open_state()
         self.ledger = Ledger(
             self.pm, self.run_id, self.settings, rejects=rejects, successes=successes, state=state,
@@ -285,7 +293,10 @@ class _Run:
             sink_name=self.sink.name,
         )
         self.limiter = make_limiter(self.settings, self._remembered_quota(state))
-        self.delivery = Delivery(self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run)
+        self.delivery = Delivery(
+            self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run,
+            on_unavailable=lambda reason: self._stop_for(reason, exit_code=EXIT_UNAVAILABLE),
+        )
         if not self.options.dry_run:
             self.ledger.start_commits()
 
@@ -294,7 +305,10 @@ class _Run:
         if state is None or self.options.dry_run or not (rate.remember and rate.adaptive):
             return None
         self._destination = self.sink.destination()
-        quota = state.quota(self._destination) if self._destination else None
+        try:
+            quota = state.quota(self._destination) if self._destination else None
+        except StateError as exc:
+            raise ConfigError(str(exc), path="state.path") from None
         if quota is not None:
             self.log.info("quota_remembered", rate=round(quota[0], 2), burst=round(quota[1], 1), destination=self._destination)
         self._quota_remembered = quota is not None
@@ -307,37 +321,53 @@ class _Run:
         if self.options.dry_run and not os.path.exists(self.state_path):
             return None  # a dry run reads earlier checkpoints but never creates them
         try:
-            state = StateStore(self.state_path, model.pipeline, self.run_id)
-        except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"cannot use the state file {self.state_path}: {exc}", path="state.path") from None
+            state = StateStore(self.state_path, model.pipeline, self.run_id, read_only=self.options.dry_run)
+        except StateError as exc:
+            raise ConfigError(str(exc), path="state.path") from None
         if self.options.fresh and not self.options.dry_run:
-            forgotten = state.forget()
+            try:
+                forgotten = state.forget()
+            except StateError as exc:
+                state.close()
+                raise ConfigError(str(exc), path="state.path") from None
             self.log.info("state_reset", records=forgotten, path=self.state_path)
         elif state.has_history:
             self.log.info("resuming", path=self.state_path)
         return state
 
-    def _close_files(self) -> BaseException | None:
-        """Close every file (runs in a thread); return the state store's write error, if any."""
+    def _close_files(self) -> FatalError | None:
+        """Close every file (runs in a thread); return the first one's write error, if any."""
         ledger = self.ledger
-        ledger.rejects.close()
-        if ledger.successes is not None:
-            ledger.successes.close()
+        errors: list[FatalError] = []
+        outputs: list[RejectsWriter | CsvFile] = [ledger.rejects, *([ledger.successes] if ledger.successes else [])]
+        for output in outputs:
+            try:
+                output.close()
+            except FatalError as exc:  # e.g. a full disk: reported in the run report, never a traceback
+                self.log.error("file_write_failed", path=output.path, reason=str(exc))
+                errors.append(exc)
         self.reader.close()
         if ledger.state is not None:
-            try:
-                if self._destination and self.limiter.quota_rate is not None and self.limiter.quota_burst is not None:
-                    ledger.state.remember_quota(self._destination, self.limiter.quota_rate, self.limiter.quota_burst)
-                ledger.state.close()
-            except Exception as exc:  # reported in the run report, never a traceback
-                self.log.error("state_write_failed", path=self.state_path, reason=f"{type(exc).__name__}: {exc}")
-                return exc
-        return None
+            # Closed even when the quota cannot be kept: close() commits the checkpoints.
+            for step in (self._remember_quota, ledger.state.close):
+                try:
+                    step()
+                except StateError as exc:
+                    self.log.error("state_write_failed", path=self.state_path, reason=str(exc))
+                    errors.append(exc)
+        return errors[0] if errors else None
+
+    def _remember_quota(self) -> None:
+        limiter, state = self.limiter, self.ledger.state
+        if state is not None and self._destination and limiter.quota_rate is not None and limiter.quota_burst is not None:
+            state.remember_quota(self._destination, limiter.quota_rate, limiter.quota_burst)
 
     # -- stopping ------------------------------------------------------------------
 
-    def _stop_for(self, reason: str) -> None:
-        self._stop_reason = reason
+    def _stop_for(self, reason: str, *, exit_code: int = EXIT_FAILURES) -> None:
+        """Stop gracefully for ``reason``, which the report and the exit code then give."""
+        if self._stop_reason is None:
+            self._stop_reason, self._stop_exit_code = reason, exit_code
         self._stop_gracefully()
 
     def _stop_gracefully(self) -> None:
@@ -407,7 +437,11 @@ class _Run:
         duration = (finished_at - started_at).total_seconds()
         if self._signal is not None:
             exit_code = EXIT_SIGNAL[self._signal]
-        elif aborted or counts.rejected or counts.failed:
+        elif aborted:
+            exit_code = EXIT_FAILURES
+        elif self._stop_reason is not None:
+            exit_code = self._stop_exit_code
+        elif counts.rejected or counts.failed:
             exit_code = EXIT_FAILURES
         else:
             exit_code = EXIT_OK
@@ -424,7 +458,7 @@ class _Run:
             "duration_s": round(duration, 3),
             "exit_code": exit_code,
             "interrupted_by": self._signal.name if self._signal else None,
-            "aborted": aborted,
+            "aborted": aborted or self._stop_reason,
             "records": ledger.summary(),
             "requests": {
                 "attempts": sent.attempts,
@@ -451,7 +485,18 @@ class _Run:
                 "state": ledger.state.path if ledger.state is not None else None,
             },
         }
-        write_report(self.report_path, report)
+        # A plugin's message may quote a credential: masked for the hook as for the file.
+        report = redact_data(report)
+        report_error = None
+        try:
+            write_report(self.report_path, report)
+        except OSError as exc:  # e.g. a full disk: said on stderr, never a traceback
+            problem = exc.strerror or str(exc)
+            report_error = f"the report could not be written to {self.report_path}: {problem}"
+            self.log.error("file_write_failed", path=self.report_path, reason=problem)
+            report["files"]["report"] = None
+            if exit_code == EXIT_OK:
+                exit_code = report["exit_code"] = EXIT_FAILURES
         self.pm.hook.run_finished(run_id=self.run_id, report=report)
         self.log.info(
             "run_finished",
@@ -462,9 +507,9 @@ class _Run:
             throttled=sent.throttled,
             rate_per_s=report["rate_per_s"],
             rejects=report["files"]["rejects"],
-            report=self.report_path,
+            report=report["files"]["report"],
         )
-        return RunResult(exit_code, report)
+        return RunResult(exit_code, report, report_error)
 
 
 def _iso(moment: datetime.datetime) -> str:

@@ -1,12 +1,22 @@
-"""Per-row results (the rejects file) and the run report."""
+"""Per-row results (the rejects file) and the run report.
+
+Every file here is created anew: a file or a planted symbolic link at its path is
+removed, never written through. Registered secrets are masked in
+everything written (see :func:`etl_core.logging.redact`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+from ._errors import FatalError
+from .logging import redact, redact_data
 
 #: Cells starting with these are formulas to a spreadsheet (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -26,43 +36,94 @@ def spreadsheet_safe(value: Any) -> str:
 class CsvFile:
     """A CSV file created on its first row, header first, every cell spreadsheet-safe.
 
+    One file per run: a file left at ``path`` by an earlier run is removed at once, so
+    that whatever is there after the run is this run's. The file is created anew (see
+    :func:`_open_new`): a symbolic link planted at ``path`` is replaced, never written
+    through. Registered secrets are masked in every cell.
+
     Args:
         path: The file to write (its directory is created with it).
         header: The column names, or a function returning them when the first row comes.
         flush_rows: Flush after each row, so the file is complete even if the process is killed.
+
+    Raises:
+        FatalError: The file cannot be removed or written (e.g. the disk is full); the
+            message names it.
     """
 
     def __init__(self, path: str, header: Sequence[str] | Callable[[], Sequence[str]], *, flush_rows: bool = False) -> None:
         self.path = path
+        with self._errors():
+            _remove_leftover(path)
         self.count = 0
         self._header = header
         self._flush_rows = flush_rows
-        self._file: Any = None
+        self._file: TextIO | None = None
         self._writer: Any = None
 
     def write(self, cells: Iterable[Any]) -> None:
         """Append one row (creating the file with its header first)."""
-        if self._writer is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, "w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._file)
-            header = self._header() if callable(self._header) else self._header
-            self._writer.writerow([spreadsheet_safe(name) for name in header])
-        self._writer.writerow([spreadsheet_safe(cell) for cell in cells])
-        self.count += 1
-        if self._flush_rows:
-            self._file.flush()
+        with self._errors():
+            if self._writer is None:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+                self._file = _open_new(self.path)
+                self._writer = csv.writer(self._file)
+                header = self._header() if callable(self._header) else self._header
+                self._writer.writerow([_cell(name) for name in header])
+            self._writer.writerow([_cell(cell) for cell in cells])
+            self.count += 1
+            if self._flush_rows:
+                self.flush()
 
     def flush(self) -> None:
         """Flush buffered rows to disk."""
         if self._file is not None:
-            self._file.flush()
+            with self._errors():
+                self._file.flush()
 
     def close(self) -> None:
         """Close the file, if one was created."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        file, self._file = self._file, None
+        if file is not None:
+            with self._errors():
+                file.close()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise FatalError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+
+def _cell(value: Any) -> str:
+    # Numbers (line, status, attempts) cannot hold a secret: only text is searched.
+    return spreadsheet_safe(redact(value) if isinstance(value, str) else value)
+
+
+def _remove_leftover(path: str) -> None:
+    """Remove the file or symbolic link at ``path``, if any (a device such as /dev/null stays)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        os.unlink(path)
+
+
+def _open_new(path: str) -> TextIO:
+    """Open ``path`` for writing text, as a new file.
+
+    A file or a symbolic link at ``path`` is removed first, so a link (or a hard link)
+    planted there is replaced, never written through; a link planted in between makes
+    the open fail (``O_NOFOLLOW``) rather than be followed.
+
+    Raises:
+        OSError: The file cannot be removed or created.
+    """
+    _remove_leftover(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    return open(os.open(path, flags, 0o666), "w", encoding="utf-8", newline="")
 
 
 class RejectsWriter:
@@ -132,10 +193,25 @@ def success_file(path: str) -> CsvFile:
 
 
 def write_report(path: str, report: Mapping[str, Any]) -> None:
-    """Write the run report as JSON, atomically (a crash never leaves half a report)."""
+    """Write the run report as JSON, atomically: a crash never leaves half a report.
+
+    The report goes to ``path.tmp``, made anew (see :func:`_open_new`), synced to disk,
+    then renamed over ``path``. Registered secrets are masked in every string.
+
+    Raises:
+        OSError: The report could not be written (e.g. the disk is full); the
+            temporary file is removed and an earlier report at ``path`` is left as it was.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(redact_data(report), indent=2, sort_keys=False) + "\n"
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2, sort_keys=False)
-        file.write("\n")
-    os.replace(tmp, path)
+    try:
+        with _open_new(tmp) as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

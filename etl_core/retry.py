@@ -6,6 +6,7 @@ none of it needs locks.
 
 from __future__ import annotations
 
+import math
 import random
 
 import trio
@@ -57,35 +58,55 @@ class RetryBudget:
         self.balance = min(self.capacity, self.balance + self.refund_amount)
 
 
+class PausesSpent(Exception):
+    """The run has paused as long as it may (``run.retry.max_paused``): nothing more is sent."""
+
+
 class SharedPause:
     """A pause every worker honours before sending (Retry-After, or a reset announced by headers).
+
+    The pauses of a run add up to at most ``max_total`` seconds: a destination that keeps
+    asking for more (e.g. ``Retry-After: 999999`` on every answer, each capped at
+    ``run.retry.retry_after_max``) would otherwise let the run crawl for days. A pause
+    that would go over it is refused, and the pause is then spent for good.
 
     Args:
         jitter: Largest random delay, in seconds, added per worker when a pause ends,
             so the pool does not resume in one burst.
+        max_total: Most seconds of pauses in all.
     """
 
-    def __init__(self, jitter: float = 0.25) -> None:
+    def __init__(self, jitter: float = 0.25, max_total: float = math.inf) -> None:
         self.jitter = jitter
+        self.max_total = max_total
         self.deadline = 0.0
         self.paused_seconds = 0.0
         self.pauses = 0
+        #: True once a pause was refused because it would go over ``max_total``.
+        self.spent = False
+        self._spent = trio.Event()
 
     def pause_for(self, seconds: float) -> bool:
         """Pause all workers for ``seconds`` from now (never shortens a pause).
+
+        A pause that would take the total over ``max_total`` is refused, and from then on
+        :attr:`spent` is True and :meth:`wait` raises :class:`PausesSpent`.
 
         Returns:
             True if this started a new pause or extended the current one.
         """
         now = trio.current_time()
         deadline = now + seconds
-        if deadline <= self.deadline:
+        if self.spent or deadline <= self.deadline:
+            return False
+        added = seconds if self.deadline <= now else deadline - self.deadline
+        if self.paused_seconds + added > self.max_total:
+            self.spent = True
+            self._spent.set()
             return False
         if self.deadline <= now:
             self.pauses += 1
-            self.paused_seconds += seconds
-        else:
-            self.paused_seconds += deadline - self.deadline
+        self.paused_seconds += added
         self.deadline = deadline
         return True
 
@@ -94,6 +115,13 @@ class SharedPause:
         return max(0.0, self.deadline - trio.current_time())
 
     async def wait(self) -> None:
-        """Return when no pause is active (immediately if none is)."""
-        while (deadline := self.deadline) > trio.current_time():
-            await trio.sleep_until(deadline + random.uniform(0, self.jitter))
+        """Return when no pause is active (immediately if none is).
+
+        Raises:
+            PausesSpent: The pauses are spent (at once, or as soon as it happens while waiting).
+        """
+        while not self.spent and (deadline := self.deadline) > trio.current_time():
+            with trio.move_on_at(deadline + random.uniform(0, self.jitter)):
+                await self._spent.wait()
+        if self.spent:
+            raise PausesSpent

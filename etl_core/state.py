@@ -5,10 +5,14 @@ record key. Checkpoints are written by a dedicated thread that commits whatever 
 queued up since its last commit (a group commit): the event loop never blocks on the
 disk, and a worker waits for its record's commit only before it takes the next record,
 so a crash (even ``kill -9``) re-sends at most the records that were in flight.
+
+Every failure of the file (damaged, read-only, a full disk) is a :class:`StateError`
+that names it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -18,10 +22,12 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from ._errors import FatalError
 from ._outcome import Outcome
+from .logging import redact
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -49,6 +55,25 @@ CREATE TABLE IF NOT EXISTS quotas (
 
 # SQLite's default limit on host parameters is 32766; stay far below it.
 _LOOKUP_CHUNK = 500
+
+_DAMAGED = "it is damaged or not a state file: move it away to start afresh (every record is then sent again)"
+_NOT_WRITABLE = "check that the file and its directory are writable"
+#: What to do about an SQLite error, by its primary result code.
+_HINTS = {
+    sqlite3.SQLITE_CORRUPT: _DAMAGED,
+    sqlite3.SQLITE_NOTADB: _DAMAGED,
+    sqlite3.SQLITE_READONLY: _NOT_WRITABLE,
+    sqlite3.SQLITE_CANTOPEN: _NOT_WRITABLE,
+    sqlite3.SQLITE_PERM: _NOT_WRITABLE,
+}
+
+
+class StateError(FatalError):
+    """The state file cannot be opened, read or written; the message names the file.
+
+    Raised mid-run, it stops the run (exit code 1); the runner reports it as a config
+    error (exit code 2) when it happens before anything is sent.
+    """
 
 
 def content_hash(data: dict[str, Any]) -> str:
@@ -89,21 +114,42 @@ class StateStore:
         path: The database file (created with its directory if missing).
         pipeline: The pipeline name; several pipelines may share one file.
         run_id: The current run, stored with each outcome.
+        read_only: Only read it (a dry run): it need not be writable.
 
     Raises:
-        sqlite3.Error: The file is not a usable database (the caller reports it).
+        StateError: The file is a symbolic link, or not a usable database, or (unless
+            ``read_only``) cannot be written. Every method raises it too when the file
+            fails later.
     """
 
-    def __init__(self, path: str, pipeline: str, run_id: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    def __init__(self, path: str, pipeline: str, run_id: str, *, read_only: bool = False) -> None:
         self.path = path
         self.pipeline = pipeline
         self.run_id = run_id
-        self._read = self._connect()
-        self._read.executescript(_SCHEMA)
+        if os.path.islink(path):
+            # SQLite would write through it, into whatever file it points to.
+            raise StateError(f"the state file {path} is a symbolic link, which is never written through: name the file itself")
+        with self._failing("opened"):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._read = self._connect()
+        try:
+            with self._failing("opened"):
+                self._read.executescript(_SCHEMA)
+                has_history = self._read.execute(
+                    "SELECT EXISTS(SELECT 1 FROM records WHERE pipeline = ?)", (pipeline,)
+                ).fetchone()[0] == 1
+            if not read_only:
+                with self._failing("written"):
+                    # Writes nothing, but needs write access: a read-only file fails here,
+                    # before anything is sent, rather than at the first checkpoint.
+                    self._read.execute("DELETE FROM records WHERE 0")
+        except StateError:
+            self._read.close()
+            raise
+        self.has_history = has_history
         self._queue: queue.SimpleQueue[Checkpoint | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._error: StateError | None = None
         self.written = 0
         #: Checkpoints queued so far (by the event loop) and committed so far (by the writer).
         #: A failed writer sets ``committed`` to infinity so nobody waits on it forever.
@@ -111,9 +157,6 @@ class StateStore:
         self.committed: float = 0
         #: Called from the writer thread after each commit (e.g. to wake waiting tasks).
         self.on_commit: Callable[[], None] | None = None
-        self.has_history = self._read.execute(
-            "SELECT EXISTS(SELECT 1 FROM records WHERE pipeline = ?)", (pipeline,)
-        ).fetchone()[0] == 1
 
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: trio runs each read batch in whichever worker thread
@@ -125,23 +168,44 @@ class StateStore:
         connection.execute("PRAGMA synchronous=NORMAL")
         return connection
 
+    @contextlib.contextmanager
+    def _failing(self, doing: str) -> Iterator[None]:
+        """Turn a failure of the file into a :class:`StateError` saying what could not be done."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failure(doing, exc) from None
+
+    def _failure(self, doing: str, exc: BaseException) -> StateError:
+        if isinstance(exc, sqlite3.Error):
+            hint = _HINTS.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+            problem = f"{exc}; {hint}" if hint else str(exc)
+        elif isinstance(exc, OSError):
+            problem = exc.strerror or str(exc)
+        else:  # a bug in the writer thread: still said with the name of the file
+            problem = f"{type(exc).__name__}: {exc}"
+        return StateError(f"the state file {self.path} cannot be {doing}: {problem}")
+
     def quota(self, destination: str) -> tuple[float, float] | None:
         """Return the quota an earlier run measured for ``destination``: (rate, burst), or None."""
-        row = self._read.execute("SELECT rate, burst FROM quotas WHERE destination = ?", (destination,)).fetchone()
+        with self._failing("read"):
+            row = self._read.execute("SELECT rate, burst FROM quotas WHERE destination = ?", (destination,)).fetchone()
         return None if row is None else (float(row[0]), float(row[1]))
 
     def remember_quota(self, destination: str, rate: float, burst: float) -> None:
         """Keep the quota measured for ``destination`` for the next run. Blocks (a small write)."""
-        self._read.execute(
-            "INSERT INTO quotas (destination, rate, burst, run_id, updated_at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (destination) DO UPDATE SET rate = excluded.rate, burst = excluded.burst,"
-            " run_id = excluded.run_id, updated_at = excluded.updated_at",
-            (destination, rate, burst, self.run_id, time.time()),
-        )
+        with self._failing("written"):
+            self._read.execute(
+                "INSERT INTO quotas (destination, rate, burst, run_id, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET rate = excluded.rate, burst = excluded.burst,"
+                " run_id = excluded.run_id, updated_at = excluded.updated_at",
+                (destination, rate, burst, self.run_id, time.time()),
+            )
 
     def forget(self) -> int:
         """Delete this pipeline's checkpoints (``--fresh``); return how many there were."""
-        deleted = self._read.execute("DELETE FROM records WHERE pipeline = ?", (self.pipeline,)).rowcount
+        with self._failing("written"):
+            deleted = self._read.execute("DELETE FROM records WHERE pipeline = ?", (self.pipeline,)).rowcount
         self.has_history = False
         return deleted
 
@@ -153,10 +217,11 @@ class StateStore:
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self._read.execute(
-                f"SELECT key, hash, outcome, retryable, status, error FROM records WHERE pipeline = ? AND key IN ({marks})",
-                (self.pipeline, *chunk),
-            )
+            with self._failing("read"):
+                rows = self._read.execute(
+                    f"SELECT key, hash, outcome, retryable, status, error FROM records WHERE pipeline = ? AND key IN ({marks})",
+                    (self.pipeline, *chunk),
+                ).fetchall()
             for key, hash_, outcome, retryable, status, error in rows:
                 found[key] = PreviousOutcome(hash_, Outcome(outcome), bool(retryable), status, error)
         return found
@@ -172,7 +237,11 @@ class StateStore:
         self._queue.put(checkpoint)
 
     def close(self) -> None:
-        """Commit everything queued, stop the writer and close the database. Blocks."""
+        """Commit everything queued, stop the writer and close the database. Blocks.
+
+        Raises:
+            StateError: A checkpoint could not be written, now or earlier.
+        """
         if self._writer is not None:
             self._queue.put(None)
             self._writer.join()
@@ -211,7 +280,7 @@ class StateStore:
                     self.committed += len(rows)
                     self._notify()
         except BaseException as exc:  # reported by close(); the run must not hang on it
-            self._error = exc
+            self._error = self._failure("written", exc)
             self.committed = math.inf
             self._notify()
             # Drain until close() says stop, unless its marker was in the failed batch.
@@ -233,7 +302,8 @@ class StateStore:
     def _rows(self, checkpoints: Iterable[Checkpoint]) -> Iterable[tuple[Any, ...]]:
         now = time.time()
         for o in checkpoints:
-            yield (self.pipeline, o.key, o.hash, o.outcome.value, int(o.retryable), o.status, o.attempts, o.error, o.line, self.run_id, now)
+            error = redact(o.error) if o.error else o.error
+            yield (self.pipeline, o.key, o.hash, o.outcome.value, int(o.retryable), o.status, o.attempts, error, o.line, self.run_id, now)
 
 
 class SeenKeys:

@@ -6,6 +6,7 @@ protected by client credentials (RFC 6749 §4.4) can use it.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import math
@@ -193,24 +194,16 @@ class TokenProvider:
         form = {"grant_type": self._grant_type}
         if self._scope:
             form["scope"] = self._scope
-        auth = None
+        headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         secret = self._client_secret.get_secret_value()
         if self._auth_method == "basic":
-            # RFC 6749 §2.3.1: both are form-urlencoded before Basic encoding.
-            auth = httpx.BasicAuth(urllib.parse.quote_plus(self._client_id), urllib.parse.quote_plus(secret))
+            headers["Authorization"] = f"Basic {_basic_credential(self._client_id, secret)}"
         else:
             form |= {"client_id": self._client_id, "client_secret": secret}
         where = display_url(self._token_url)
         started = self._clock()
-        request = self._client.build_request(
-            "POST",
-            self._token_url,
-            data=form,
-            headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING},
-        )
-        answer = await exchange(
-            self._client, request, self._limits, what=f"token request to {where}: ", oversize=FatalError, auth=auth
-        )
+        request = self._client.build_request("POST", self._token_url, data=form, headers=headers)
+        answer = await exchange(self._client, request, self._limits, what=f"token request to {where}: ", oversize=FatalError)
         status = answer.status
         if status == 200:
             return self._parse(answer, where, started)
@@ -250,6 +243,19 @@ class TokenProvider:
         margin = min(max(_REFRESH_MARGIN, _REFRESH_FRACTION * lifetime), _MAX_REFRESH_FRACTION * lifetime)
         # Measured from when the request was sent, so time in flight counts against it.
         return _Token(value, refresh_at=started + lifetime - margin, expires_at=started + lifetime)
+
+
+def _basic_credential(client_id: str, secret: str) -> str:
+    """The credential of an HTTP Basic header (RFC 7617), registered as a secret.
+
+    Its base64 text reveals the secret as plainly as the secret itself, so it is
+    masked wherever it might appear.
+    """
+    # RFC 6749 §2.3.1: both are form-urlencoded before Basic encoding.
+    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
+    credential = base64.b64encode(pair.encode("ascii")).decode("ascii")
+    register_secret(credential)
+    return credential
 
 
 def _lifetime(expires_in: object) -> float | None:

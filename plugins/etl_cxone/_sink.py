@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -20,6 +18,7 @@ import trio
 
 from etl_core import (
     ConfigError,
+    CsvFile,
     FatalError,
     PermanentError,
     PluginOptions,
@@ -34,7 +33,6 @@ from etl_core import (
     parse_rate_limit,
     parse_retry_after,
     register_secret,
-    spreadsheet_safe,
 )
 
 from ._auth import TokenProvider
@@ -201,7 +199,7 @@ class CxoneSink(Sink):
         self._client: httpx.AsyncClient | None = None  # token requests
         self._pool: _ClientPool | None = None  # API requests
         self._tokens: TokenProvider | None = None
-        self._missing: _MissingFile | None = None
+        self._missing: CsvFile | None = None
         self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
 
     def check(self) -> None:
@@ -242,7 +240,9 @@ class CxoneSink(Sink):
         options = self.options
         register_secret(options.client_secret.get_secret_value())
         if options.missing_file:
-            self._missing = _MissingFile(os.path.join(context.output_dir, options.missing_file))
+            # One file per run, like the rejects file (which also lists these rows); flushed
+            # per row so the list is complete even if the run is killed.
+            self._missing = CsvFile(os.path.join(context.output_dir, options.missing_file), ("key", "line"), flush_rows=True)
         # One SSL context for every client: building one costs tens of milliseconds.
         if options.ca_bundle:
             verify = ssl.create_default_context(cafile=options.ca_bundle)
@@ -323,7 +323,7 @@ class CxoneSink(Sink):
     async def aclose(self) -> None:
         """Close the connections and the missing-keys file."""
         if self._missing is not None:
-            await self._missing.aclose()
+            self._missing.close()
         if self._pool is not None:
             await self._pool.aclose()
         if self._client is not None:
@@ -356,7 +356,7 @@ class CxoneSink(Sink):
         if status >= 500:
             raise TransientError(f"HTTP {status}: server error", status=status, detail=detail)
         if status == 404 and self._missing is not None:
-            await self._missing.add(str(record.data.get(self.options.key_field)), record.line)
+            self._missing.write((str(record.data.get(self.options.key_field)), record.line))
         if status == 403:
             reason = f"HTTP 403: forbidden; check that the token's scope grants {self.options.scope or 'access'}"
         elif status == 400:
@@ -464,36 +464,6 @@ class _ClientPool:
         clients, self._all, self._free = self._all, [], []
         for client in clients:
             await client.aclose()
-
-
-class _MissingFile:
-    """CSV of the keys the API does not know in this run, created on first use."""
-
-    def __init__(self, path: str) -> None:
-        self._path = trio.Path(path)
-        self._file: Any = None  # trio's async wrapper of a text file
-        self._lock = trio.Lock()
-
-    async def add(self, key: str, line: int) -> None:
-        async with self._lock:
-            if self._file is None:
-                await self._path.parent.mkdir(parents=True, exist_ok=True)
-                # One file per run, like the rejects file (which also lists these rows).
-                self._file = await self._path.open("w", encoding="utf-8", newline="")
-                await self._file.write(_csv_row("key", "line"))
-            await self._file.write(_csv_row(spreadsheet_safe(key), str(line)))
-            # Flushed per row so the list is complete even if the run is killed.
-            await self._file.flush()
-
-    async def aclose(self) -> None:
-        if self._file is not None:
-            await self._file.aclose()
-
-
-def _csv_row(*cells: str) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(cells)
-    return buffer.getvalue()
 
 
 def _detail(answer: Answer, secrets: tuple[str, ...]) -> str | None:

@@ -4,7 +4,7 @@ import json
 import structlog
 from structlog.testing import capture_logs
 
-from etl_core.logging import configure_logging, get_logger, register_secret
+from etl_core.logging import configure_logging, get_logger, redact_data, register_secret
 
 
 def lines(stream: io.StringIO) -> list[dict]:
@@ -121,3 +121,21 @@ def test_capture_logs_works_for_plugin_tests():
     with capture_logs() as captured:
         get_logger().info("paused", seconds=2)
     assert captured == [{"event": "paused", "seconds": 2, "log_level": "info"}]
+
+
+def test_redact_data_masks_registered_secrets_in_strings_at_any_depth():
+    register_secret("data-secret-6f0a1b")
+    report = {
+        "aborted": "refused the key data-secret-6f0a1b",
+        "records": {"ok": 3, "reasons": ["x data-secret-6f0a1b y", ("data-secret-6f0a1b",)]},
+        "data-secret-6f0a1b": None,
+        "rate": 1.5,
+    }
+    assert redact_data(report) == {
+        "aborted": "refused the key ***",
+        "records": {"ok": 3, "reasons": ["x *** y", ["***"]]},
+        "***": None,
+        "rate": 1.5,
+    }
+    # Unlike log fields, nothing is masked by its name: a report's text is not a credential.
+    assert redact_data({"token_url": "https://auth.example.com/token"}) == {"token_url": "https://auth.example.com/token"}

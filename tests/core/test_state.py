@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from etl_core import Outcome
-from etl_core.state import Checkpoint, PreviousOutcome, SeenKeys, StateStore, content_hash
+from etl_core.logging import register_secret
+from etl_core.state import Checkpoint, PreviousOutcome, SeenKeys, StateError, StateStore, content_hash
 
 OK, FAILED = Outcome.OK, Outcome.FAILED
 
@@ -250,14 +251,19 @@ def assert_close_raises_in_time(store: StateStore) -> None:
     closer.start()
     closer.join(timeout=5)
     assert not closer.is_alive(), "close() hangs after a writer error"
-    assert len(raised) == 1 and isinstance(raised[0], (sqlite3.Error, ValueError, TypeError)), raised
+    assert len(raised) == 1 and isinstance(raised[0], StateError), raised
+    assert str(raised[0]).startswith(f"the state file {store.path} cannot be written: "), raised
 
 
-def test_a_file_that_is_not_a_database_is_an_sqlite_error(tmp_path):
+def test_a_file_that_is_not_a_database_is_a_state_error_naming_it(tmp_path):
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(StateError) as caught:
         StateStore(str(path), "p", "run-1")
+    assert str(caught.value) == (
+        f"the state file {path} cannot be opened: file is not a database; it is damaged or not a state file: "
+        "move it away to start afresh (every record is then sent again)"
+    )
 
 
 def test_the_file_uses_write_ahead_logging(tmp_path):
@@ -356,3 +362,51 @@ def test_content_hash_is_the_same_in_another_process():
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == content_hash(data)
+
+
+# -- a broken file ----------------------------------------------------------------------
+
+
+def test_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
+    victim = tmp_path / "victim"
+    victim.touch()  # SQLite would make a database of an empty file
+    (tmp_path / "state.db").symlink_to(victim)
+    with pytest.raises(StateError) as caught:
+        StateStore(str(tmp_path / "state.db"), "p", "run-1")
+    assert str(caught.value) == (
+        f"the state file {tmp_path / 'state.db'} is a symbolic link, which is never written through: name the file itself"
+    )
+    assert victim.stat().st_size == 0
+
+
+def test_a_damaged_page_met_by_a_lookup_is_a_state_error_naming_the_file(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    keys = [f"key-{i:05d}" for i in range(2000)]
+    for key in keys:
+        store.record(outcome(key))
+    store.close()
+    data = bytearray(path.read_bytes())
+    half = len(data) // 4096 // 2 * 4096
+    data[half:] = b"\xa5" * (len(data) - half)  # the header and the schema stay readable
+    path.write_bytes(bytes(data))
+    again = open_store(path, run_id="run-2", start=False)
+    try:
+        with pytest.raises(StateError) as caught:
+            again.lookup(keys)
+    finally:
+        again.close()
+    assert str(caught.value).startswith(f"the state file {path} cannot be read: database disk image is malformed; ")
+
+
+def test_reasons_are_kept_with_registered_secrets_masked(tmp_path):
+    register_secret("state-secret-2b7c9e")
+    store = open_store(tmp_path / "state.db")
+    store.record(Checkpoint("a", "h", FAILED, False, 400, 1, "HTTP 400: validation failed: state-secret-2b7c9e", 2))
+    store.close()
+    again = open_store(tmp_path / "state.db", start=False)
+    try:
+        assert again.lookup(["a"])["a"].error == "HTTP 400: validation failed: ***"
+    finally:
+        again.close()
+

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pydantic
 import pytest
 
+from etl_core import FatalError, PermanentError, PluginOptions, Record, SendResult, Sink, hookimpl
+from etl_core.cli import main
 from etl_cxone.sandbox import contact_id
 from tests.conftest import ETL, pipeline_config, run_etl
 
@@ -30,18 +38,26 @@ def write_csv(path: Path, rows: int, *, bad_email_every: int = 0) -> list[dict[s
     return written
 
 
-def config(tmp_path: Path, csv_path: Path, *, sink: str = "jsonl", extra: str = "") -> Path:
+def config(
+    tmp_path: Path, csv_path: Path, *, sink: str = "jsonl", extra: str = "", out: Path | None = None, records: Path | None = None
+) -> Path:
+    """A pipeline keyed on contactId: ``csv_path`` -> map -> validate -> ``sink``.
+
+    ``out`` is ``output.dir`` (default ``tmp_path/out``); ``records`` is the jsonl sink's
+    file (default ``records.jsonl`` there).
+    """
+    out = out or tmp_path / "out"
     text = pipeline_config(
         name="e2e",
         csv=csv_path,
-        out=tmp_path / "out",
+        out=out,
         fields={
             "contactId": "{from: id, normalize: [strip]}",
             "email": "{from: email, normalize: [strip, lower]}",
             "name": "{from: name, normalize: [strip]}",
         },
         sink=sink,
-        sink_options={"path": json.dumps(str(tmp_path / "out" / "records.jsonl"))} if sink == "jsonl" else {},
+        sink_options={"path": json.dumps(str(records or out / "records.jsonl"))} if sink == "jsonl" else {},
         workers=4,
         extra=extra,
     )
@@ -281,3 +297,184 @@ def test_memory_stays_flat_as_input_grows(tmp_path):
     large = _peak_rss_mb(tmp_path, 200_000)
     assert large < 150
     assert large <= small * 1.15, (small, large)
+
+
+# -- outputs that fail: a full disk, a damaged or read-only state file --------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, mounted for the test (skipped where mounting is not allowed)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("needs the mount command")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def fill(disk: Path) -> None:
+    with open(disk / "filler", "wb", buffering=0) as file, pytest.raises(OSError) as full:
+        while True:
+            file.write(bytes(4096))
+    assert full.value.errno == errno.ENOSPC
+
+
+def test_a_full_disk_for_the_report_is_a_clear_error(tmp_path, tiny_disk):
+    write_csv(tmp_path / "in.csv", 5)
+    records = tmp_path / "records.jsonl"
+    state = json.dumps(str(tmp_path / "state.db"))
+    path = config(tmp_path, tmp_path / "in.csv", out=tiny_disk, records=records, extra=f"state:\n  path: {state}\n")
+    fill(tiny_disk)
+    result = run_etl("run", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"etl: error: the report could not be written to {tiny_disk}/report.json: No space left on device\n"
+    assert os.listdir(tiny_disk) == ["filler"]  # no report.json.tmp left behind
+    assert len(records.read_text().splitlines()) == 5  # the run itself went through
+
+
+def damage(state: Path) -> None:
+    """Overwrite the second half of the database's pages (its header and schema stay readable)."""
+    data = bytearray(state.read_bytes())
+    pages = len(data) // 4096
+    assert pages >= 8, pages
+    data[4096 * (pages // 2) :] = b"\xa5" * (len(data) - 4096 * (pages // 2))
+    state.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def damaged_state(tmp_path: Path) -> tuple[Path, Path]:
+    """A pipeline whose state file a first run filled, then damaged; its config and state file."""
+    write_csv(tmp_path / "in.csv", 300)
+    path = config(tmp_path, tmp_path / "in.csv")
+    assert run_etl("run", str(path), cwd=tmp_path).returncode == 0
+    state = tmp_path / "out" / "state.db"
+    damage(state)
+    (tmp_path / "out" / "records.jsonl").unlink()
+    return path, state
+
+
+_DAMAGED = "database disk image is malformed; it is damaged or not a state file: move it away to start afresh (every record is then sent again)"
+
+
+def test_fresh_on_a_damaged_state_file_is_a_config_error_naming_it(tmp_path, damaged_state):
+    path, state = damaged_state
+    result = run_etl("run", str(path), "--fresh", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"etl: error: state.path: the state file {state} cannot be written: {_DAMAGED}\n"
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_a_damaged_page_met_mid_run_stops_it_naming_the_file(tmp_path, damaged_state):
+    path, state = damaged_state
+    result = run_etl("run", str(path), "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 1
+    message = f"the state file {state} cannot be read: {_DAMAGED}"
+    assert result.stderr == f"etl: error: run stopped: {message}\n"
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["aborted"] == message
+    assert "Traceback" not in result.stdout
+
+
+@pytest.fixture
+def make_read_only() -> Iterator[Callable[[Path], None]]:
+    """Make files read-only, even to root (``chattr +i``: skipped where that is not possible)."""
+    immutable: list[Path] = []
+
+    def make(path: Path) -> None:
+        if os.geteuid() != 0:
+            path.chmod(0o444)
+            return
+        chattr = shutil.which("chattr")
+        if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode:
+            pytest.skip("cannot make a file read-only to root here (chattr +i)")
+        immutable.append(path)
+
+    yield make
+    for path in immutable:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("flags", [["--fresh"], []], ids=["fresh", "resume"])
+def test_a_read_only_state_file_is_a_config_error_before_anything_is_sent(tmp_path, make_read_only, flags):
+    write_csv(tmp_path / "in.csv", 5)
+    path = config(tmp_path, tmp_path / "in.csv")
+    assert run_etl("run", str(path), cwd=tmp_path).returncode == 0
+    (tmp_path / "out" / "records.jsonl").unlink()
+    state = tmp_path / "out" / "state.db"
+    make_read_only(state)
+    write_csv(tmp_path / "in.csv", 6)  # one record more to send
+    result = run_etl("run", str(path), *flags, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"etl: error: state.path: the state file {state} cannot be written: attempt to write a readonly database; "
+        "check that the file and its directory are writable\n"
+    )
+    assert not (tmp_path / "out" / "records.jsonl").exists()
+
+
+# -- what reaches a spreadsheet or stderr --------------------------------------------------
+
+
+def test_a_formula_in_the_input_header_is_escaped_in_the_rejects_file(tmp_path):
+    formula = '=HYPERLINK("https://evil.example","open")'
+    header = 'id,email,name,"=HYPERLINK(""https://evil.example"",""open"")"'
+    (tmp_path / "in.csv").write_text(f"{header}\n{uuid.UUID(int=1)},not-an-email,x,=1+1\n", encoding="utf-8")
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    with open(tmp_path / "out" / "rejects.csv", newline="", encoding="utf-8") as file:
+        header_row, row = list(csv.reader(file))
+    assert header_row[-2:] == ["'" + formula, "_other_fields"]
+    assert row[-2] == "'=1+1"
+
+
+LEAKED_KEY = "leaky-key-93c1f0"
+
+
+class LeakySink(Sink):
+    """Quotes its api_key in what it raises, as a careless plugin might."""
+
+    name = "leaky"
+
+    class Options(PluginOptions):
+        api_key: pydantic.SecretStr
+
+    async def send(self, record: Record) -> SendResult:
+        key = self.options.api_key.get_secret_value()
+        if record.line == 2:
+            raise PermanentError(f"refused with {key}", status=403, detail=f"key {key} is not allowed")
+        raise FatalError(f"the service refused the key {key}")
+
+
+class LeakyPlugin:
+    @hookimpl
+    def register_sinks(self):
+        return [LeakySink]
+
+
+def test_a_registered_secret_quoted_by_a_plugin_is_masked_in_every_output(tmp_path, capsys, monkeypatch):
+    write_csv(tmp_path / "in.csv", 3)
+    text = config(tmp_path, tmp_path / "in.csv").read_text()
+    sink = 'type: jsonl\n  path: "' + str(tmp_path / "out" / "records.jsonl") + '"'
+    assert sink in text
+    path = tmp_path / "leaky.yaml"
+    path.write_text(text.replace(sink, "type: leaky\n  api_key: ${LEAKY_KEY}").replace("workers: 4", "workers: 1"))
+    monkeypatch.setenv("LEAKY_KEY", LEAKED_KEY)
+    code = main(["run", str(path), "--log-format", "json"], extra_plugins=(LeakyPlugin(),))
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err == "etl: error: run stopped: the service refused the key ***\n"
+    report = (tmp_path / "out" / "report.json").read_text()
+    assert json.loads(report)["aborted"] == "the service refused the key ***"
+    rejects = (tmp_path / "out" / "rejects.csv").read_text()
+    assert "refused with ***" in rejects and "key *** is not allowed" in rejects
+    with sqlite3.connect(tmp_path / "out" / "state.db") as db:
+        assert db.execute("SELECT error FROM records").fetchall() == [("refused with ***",)]
+    for written in (out, err, report, rejects):
+        assert LEAKED_KEY not in written

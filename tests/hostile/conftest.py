@@ -305,8 +305,15 @@ def write_pipeline(
     rows: list[str],
     sink_extra: str = "",
     run_extra: str = "",
+    retry_extra: str = "",
+    output_extra: str = "",
 ) -> Path:
-    """A pipeline (csv -> map -> cxone) sending ``rows`` (contactId,email lines) to the given URLs."""
+    """A pipeline (csv -> map -> cxone) sending ``rows`` (contactId,email lines) to the given URLs.
+
+    ``sink_extra``, ``run_extra`` and ``output_extra`` are YAML lines added to those sections; ``retry_extra``
+    is added to the flow mapping of ``run.retry`` (``"retry_after_max: 1"``).
+    """
+    retry = ", ".join(["max_attempts: 2", "backoff_base: 0.05", "backoff_cap: 0.1", *([retry_extra] if retry_extra else [])])
     csv_path = tmp_path / "contacts.csv"
     csv_path.write_text("contact_id,email\n" + "".join(row + "\n" for row in rows), encoding="utf-8")
     text = "\n".join(
@@ -329,10 +336,11 @@ def write_pipeline(
             *(f"  {line}" for line in sink_extra.strip().splitlines()),
             "run:",
             "  workers: 1",
-            "  retry: {max_attempts: 2, backoff_base: 0.05, backoff_cap: 0.1}",
+            f"  retry: {{{retry}}}",
             *(f"  {line}" for line in run_extra.strip().splitlines()),
             "output:",
             f"  dir: {json.dumps(str(tmp_path / 'out'))}",
+            *(f"  {line}" for line in output_extra.strip().splitlines()),
         ]
     )
     path = tmp_path / "pipeline.yaml"

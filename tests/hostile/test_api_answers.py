@@ -6,6 +6,9 @@ and checks that the record fails with a clear reason in bounded time and memory.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,57 @@ def test_a_certificate_that_cannot_be_verified_stops_the_run(tmp_path, hostile_s
     assert f"run stopped: {message}" in outcome.stderr
     assert report["aborted"] == message
     assert api.requests == []  # the handshake failed: no request, no retry
+
+
+def test_pauses_asked_for_without_end_stop_the_run_at_max_paused(tmp_path, hostile_server):
+    # Retry-After: 999999 on every answer, each capped at retry_after_max: without a cap on
+    # the run's total, every new record would pause the pool again, for days.
+    server = hostile_server({"/oauth/token": token_answer(TOKEN), "/api/": answer(429, Retry_After="999999")})
+    contacts = [str(uuid.UUID(int=i + 1)) for i in range(6)]
+    rows = [f"{contact},user{i}@example.com" for i, contact in enumerate(contacts)]
+    retry = "retry_after_max: 0.4, max_paused: 1"
+    config = write_pipeline(tmp_path, base_url=server.url, token_url=server.url + "/oauth/token", rows=rows, retry_extra=retry)
+    outcome = run_measured("run", str(config), "--log-format", "json", cwd=tmp_path, env={"CXONE_CLIENT_SECRET": SECRET})
+    assert outcome.returncode == 75, outcome.stderr
+    assert outcome.stderr == (
+        "etl: error: run stopped: the destination asked for more than 1 s of pauses in all (run.retry.max_paused), "
+        "so it looks unavailable: run again later to send the records left\n"
+    )
+    report, _ = read_out(tmp_path)
+    assert report["exit_code"] == 75
+    # Two pauses of 0.4 s (the first record and its retry); the third would go over 1 s.
+    assert report["requests"]["paused_s"] == pytest.approx(0.8)
+    assert report["records"] == {"read": 6, "ok": 0, "rejected": 0, "failed": 1, "skipped": 0, "not_processed": 5}
+    assert len(server.paths("/api/")) == 3
+    assert outcome.seconds < 15
+
+    # The state is committed: a rerun, once the destination answers again, sends all six.
+    sane = hostile_server({"/oauth/token": token_answer(TOKEN), "/api/": answer(200)})
+    config = write_pipeline(tmp_path, base_url=sane.url, token_url=sane.url + "/oauth/token", rows=rows, retry_extra=retry)
+    again = run_measured("run", str(config), cwd=tmp_path, env={"CXONE_CLIENT_SECRET": SECRET})
+    assert again.returncode == 0, again.stderr
+    assert sorted(sane.paths("/api/")) == sorted(f"/api/v2/contacts/{contact}" for contact in contacts)
+
+
+def test_an_answer_quoting_credentials_in_its_reason_is_masked_everywhere(tmp_path, hostile_server):
+    # The field names of a 400 answer and the reason phrase of another status are the
+    # server's text, quoted in the record's reason: they reach the rejects and the state.
+    fields = json.dumps({"fields": {SECRET: "echoed", TOKEN: "echoed"}}).encode()
+    server = hostile_server(
+        {
+            "/oauth/token": token_answer(TOKEN),
+            API: answer(400, fields, Content_Type="application/json"),
+            f"/api/v2/contacts/{OTHER}": lambda request, reply: reply.send(
+                f"HTTP/1.1 418 {SECRET}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            ),
+        }
+    )
+    outcome, report, rejects = run_against(tmp_path, server.url, rows=2)
+    assert outcome.returncode == 1, outcome.stderr
+    assert "HTTP 400: validation failed: ***, ***" in rejects
+    assert "HTTP 418: ***" in rejects
+    with sqlite3.connect(tmp_path / "out" / "state.db") as db:
+        errors = sorted(error for (error,) in db.execute("SELECT error FROM records"))
+    assert errors == ["HTTP 400: validation failed: ***, ***", "HTTP 418: ***"]
+    for text in (rejects, outcome.output(), (tmp_path / "out" / "report.json").read_text()):
+        assert SECRET not in text and TOKEN not in text

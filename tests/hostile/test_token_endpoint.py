@@ -7,6 +7,7 @@ Whatever the answer, the check ends quickly with a clear error and no record is 
 
 from __future__ import annotations
 
+import base64
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from etl_core import FatalError
+from etl_core.logging import redact
 from etl_cxone import CxoneSink
 
 from .conftest import (
@@ -145,3 +147,14 @@ async def test_a_token_endpoint_whose_certificate_cannot_be_verified(hostile_ser
     message = await refused(server, api)
     assert message == f"token request to {server.url}/oauth/token: certificate verify failed for 127.0.0.1 (self-signed certificate)"
     assert server.requests == []
+
+
+async def test_the_basic_credential_is_masked_like_the_secret_it_encodes(hostile_server, api):
+    server = hostile_server({"/oauth/token": token_answer()})
+    with trio.fail_after(20):
+        await sink_for(server, api).check_auth()
+    (request,) = server.requests
+    scheme, credential = request.headers["authorization"].split(" ")
+    assert (scheme, base64.b64decode(credential)) == ("Basic", f"hostile-client:{SECRET}".encode())
+    # An echo of the header (in an error body, a proxy's message...) reveals the secret as plainly.
+    assert redact(f"echoed: Basic {credential}") == "echoed: Basic ***"
