@@ -222,7 +222,7 @@ class CsvSource(Source):
 
     def fields(self) -> list[str]:
         """Return the column names (from the header or ``columns``), once reading has started."""
-        return list(self._reader._names) if self._reader is not None else []
+        return list(self._reader.names) if self._reader is not None else []
 
     def progress(self) -> tuple[int, int | None]:
         """Return (bytes read so far, file size); the size is None until reading starts."""

@@ -1,0 +1,121 @@
+"""Tests of the csv source plugin: registration, options, check() and progress."""
+
+from __future__ import annotations
+
+import os
+
+import pydantic
+import pytest
+
+import etl_csv
+from etl_core import ConfigError
+from etl_csv import CsvSource, _lines
+
+from .conftest import HEADER, source, write
+
+# -- registration and options -------------------------------------------------------------
+
+
+def test_registered_as_csv_source(registry):
+    assert etl_csv.register_sources() == [CsvSource]
+    assert registry.get("source", "csv") is CsvSource
+
+
+def test_option_defaults_and_descriptions():
+    opts = CsvSource.Options(path="x.csv")
+    assert (opts.delimiter, opts.quotechar, opts.encoding, opts.header, opts.columns) == (",", '"', "utf-8", True, None)
+    assert opts.max_field_size == 1_048_576
+    assert opts.max_line_length == 8 * 1_048_576
+    assert opts.max_fields == 16_384
+    assert opts.skip_blank_lines is True
+    for name, field in CsvSource.Options.model_fields.items():
+        assert field.description, name
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"delimiter": ";;"}, "at most 1 character"),
+        ({"delimiter": ""}, "at least 1 character"),
+        ({"quotechar": "''"}, "at most 1 character"),
+        ({"delimiter": "\n"}, "line break"),
+        ({"delimiter": '"'}, "delimiter and quotechar must differ"),
+        ({"encoding": "no-such-codec"}, "unknown text encoding \\(a Python codec name"),
+        ({"encoding": "rot13"}, "unknown text encoding"),
+        ({"header": False}, "columns is required when header is false"),
+        ({"columns": ["b", "a", "a"]}, "duplicate column name \\(names 2 and 3\\)"),
+        ({"columns": ["a", " "]}, "must not be empty"),
+        ({"columns": []}, "at least one column"),
+        ({"max_field_size": 0}, "greater than or equal to 1"),
+        ({"max_fields": 0}, "greater than or equal to 1"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_options(options, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        CsvSource.Options(path="x.csv", **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "value"), [({"encoding": "s3cr3t-codec"}, "s3cr3t-codec"), ({"columns": ["k3y", "k3y"]}, "k3y")]
+)
+def test_option_errors_do_not_quote_the_value(options, value):
+    with pytest.raises(pydantic.ValidationError) as info:
+        CsvSource.Options(path="x.csv", **options)
+    # The core reports the message without the input (a value may be a secret).
+    messages = " ".join(error["msg"] for error in info.value.errors())
+    assert messages and value not in messages
+
+
+# -- check --------------------------------------------------------------------------------
+
+
+def test_check_accepts_a_readable_file(tmp_path):
+    source(write(tmp_path, HEADER)).check()
+
+
+def test_check_reports_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found") as info:
+        source(tmp_path / "missing.csv").check()
+    assert info.value.path == "source.path"
+
+
+def test_check_reports_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory") as info:
+        source(tmp_path).check()
+    assert info.value.path == "source.path"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs file permissions that apply")
+def test_check_reports_permission_denied(tmp_path):
+    path = write(tmp_path, HEADER)
+    path.chmod(0)
+    with pytest.raises(ConfigError, match="permission denied") as info:
+        source(path).check()
+    assert info.value.path == "source.path"
+
+
+def test_check_messages_do_not_quote_the_path(tmp_path):
+    missing = tmp_path / "s3cr3t-name.csv"
+    with pytest.raises(ConfigError) as info:
+        source(missing).check()
+    assert str(info.value) == "source.path: file not found"
+
+
+# -- progress -----------------------------------------------------------------------------
+
+
+def test_progress_counts_bytes_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(_lines, "BLOCK_SIZE", 64)
+    text = HEADER + "".join(f"{i},name{i},n{i}@example.com\n" for i in range(100))
+    path = write(tmp_path, text)
+    src = source(path)
+    assert src.progress() == (0, None)
+    size = path.stat().st_size
+    seen = []
+    for _ in src.read():
+        seen.append(src.progress())
+    assert all(total == size for _, total in seen)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and 0 < done[0] < size
+    assert src.progress() == (size, size)
