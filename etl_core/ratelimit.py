@@ -63,6 +63,8 @@ class LimiterTuning:
     margin: float = 0.01
     #: ...but never more than this.
     max_margin: float = 0.1
+    #: The margin under a quota remembered from an earlier run.
+    remembered_margin: float = 0.03
     #: e-folds per second of sending while searching for an unknown quota (x55 a second).
     ramp_growth: float = 4.0
     #: The same while probing above a measured quota (x2 in under 3 s).
@@ -159,7 +161,9 @@ class AdaptiveRateLimiter:
         self._last_slot = -math.inf
         self._gate = trio.Lock()
         if quota is not None:
-            self._learnt(*quota, now=0.0)
+            # Measured in another run, at another time: held with a wider margin until a
+            # probe measures it again.
+            self._learnt(*quota, now=0.0, overstated=self.tuning.remembered_margin)
 
     # -- the rate ------------------------------------------------------------------
 
@@ -185,6 +189,10 @@ class AdaptiveRateLimiter:
         """How many requests may leave at once: a share of the measured burst."""
         burst = self.quota_burst
         if burst is None or self._growth:
+            return 1.0
+        if self.throttle_events == 0 and (self._first_send is None or trio.current_time() - self._first_send < 1.0):
+            # A run that starts from a remembered quota: in its first second each request
+            # opens its connection, and requests let out together would arrive bunched.
             return 1.0
         return max(1.0, min(self.tuning.burst_share * self._burst_scale * burst, rate))
 

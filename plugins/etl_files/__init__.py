@@ -11,14 +11,19 @@ import pydantic
 from etl_core import ConfigError, PluginOptions, Record, RunContext, SendResult, Sink, hookimpl
 
 
+class JsonlOptions(PluginOptions):
+    """Options of the ``jsonl`` sink."""
+
+    path: str = pydantic.Field(description="The JSON Lines file; appended to, created with its directory if missing.")
+    line_field: str = pydantic.Field("", description="Also write the input line number under this field (off when empty).")
+
+
 class JsonlSink(Sink):
     """Append each record's fields as one JSON line to a file."""
 
     name = "jsonl"
-
-    class Options(PluginOptions):
-        path: str = pydantic.Field(description="The JSON Lines file; appended to, created with its directory if missing.")
-        line_field: str = pydantic.Field("", description="Also write the input line number under this field (off when empty).")
+    Options = JsonlOptions
+    options: JsonlOptions
 
     def check(self) -> None:
         parent = os.path.dirname(os.path.abspath(self.options.path))
