@@ -24,7 +24,7 @@ the CPU rather than the rate control. So every cell with a C over 200/s is also 
 with no quota at all, same latency and workers: what etl reaches then ("no quota") is
 the most that cell can show on this machine.
 
-    .venv/bin/python bench/rate_sandbox.py            # every cell, both clients (about 12 minutes)
+    .venv/bin/python bench/rate_sandbox.py            # every cell, both clients (about 16 minutes on 2 cores)
     .venv/bin/python bench/rate_sandbox.py --quick    # three short cells: a smoke check
     .venv/bin/python bench/rate_sandbox.py --no-naive --json results.json
 """
@@ -113,21 +113,34 @@ def sandbox_options(cell: Cell) -> tuple[dict[str, Any], list[str]]:
     return kwargs, options
 
 
-def _etl_figures(run: dict[str, Any], stats: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    report = run.get("report", {})
-    requests = report.get("requests", {})
-    quota = report.get("quota", {})
+def _figures(run: dict[str, Any], stats: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """What a client achieved on ``cell``: from its process (``run``) and the sandbox's ``stats``."""
     goodput = c.api_rate(stats)
+    requests = stats["requests"]
     return {
         "exit_code": run.get("exit_code"),
         "timed_out": run.get("timed_out"),
-        "ok": report.get("records", {}).get("ok"),
         "applied": stats["applied"],
-        "requests": stats["requests"],
+        "requests": requests,
         "goodput": goodput,
         "of_c": goodput / cell.capacity if goodput else None,
-        "of_best": goodput / (cell.rows / best_duration(cell)) if goodput else None,
         "share_429": c.share_429(stats),
+        "cpu_ms_per_request": 1e3 * run["cpu_s"] / requests if requests and "cpu_s" in run else None,
+        "cpu_use": run["cpu_s"] / run["wall_s"] if run.get("wall_s") and "cpu_s" in run else None,
+        "wall_s": run.get("wall_s"),
+        "log_tail": run.get("log_tail"),
+    }
+
+
+def _etl_figures(run: dict[str, Any], stats: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    figures = _figures(run, stats, cell)
+    report = run.get("report", {})
+    requests = report.get("requests", {})
+    quota = report.get("quota", {})
+    goodput = figures["goodput"]
+    return figures | {
+        "ok": report.get("records", {}).get("ok"),
+        "of_best": goodput / (cell.rows / best_duration(cell)) if goodput else None,
         "throttle_events": requests.get("throttle_events"),
         "pauses": requests.get("pauses"),
         "paused_s": requests.get("paused_s"),
@@ -135,10 +148,6 @@ def _etl_figures(run: dict[str, Any], stats: dict[str, Any], cell: Cell) -> dict
         "quota_rate": quota.get("rate_per_s"),
         "quota_burst": quota.get("burst"),
         "quota_remembered": quota.get("remembered"),
-        "cpu_ms_per_request": 1e3 * run["cpu_s"] / stats["requests"] if stats["requests"] and "cpu_s" in run else None,
-        "cpu_use": run["cpu_s"] / run["wall_s"] if run.get("wall_s") else None,
-        "wall_s": run.get("wall_s"),
-        "log_tail": run.get("log_tail"),
     }
 
 
@@ -150,17 +159,7 @@ def _naive_figures(cell: Cell, csv_path: Path, workdir: Path) -> dict[str, Any]:
         run = c.run_naive(csv_path, sandbox, workers=cell.workers or NAIVE_AUTO_WORKERS, cwd=workdir,
                           timeout=1.25 * nominal + 5)
         stats = sandbox.stats()
-    goodput = c.api_rate(stats)
-    return {
-        "exit_code": run.get("exit_code"),
-        "applied": stats["applied"],
-        "requests": stats["requests"],
-        "goodput": goodput,
-        "of_c": goodput / cell.capacity if goodput else None,
-        "share_429": c.share_429(stats),
-        "finished": stats["applied"] >= cell.rows,
-        "wall_s": run.get("wall_s"),
-    }
+    return _figures(run, stats, cell) | {"finished": stats["applied"] >= cell.rows}
 
 
 def measure_one(item: SandboxCell, *, naive: bool) -> list[dict[str, Any]]:
@@ -247,12 +246,14 @@ def measure(*, quick: bool = False, naive: bool = True, echo: bool = False) -> l
 def footnote(results: list[dict[str, Any]]) -> str:
     """The note on naive runs that were stopped, if any."""
     if any(r.get("naive") and not r["naive"]["finished"] for r in results):
-        return "\n\\* the naive client was stopped after 1.25 times the nominal time plus 5 s; figures up to then"
+        return "\\* the naive client was stopped after 1.25 times the nominal time plus 5 s; figures up to then"
     return ""
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    return "Case 8: rate control against the sandbox\n\n" + "\n".join([HEADER, *(row(r) for r in results)]) + footnote(results)
+    note = footnote(results)
+    rows = "\n".join([HEADER, *(row(r) for r in results)])
+    return f"Case 8: rate control against the sandbox\n\n{rows}" + (f"\n\n{note}" if note else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive client")
     args = p.parse_args(argv)
     results = measure(quick=args.quick, naive=not args.no_naive, echo=True)
-    print(footnote(results))
+    if note := footnote(results):
+        print(f"\n{note}")
     c.save_json(args.json, results)
     return 0
 

@@ -1,6 +1,6 @@
 """Run every benchmark, one at a time, and print all the tables.
 
-    .venv/bin/python bench/run_all.py            # the full set: about 45 minutes
+    .venv/bin/python bench/run_all.py            # the full set: about 50 minutes
     .venv/bin/python bench/run_all.py --quick    # tiny sizes: a smoke check
     .venv/bin/python bench/run_all.py --only 1,3 --json results.json
 
