@@ -17,6 +17,7 @@ from ._errors import (
 )
 from ._headers import parse_rate_limit, parse_retry_after
 from ._outcome import Outcome
+from ._version import __version__
 from .base import (
     Plugin,
     PluginOptions,
@@ -28,7 +29,6 @@ from .base import (
     Source,
     Transform,
 )
-from ._version import __version__
 from .hookspecs import hookimpl
 from .logging import register_secret
 from .report import CsvFile, spreadsheet_safe

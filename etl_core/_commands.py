@@ -26,7 +26,7 @@ class CommandLine:
         self._commands = commands
         self._sandboxes = sandboxes
 
-    def add_command(self, name: str, *, help: str, description: str | None = None) -> argparse.ArgumentParser:  # noqa: A002 - argparse's name
+    def add_command(self, name: str, *, help: str, description: str | None = None) -> argparse.ArgumentParser:
         """Add the command ``etl NAME``.
 
         Args:
@@ -39,7 +39,7 @@ class CommandLine:
         """
         return _add(self._commands, "command", name, help, description)
 
-    def add_sandbox(self, name: str, *, help: str, description: str | None = None) -> argparse.ArgumentParser:  # noqa: A002 - argparse's name
+    def add_sandbox(self, name: str, *, help: str, description: str | None = None) -> argparse.ArgumentParser:
         """Add ``etl sandbox NAME``: a command that serves a local stand-in for a service.
 
         Args:
@@ -66,7 +66,7 @@ class CommandLine:
 
 
 def _add(
-    subparsers: argparse._SubParsersAction[Any], kind: str, name: str, help: str, description: str | None  # noqa: A002
+    subparsers: argparse._SubParsersAction[Any], kind: str, name: str, help: str, description: str | None
 ) -> argparse.ArgumentParser:
     if name in subparsers.choices:
         raise PluginError(f"there is already a {kind} named {name!r}")

@@ -80,7 +80,7 @@ class Concurrency:
         if now - self._floor_since > _FLOOR_FOR:
             self._floor, self._floor_since = rtt, now
         self._floor = min(self._floor, rtt)
-        limit = slots.total_tokens
+        limit = int(slots.total_tokens)
         rate = self._limiter.rate
         if self._rtt > _OVERLOADED * self._floor:
             target = max(1, math.floor(limit * 0.9))

@@ -203,7 +203,7 @@ class Delivery:
                 return self._failure(exc, attempts)
             except FatalError:
                 raise
-            except Exception as exc:  # a sink bug: fail this record, keep the run going
+            except Exception as exc:  # noqa: BLE001 - a sink bug: fail this record, keep the run going
                 self._log.exception("sink_error", key=record.key, line=record.line)
                 return self._failure(TransientError(f"unexpected error: {type(exc).__name__}: {exc}"), attempts)
             else:

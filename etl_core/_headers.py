@@ -113,7 +113,7 @@ def _parse_http_date(text: str) -> float | None:
         return None
     if parsed.tzinfo is None:
         # HTTP dates are always GMT; asctime and "-0000" dates parse as naive.
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
 
 

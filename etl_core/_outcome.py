@@ -10,10 +10,10 @@ from typing import Literal
 Stage = Literal["source", "transform", "pipeline", "sink"]
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """A record's final outcome in a run (the ``outcome`` of the ``record_done`` hook).
 
-    A ``str`` enum: each member compares equal to its value (``Outcome.OK == "ok"``).
+    A string enum: each member is its value (``Outcome.OK == "ok"``).
     """
 
     #: Delivered.
@@ -26,9 +26,6 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"
     #: A dry run described the request instead of sending it.
     DRY_RUN = "dry_run"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -130,7 +130,7 @@ class Reader:
                 data = transform.apply(data)
             except RecordRejected as exc:
                 return _rejected("transform", transform.name, exc.reason)
-            except Exception as exc:  # a plugin bug must not kill the run
+            except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the run
                 return _rejected("transform", transform.name, f"unexpected error: {type(exc).__name__}: {exc}")
         record.data = data
         return None

@@ -47,7 +47,7 @@ class _Loader(yaml.SafeLoader):
         self._composed += 1
         if self._composed > MAX_NODES:
             raise _TooManyNodes(self.peek_event().start_mark.line + 1)
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from ._errors import ConfigError, PluginError
-from .base import PluginOptions, Sink, Source, Transform
 from ._yaml import MAX_BYTES, Path, load_yaml
+from .base import PluginOptions, Sink, Source, Transform
 from .logging import DEFAULT_PII_FIELDS
 from .registry import Registry
 
@@ -178,7 +178,7 @@ class PipelineConfig:
         data["source"] = {"type": self.model.source.type, **self.source[1].model_dump(mode="json")}
         data["transforms"] = [
             {"type": section.type, **options.model_dump(mode="json")}
-            for section, (_, options) in zip(self.model.transforms, self.transforms)
+            for section, (_, options) in zip(self.model.transforms, self.transforms, strict=False)
         ]
         data["sink"] = {"type": self.model.sink.type, **self.sink[1].model_dump(mode="json")}
         return data
@@ -295,7 +295,7 @@ def parse_config(
         for i, section in enumerate(model.transforms)
     )
     sink = _plugin(registry, "sink", model.sink, ("sink",), lines, source)
-    return PipelineConfig(model, src, transforms, sink, source)  # type: ignore[arg-type]
+    return PipelineConfig(model, src, transforms, sink, source)
 
 
 def _plugin(registry: Registry, kind: Any, section: PluginSection, path: Path, lines: dict[Path, int], source: str) -> tuple[type, PluginOptions]:

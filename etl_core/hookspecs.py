@@ -25,17 +25,17 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def register_sources() -> list[type[Source]]:
+def register_sources() -> list[type[Source]]:  # type: ignore[empty-body]
     """Return the source classes this plugin provides."""
 
 
 @hookspec
-def register_transforms() -> list[type[Transform]]:
+def register_transforms() -> list[type[Transform]]:  # type: ignore[empty-body]
     """Return the transform classes this plugin provides."""
 
 
 @hookspec
-def register_sinks() -> list[type[Sink]]:
+def register_sinks() -> list[type[Sink]]:  # type: ignore[empty-body]
     """Return the sink classes this plugin provides."""
 
 

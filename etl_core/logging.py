@@ -114,7 +114,7 @@ class _PiiMasker:
 
 def _leading_fields(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     # timestamp, level and event first: easier to read raw, and what log shippers expect.
-    ordered = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
+    ordered: dict[str, Any] = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
     ordered.update(event_dict)
     return ordered
 

@@ -189,7 +189,7 @@ class _Run:
             plugin.check()
         model = self.config.model
         structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=model.pipeline)
-        started_at = datetime.datetime.now(datetime.timezone.utc)
+        started_at = datetime.datetime.now(datetime.UTC)
         self._started = trio.current_time()
         self.log.info(
             "run_started", config=self.config.path, source=model.source.type, sink=model.sink.type,
@@ -433,7 +433,7 @@ class _Run:
 
     def _finish(self, started_at: datetime.datetime, aborted: str | None) -> RunResult:
         counts = self.ledger.counts
-        finished_at = datetime.datetime.now(datetime.timezone.utc)
+        finished_at = datetime.datetime.now(datetime.UTC)
         duration = (finished_at - started_at).total_seconds()
         if self._signal is not None:
             exit_code = EXIT_SIGNAL[self._signal]

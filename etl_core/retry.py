@@ -12,7 +12,7 @@ import random
 import trio
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:
     """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
 
     Args:

@@ -279,7 +279,7 @@ class StateStore:
                     self.written += len(rows)
                     self.committed += len(rows)
                     self._notify()
-        except BaseException as exc:  # reported by close(); the run must not hang on it
+        except BaseException as exc:  # noqa: BLE001 - reported by close(); the run must not hang on it
             self._error = self._failure("written", exc)
             self.committed = math.inf
             self._notify()

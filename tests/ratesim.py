@@ -26,8 +26,7 @@ import structlog
 import trio
 import trio.testing
 
-from etl_core import Outcome
-from etl_core import Record, SendResult, Sink, ThrottledError
+from etl_core import Outcome, Record, SendResult, Sink, ThrottledError
 from etl_core._delivery import Delivery
 from etl_core.config import RateSettings, RunSettings
 from etl_core.pipeline import make_limiter

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import ast
 import importlib
-import io
 import importlib.metadata
+import io
 import json
 import re
 import subprocess
@@ -256,7 +256,7 @@ class _Webhook(BaseHTTPRequestHandler):
 
     seen: dict[str, int] = {}
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert self.headers["Authorization"] == "Bearer s3cret-api-key"
         record_id = str(body.get("id"))
@@ -270,7 +270,7 @@ class _Webhook(BaseHTTPRequestHandler):
         else:
             self._answer(200, {"ok": True})
 
-    def _answer(self, status: int, payload: dict, headers: Mapping[str, str] = {}) -> None:  # noqa: B006
+    def _answer(self, status: int, payload: dict, headers: Mapping[str, str] = {}) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         for name, value in headers.items():
@@ -327,7 +327,7 @@ def test_testing_example_runs(tmp_path):
     assert code, "docs/plugins.md has no `# tests/test_webhook.py` example"
     plugin = _import_tutorial(tmp_path, "etl_webhook")
     namespace: dict = {}
-    exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)  # noqa: S102 - our own docs
+    exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)
     assert namespace["etl_webhook"] is plugin
     namespace["test_the_class_is_well_formed"]()
     namespace["test_a_dry_run_describes_every_record"](tmp_path / "dry")
@@ -339,7 +339,7 @@ def test_testing_example_runs(tmp_path):
         url = f"http://127.0.0.1:{server.server_port}/hook"
         # The example's own API key, as the test server expects ours.
         code = code.replace("test-api-key", "s3cret-api-key")
-        exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)  # noqa: S102
+        exec(compile(code, "plugins.md tests/test_webhook.py", "exec"), namespace)
         trio.run(namespace["test_a_refusal_is_permanent"], url)
     finally:
         server.shutdown()

@@ -41,7 +41,7 @@ import pydantic
 from pydantic_core import PydanticUndefined
 
 from etl_core.config import PipelineModel
-from etl_core.registry import Registry, make_plugin_manager
+from etl_core.registry import Kind, Registry, make_plugin_manager
 from etl_core.schema import config_schema
 
 #: The project root (the directory holding ``docs/``).
@@ -139,8 +139,8 @@ def render_block(name: str, *, source: str = "document") -> str:
     if name == "sandbox:settings":
         return render_sandbox_settings()
     parts = name.split(":")
-    if len(parts) == 3 and parts[0] == "plugin":
-        return render_plugin(parts[1], parts[2])
+    if len(parts) == 3 and parts[0] == "plugin" and parts[1] in ("source", "transform", "sink"):
+        return render_plugin(typing.cast(Kind, parts[1]), parts[2])
     raise ValueError(f"{source}: unknown generated block {name!r}")
 
 
@@ -203,14 +203,14 @@ def _is_open(model: type[pydantic.BaseModel]) -> bool:
 # -- plugin options ------------------------------------------------------------------
 
 
-def render_plugin(kind: str, name: str) -> str:
+def render_plugin(kind: Kind, name: str) -> str:
     """Return the description and options table of one built-in plugin.
 
     Raises:
         ValueError: No built-in plugin of that kind has that name.
     """
     registry = builtin_registry()
-    if kind not in ("source", "transform", "sink") or name not in registry.names(kind):
+    if name not in registry.names(kind):
         raise ValueError(f"no built-in {kind} named {name!r}")
     cls = registry.get(kind, name)
     options = cls.Options
@@ -264,8 +264,8 @@ def render_sandbox_options() -> str:
     sandbox.add_arguments(parser)
     fields = sandbox.SandboxSettings.model_fields
     rows = []
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of actions
-        if isinstance(action, argparse._HelpAction) or not action.option_strings:  # noqa: SLF001
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
             continue
         option = max(action.option_strings, key=len)
         if action.nargs == 0:
@@ -392,8 +392,8 @@ def _type_of(field: Any) -> str:
 
 def _constraints(metadata: list[Any], unit: str) -> str:
     parts = []
-    lengths = {type(item): item for item in metadata if isinstance(item, (annotated_types.MinLen, annotated_types.MaxLen))}
-    low, high = lengths.get(annotated_types.MinLen), lengths.get(annotated_types.MaxLen)
+    low = next((item for item in metadata if isinstance(item, annotated_types.MinLen)), None)
+    high = next((item for item in metadata if isinstance(item, annotated_types.MaxLen)), None)
     if low is not None and high is not None and low.min_length == high.max_length:
         count = low.min_length
         parts.append(f"exactly {count} {unit if count != 1 else unit[:-1]}")

@@ -227,11 +227,11 @@ def check_plugin_class(cls: type[Plugin], example_options: Mapping[str, Any] | N
             else:
                 try:
                     cls(options)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever it raises is a problem to report
                     problems.append(f"the class cannot be created with the example options: {type(exc).__name__}: {exc}")
 
     methods = {Source: ("read", False), Transform: ("apply", False), Sink: ("send", True)}
-    method, must_be_async = methods[kind]  # type: ignore[index]
+    method, must_be_async = methods[kind]
     impl = getattr(cls, method)
     if impl is getattr(kind, method):
         problems.append(f"`{method}` is not implemented")
@@ -255,7 +255,7 @@ def _options_problems(options_cls: type[PluginOptions]) -> list[str]:
         problems.append("`Options` must forbid unknown keys (keep PluginOptions' model_config extra='forbid')")
     try:
         options_cls.model_json_schema()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever it raises is a problem to report
         problems.append(f"`Options` has no JSON schema (`etl schema` would fail): {type(exc).__name__}: {exc}")
     for field_name, field in options_cls.model_fields.items():
         if field.is_required() or field.default_factory is not None:
@@ -278,5 +278,5 @@ def _options_problems(options_cls: type[PluginOptions]) -> list[str]:
 
 
 def _validating_defaults(options_cls: type[PluginOptions]) -> type[PluginOptions]:
-    config = pydantic.ConfigDict(**{**options_cls.model_config, "validate_default": True})  # type: ignore[typeddict-item]
+    config = pydantic.ConfigDict(**{**options_cls.model_config, "validate_default": True})
     return type(options_cls.__name__, (options_cls,), {"model_config": config, "__module__": options_cls.__module__})

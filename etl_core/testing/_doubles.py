@@ -157,7 +157,7 @@ def _fresh(exc: BaseException) -> BaseException:
     """A copy of a scripted exception, so raising it again does not chain tracebacks."""
     try:
         return copy.copy(exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is raised as it is
         return exc
 
 

@@ -8,7 +8,7 @@ import importlib.metadata
 import os
 import tempfile
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -108,7 +108,7 @@ def run_pipeline_sync(
     )
 
 
-def _classes_of(instances: list[Plugin], plugins: Iterable[object]) -> list[object]:
+def _classes_of(instances: Sequence[Plugin], plugins: Iterable[object]) -> list[object]:
     """A plugin registering the classes of ``instances`` that no plugin in ``plugins`` registers."""
     registered = {cls for plugin in plugins if isinstance(plugin, _ClassesPlugin) for cls in plugin.classes}
     missing = list(dict.fromkeys(type(instance) for instance in instances if type(instance) not in registered))

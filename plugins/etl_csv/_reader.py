@@ -124,7 +124,7 @@ class CsvReader:
                         # The common case first: one physical line, nothing marked by the feeder.
                         if end - prev == 1 and not marks:
                             if len(row) == ncols:
-                                data = dict(zip(header, row))
+                                data = dict(zip(header, row, strict=False))
                                 yield Record(data, end, data)
                             else:
                                 record = misfit(row, end)
@@ -231,13 +231,13 @@ class CsvReader:
             if record is not None and record.error:
                 record.error += _span(start, end)
             return record
-        data = dict(zip(self._names, row))
+        data = dict(zip(self._names, row, strict=False))
         return Record(data, start, data)
 
     def _raw(self, row: list[str]) -> dict[str, str]:
         """Map what was read to column names; surplus fields go under ``_extra_<n>``."""
         names = self._names
-        raw = dict(zip(names, row))
+        raw = dict(zip(names, row, strict=False))
         for number, value in enumerate(row[len(names) :], 1):
             raw[f"_extra_{number}"] = value
         return raw

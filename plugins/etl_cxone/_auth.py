@@ -59,6 +59,9 @@ _ERROR_HINTS = {
     "unauthorized_client": "check that the client may use this grant_type and scope",
 }
 
+#: The token endpoint's answer: read within a minute and a mebibyte.
+_DEFAULT_LIMITS = Limits(deadline=60.0, max_bytes=1 << 20)
+
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class _Token:
@@ -112,7 +115,7 @@ class TokenProvider:
         grant_type: str = "client_credentials",
         auth_method: Literal["basic", "form"] = "basic",
         credentials_hint: str = "check the client id and secret",
-        limits: Limits = Limits(deadline=60.0, max_bytes=1 << 20),
+        limits: Limits = _DEFAULT_LIMITS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client

@@ -280,7 +280,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not logged."""
 
 
@@ -310,7 +310,7 @@ def register_commands(cli: CommandLine) -> None:
 @hookimpl
 def command_started(command: str, options: argparse.Namespace) -> None:
     """Keep the ``--metrics-port`` of an ``etl run`` command line for its run."""
-    global _command_line_port  # noqa: PLW0603 - one command line per process
+    global _command_line_port
     _command_line_port = options.metrics_port if command == "run" else None
 
 

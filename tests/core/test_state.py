@@ -350,7 +350,7 @@ def test_content_hash_changes_with_the_content(other):
 
 
 def test_content_hash_of_values_json_does_not_know():
-    when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.UTC)
     assert content_hash({"at": when}) == content_hash({"at": when})
     assert content_hash({"at": when}) != content_hash({"at": when + datetime.timedelta(seconds=1)})
     assert content_hash({"name": "Zoë 日本"}) == content_hash({"name": "Zoë 日本"})

@@ -34,7 +34,7 @@ def write_csv(path: Path, rows: int, *, bad_email_every: int = 0) -> list[dict[s
             email = f"User{i}@Example.com" if not bad_email_every or i % bad_email_every else f"user{i}-at-example"
             row = [str(uuid.UUID(int=i + 1)), email, f" Name {i} "]
             writer.writerow(row)
-            written.append(dict(zip(["id", "email", "name"], row)))
+            written.append(dict(zip(["id", "email", "name"], row, strict=False)))
     return written
 
 

@@ -107,7 +107,7 @@ class Job:
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         """Start `etl run` (JSON logs to a file in tmp_path, so no pipe can fill up)."""
         self.runs += 1
-        self._log = open(self.tmp_path / f"run-{self.runs}.log", "wb")  # noqa: SIM115
+        self._log = open(self.tmp_path / f"run-{self.runs}.log", "wb")
         return subprocess.Popen(
             [*ETL, "run", str(self.config), "--log-format", "json", *args],
             cwd=self.tmp_path, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -237,7 +237,7 @@ def test_kill_9_three_times_then_finish(tmp_path, sandbox):
     # Rows re-sent because of each kill: updates beyond a contact's first one, made between
     # that kill and the next (a run re-sends nothing of its own: no errors here).
     resent = []
-    for before, after in zip(snapshots[1:4], snapshots[2:5]):
+    for before, after in zip(snapshots[1:4], snapshots[2:5], strict=False):
         resent.append(sum(max(0, count - max(before.get(cid, 0), 1)) for cid, count in after.items()))
     total = sum(count - 1 for count in final.values())
     print(f"\nkill -9 at {at_kill} applied updates: re-sent rows per kill {resent} (total {total}, {workers} workers)")

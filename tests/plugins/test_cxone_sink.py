@@ -103,7 +103,7 @@ async def send_all(sink: CxoneSink, records: list[Record]) -> list[Any]:
     async def one(index: int, rec: Record) -> None:
         try:
             results[index] = await sink.send(rec)
-        except Exception as exc:  # noqa: BLE001 - collected for the assertions
+        except Exception as exc:
             results[index] = exc
 
     async with trio.open_nursery() as nursery:
@@ -297,7 +297,7 @@ async def test_400_is_permanent_with_detail(sandbox: Sandbox, tmp_path: Any) -> 
 
 
 async def test_404_is_permanent_and_listed_in_missing_file(sandbox: Sandbox, tmp_path: Any) -> None:
-    unknown = ["00000000-0000-4000-8000-%012d" % i for i in range(5)]
+    unknown = [f"00000000-0000-4000-8000-{i:012d}" for i in range(5)]
     async with opened_sink(sandbox, tmp_path) as sink:
         results = await send_all(sink, [record(key, line=10 + i, firstName="X") for i, key in enumerate(unknown)])
     for result in results:

@@ -6,12 +6,12 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
-
 import etl_jsonl_source
+import pytest
+from etl_jsonl_source import JsonlSource
+
 from etl_core import ConfigError
 from etl_core.testing import RecordingSink, check_plugin_class, run_pipeline_sync
-from etl_jsonl_source import JsonlSource
 
 
 def write(path: Path, *lines: str | bytes) -> Path:

@@ -258,7 +258,7 @@ async def serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
                             conn.send(h11.InformationalResponse(status_code=100, headers=[]))
                             or b""
                         )
-                    conn.receive_data(await stream.receive_some(_RECV_SIZE))
+                    conn.receive_data(bytes(await stream.receive_some(_RECV_SIZE)))
                     continue
                 if isinstance(event, h11.Request):
                     request = event

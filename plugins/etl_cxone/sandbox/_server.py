@@ -169,7 +169,7 @@ def run_sandbox_in_thread(settings: SandboxSettings | None = None) -> Iterator[S
     def runner() -> None:
         try:
             trio.run(main)
-        except BaseException as exc:  # reported to the caller below
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
             state["error"] = exc
         finally:
             started.set()

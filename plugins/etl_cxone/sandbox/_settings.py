@@ -50,7 +50,7 @@ def _parse_schedule(text: str) -> list[tuple[str, str]]:
 
 def _times_increase(schedule: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
     times = [seconds for seconds, _ in schedule]
-    if any(later <= earlier for earlier, later in zip(times, times[1:])):
+    if any(later <= earlier for earlier, later in zip(times, times[1:], strict=False)):
         raise ValueError("the times must increase")
     return schedule
 

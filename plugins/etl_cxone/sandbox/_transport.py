@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 
 from ._http import Handler, Request, Response, response_headers
@@ -41,6 +43,6 @@ class _Body(httpx.AsyncByteStream):
     def __init__(self, body: bytes) -> None:
         self._body = body
 
-    async def __aiter__(self):  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._body:
             yield self._body

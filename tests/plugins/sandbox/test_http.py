@@ -8,7 +8,6 @@ import trio
 from tests.plugins.sandbox.conftest import CID, get_token, host_port, raw_exchange, status_of
 
 
-
 @pytest.mark.parametrize(
     "garbage",
     [

@@ -106,7 +106,7 @@ class JsonlSource(Source):
         """
         path = self.options.path
         try:
-            file = open(path, "rb")  # noqa: SIM115 - closed by the with block below
+            file = open(path, "rb")
         except OSError as exc:
             raise FatalError(f"cannot open {path}: {exc.strerror}") from None
         with file:
