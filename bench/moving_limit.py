@@ -11,6 +11,7 @@ three consecutive one-second samples within 10 %). Target: <= 10 s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -66,7 +67,7 @@ def measure(*, quick: bool = False, workers: int = 64) -> dict[str, Any]:
                 continue
             if event.get("event") == "paused":
                 pauses.append(event.get("rate_limit"))
-    samples = [b - a for a, b in zip(applied, applied[1:])]
+    samples = [b - a for a, b in itertools.pairwise(applied)]
     result["samples"] = samples
     result["exit_code"] = outcome.get("exit_code")
     result["pauses"] = len(pauses)
