@@ -63,6 +63,20 @@ class DeliveryStatistics:
     budget_exhausted: int
     rate_limit_per_s: float | None
 
+    def requests(self) -> dict[str, Any]:
+        """The ``requests`` section of progress snapshots and of the report."""
+        return {
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "by_status": self.by_status,
+            "pauses": self.pauses,
+            "paused_s": self.paused_s,
+            "retry_budget_exhausted": self.budget_exhausted,
+            "rate_limit_per_s": self.rate_limit_per_s,
+            "concurrency": self.concurrency,
+        }
+
 
 class Delivery:
     """Sends records through a sink with the run's pause, rate limit, retry budget and backoff.

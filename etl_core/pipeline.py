@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import os
 import signal
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,8 @@ import structlog
 import trio
 
 from ._delivery import Delivery
-from ._errors import ConfigError, FatalError
+from ._errors import FatalError
+from ._files import RunFiles
 from ._ledger import Ledger
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
@@ -35,8 +35,7 @@ from .config import PipelineConfig, RunSettings
 from .logging import get_logger, redact_data
 from .progress import ProgressBar
 from .ratelimit import AdaptiveRateLimiter
-from .report import CsvFile, RejectsWriter, success_file, write_report
-from .state import StateError, StateStore
+from .report import run_report, write_report
 
 #: Exit codes, as documented in docs/exit-codes.md.
 EXIT_OK, EXIT_FAILURES = 0, 1  # and EXIT_USAGE (2) in cli.py
@@ -159,12 +158,7 @@ class _Run:
         if options.workers is not None:
             self.settings = self.settings.model_copy(update={"workers": options.workers})
         self.run_id = uuid.uuid4().hex
-        base_dir = os.path.abspath(options.output_dir or model.output.dir)
-        # A dry run keeps its report and rejects apart from the real runs' (it reads
-        # their checkpoints, though, to show what a real run would skip).
-        self.output_dir = os.path.join(base_dir, "dry-run") if options.dry_run else base_dir
-        self.report_path = os.path.join(self.output_dir, model.output.report)
-        self.state_path = os.path.join(base_dir, model.state.path)
+        self.files = RunFiles(config, self.run_id, output_dir=options.output_dir, dry_run=options.dry_run, fresh=options.fresh)
         self.log = get_logger()
         self.progress_bar = ProgressBar.for_terminal(dry_run=options.dry_run) if options.show_progress else None
         self._hook_run_progress = bool(pm.hook.run_progress.get_hookimpls())
@@ -196,7 +190,6 @@ class _Run:
             workers=self.settings.workers, dry_run=self.options.dry_run,
         )
         self.pm.hook.run_started(run_id=self.run_id, pipeline=model.pipeline, config=self.config.masked())
-        self._prepare_output_dir()
         self._open_stages()
         aborted: str | None = None
         try:
@@ -206,7 +199,7 @@ class _Run:
                 if not self.options.dry_run:
                     structlog.contextvars.bind_contextvars(stage="sink")
                     with self._open_scope:  # a signal cancels a slow open (e.g. token retries)
-                        await self.sink.open(RunContext(self.run_id, model.pipeline, self.output_dir, False))
+                        await self.sink.open(RunContext(self.run_id, model.pipeline, self.files.output_dir, False))
                 nursery.start_soon(self._report_progress)
                 if not self._stopping:
                     await self._pump()
@@ -266,33 +259,26 @@ class _Run:
 
     # -- opening and closing -------------------------------------------------------
 
-    def _prepare_output_dir(self) -> None:
-        try:
-            os.makedirs(self.output_dir, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the output directory {self.output_dir}: {exc.strerror}", path="output.dir") from None
-        if not os.access(self.output_dir, os.W_OK):
-            raise ConfigError(f"the output directory {self.output_dir} is not writable", path="output.dir")
-
     def _open_stages(self) -> None:
+        files = self.files
+        files.open(self.source.fields)
         model = self.config.model
-        output = model.output
-        try:  # each removes a file left by an earlier run
-            rejects = RejectsWriter(os.path.join(self.output_dir, output.rejects), columns=self.source.fields)
-            successes = success_file(os.path.join(self.output_dir, output.success)) if output.success else None
-        except FatalError as exc:
-            raise ConfigError(str(exc), path="output.dir") from None
-        state = self._open_state()
         self.ledger = Ledger(
-            self.pm, self.run_id, self.settings, rejects=rejects, successes=successes, state=state,
+            self.pm, self.run_id, self.settings, rejects=files.rejects, successes=files.successes, state=files.state,
             on_limit=self._stop_for,
         )
         self.reader = Reader(
-            self.source, self.transforms, self.settings, self.ledger, key_field=model.key, state=state,
+            self.source, self.transforms, self.settings, self.ledger, key_field=model.key, state=files.state,
             resend_permanent=self.options.retry_rejected or model.state.resend_permanent_failures,
             sink_name=self.sink.name,
         )
-        self.limiter = make_limiter(self.settings, self._remembered_quota(state))
+        rate = self.settings.rate
+        quota = None
+        if rate.remember and rate.adaptive and files.state is not None and not self.options.dry_run:
+            self._destination = self.sink.destination() or None
+            quota = files.remembered_quota(self._destination) if self._destination else None
+        self._quota_remembered = quota is not None
+        self.limiter = make_limiter(self.settings, quota)
         self.delivery = Delivery(
             self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run,
             on_unavailable=lambda reason: self._stop_for(reason, exit_code=EXIT_UNAVAILABLE),
@@ -300,67 +286,10 @@ class _Run:
         if not self.options.dry_run:
             self.ledger.start_commits()
 
-    def _remembered_quota(self, state: StateStore | None) -> tuple[float, float] | None:
-        rate = self.settings.rate
-        if state is None or self.options.dry_run or not (rate.remember and rate.adaptive):
-            return None
-        self._destination = self.sink.destination()
-        try:
-            quota = state.quota(self._destination) if self._destination else None
-        except StateError as exc:
-            raise ConfigError(str(exc), path="state.path") from None
-        if quota is not None:
-            self.log.info("quota_remembered", rate=round(quota[0], 2), burst=round(quota[1], 1), destination=self._destination)
-        self._quota_remembered = quota is not None
-        return quota
-
-    def _open_state(self) -> StateStore | None:
-        model = self.config.model
-        if model.key is None or not model.state.enabled:
-            return None
-        if self.options.dry_run and not os.path.exists(self.state_path):
-            return None  # a dry run reads earlier checkpoints but never creates them
-        try:
-            state = StateStore(self.state_path, model.pipeline, self.run_id, read_only=self.options.dry_run)
-        except StateError as exc:
-            raise ConfigError(str(exc), path="state.path") from None
-        if self.options.fresh and not self.options.dry_run:
-            try:
-                forgotten = state.forget()
-            except StateError as exc:
-                state.close()
-                raise ConfigError(str(exc), path="state.path") from None
-            self.log.info("state_reset", records=forgotten, path=self.state_path)
-        elif state.has_history:
-            self.log.info("resuming", path=self.state_path)
-        return state
-
     def _close_files(self) -> FatalError | None:
-        """Close every file (runs in a thread); return the first one's write error, if any."""
-        ledger = self.ledger
-        errors: list[FatalError] = []
-        outputs: list[RejectsWriter | CsvFile] = [ledger.rejects, *([ledger.successes] if ledger.successes else [])]
-        for output in outputs:
-            try:
-                output.close()
-            except FatalError as exc:  # e.g. a full disk: reported in the run report, never a traceback
-                self.log.error("file_write_failed", path=output.path, reason=str(exc))
-                errors.append(exc)
+        """Close the source and every file (runs in a thread); return the first write error."""
         self.reader.close()
-        if ledger.state is not None:
-            # Closed even when the quota cannot be kept: close() commits the checkpoints.
-            for step in (self._remember_quota, ledger.state.close):
-                try:
-                    step()
-                except StateError as exc:
-                    self.log.error("state_write_failed", path=self.state_path, reason=str(exc))
-                    errors.append(exc)
-        return errors[0] if errors else None
-
-    def _remember_quota(self) -> None:
-        limiter, state = self.limiter, self.ledger.state
-        if state is not None and self._destination and limiter.quota_rate is not None and limiter.quota_burst is not None:
-            state.remember_quota(self._destination, limiter.quota_rate, limiter.quota_burst)
+        return self.files.close(limiter=self.limiter, destination=self._destination)
 
     # -- stopping ------------------------------------------------------------------
 
@@ -399,12 +328,7 @@ class _Run:
         done, total = self.source.progress()
         return {
             "records": {**self.ledger.summary(), "in_flight": sent.in_flight},
-            "requests": {
-                "attempts": sent.attempts,
-                "retries": sent.retries,
-                "throttled": sent.throttled,
-                "by_status": sent.by_status,
-            },
+            "requests": sent.requests(),
             "retry_budget": {"balance": sent.budget_balance, "capacity": sent.budget_capacity},
             "rate_limit_per_s": sent.rate_limit_per_s,
             "paused_s": sent.pause_remaining_s,
@@ -434,7 +358,6 @@ class _Run:
     def _finish(self, started_at: datetime.datetime, aborted: str | None) -> RunResult:
         counts = self.ledger.counts
         finished_at = datetime.datetime.now(datetime.UTC)
-        duration = (finished_at - started_at).total_seconds()
         if self._signal is not None:
             exit_code = EXIT_SIGNAL[self._signal]
         elif aborted:
@@ -446,54 +369,40 @@ class _Run:
         else:
             exit_code = EXIT_OK
         sent = self.delivery.statistics()
-        quota = self.limiter.statistics()
+        limiter = self.limiter.statistics()
         ledger = self.ledger
-        report: dict[str, Any] = {
-            "run_id": self.run_id,
-            "pipeline": self.config.model.pipeline,
-            "config": self.config.path,
-            "dry_run": self.options.dry_run,
-            "started_at": _iso(started_at),
-            "finished_at": _iso(finished_at),
-            "duration_s": round(duration, 3),
-            "exit_code": exit_code,
-            "interrupted_by": self._signal.name if self._signal else None,
-            "aborted": aborted or self._stop_reason,
-            "records": ledger.summary(),
-            "requests": {
-                "attempts": sent.attempts,
-                "retries": sent.retries,
-                "throttled": sent.throttled,
-                "by_status": sent.by_status,
-                "pauses": sent.pauses,
-                "paused_s": sent.paused_s,
-                "retry_budget_exhausted": sent.budget_exhausted,
-                "rate_limit_per_s": sent.rate_limit_per_s,
-                "throttle_events": self.limiter.throttle_events,
-                "concurrency": sent.concurrency,
-            },
-            "quota": {
-                "rate_per_s": quota.quota_rate,
-                "burst": quota.quota_burst,
+        report = run_report(
+            run_id=self.run_id,
+            config=self.config,
+            dry_run=self.options.dry_run,
+            started_at=started_at,
+            finished_at=finished_at,
+            exit_code=exit_code,
+            interrupted_by=self._signal.name if self._signal else None,
+            aborted=aborted or self._stop_reason,
+            records=ledger.summary(),
+            requests={**sent.requests(), "throttle_events": limiter.throttle_events},
+            quota={
+                "rate_per_s": limiter.quota_rate,
+                "burst": limiter.quota_burst,
                 "remembered": self._quota_remembered,
             },
-            "rate_per_s": round(counts.ok / duration, 1) if duration > 0 else None,
-            "files": {
-                "report": self.report_path,
+            files={
+                "report": self.files.report_path,
                 "rejects": ledger.rejects.path if ledger.rejects.count else None,
                 "success": ledger.successes.path if ledger.successes is not None else None,
                 "state": ledger.state.path if ledger.state is not None else None,
             },
-        }
+        )
         # A plugin's message may quote a credential: masked for the hook as for the file.
         report = redact_data(report)
         report_error = None
         try:
-            write_report(self.report_path, report)
+            write_report(self.files.report_path, report)
         except OSError as exc:  # e.g. a full disk: said on stderr, never a traceback
             problem = exc.strerror or str(exc)
-            report_error = f"the report could not be written to {self.report_path}: {problem}"
-            self.log.error("file_write_failed", path=self.report_path, reason=problem)
+            report_error = f"the report could not be written to {self.files.report_path}: {problem}"
+            self.log.error("file_write_failed", path=self.files.report_path, reason=problem)
             report["files"]["report"] = None
             if exit_code == EXIT_OK:
                 exit_code = report["exit_code"] = EXIT_FAILURES
@@ -510,11 +419,6 @@ class _Run:
             report=report["files"]["report"],
         )
         return RunResult(exit_code, report, report_error)
-
-
-def _iso(moment: datetime.datetime) -> str:
-    """ISO-8601 UTC with a Z, like the log timestamps."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:

@@ -316,67 +316,16 @@ class AdaptiveRateLimiter:
     # -- measuring -----------------------------------------------------------------
 
     def _measure(self, since: float | None, empty_at: float, episode: int) -> tuple[float, float, float] | None:
-        """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``.
-
-        Returns:
-            (R, B, overstated): the rate, the burst, and by how much of R the rate may be
-            overstated (when the burst may be a request too small).
-        """
+        """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``."""
         tail = self._tail
         times = tail[bisect.bisect_right(tail, since) if since is not None else 0 : bisect.bisect_left(tail, empty_at)]
         if not times:
             return None
-        wave = self._wave_end is not None and self.quota_rate is None
+        first_wave = None
+        if self._wave_end is not None and self.quota_rate is None:
+            first_wave = (self._wave_successes, self._wave_sends[1] - self._wave_sends[0])
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
-        rate, window = self._lower_bound(times, since, episode, burst)
-        spread = 0.0
-        if wave:
-            # The burst and the rate together: the first wave emptied a full bucket, and
-            # the rate let more through while it was being sent: B = N0 - R*T0, with T0
-            # the time from its first to its last successful send. Solved by iterating
-            # from below, which settles on the lowest (safe) solution.
-            first, last = self._wave_sends
-            spread = max(0.0, last - first)
-            for _ in range(8):
-                burst = max(1.0, self._wave_successes - rate * spread)
-                rate, window = self._lower_bound(times, since, episode, burst)
-        if rate <= 0:
-            return None
-        # The measurement moves by 1/T per request of error in the burst. A first wave
-        # that took a while (few workers) tells the burst to about a request; one sent
-        # all at once tells it exactly, and so does an earlier measurement.
-        burst_error = 1.0 if spread > 0.001 else 0.0
-        return rate, burst, burst_error / (rate * window)
-
-    def _lower_bound(self, times: list[float], since: float | None, episode: int, burst: float) -> tuple[float, float]:
-        """The largest lower bound of R that the successes ``times`` (the last of ``episode``) give.
-
-        After the i-th success the bucket held at most ``burst - 1`` tokens, so the N
-        successes sent after it, up to the j-th, show R >= (N - burst + 1) / T.
-        From an empty bucket (``since``, a throttle) nothing was in hand: R >= N / T.
-
-        Returns:
-            The bound, and the length T of the window that gave it.
-        """
-        count = len(times)
-        skipped = episode - count  # sent in the episode, no longer in the tail
-        best, best_window = 0.0, self.tuning.min_window
-        stride = 1 + count // self.tuning.windows
-        min_window = self.tuning.min_window
-        for j in range(count - 1, max(-1, count - 4), -1):
-            last = times[j]
-            if since is not None:
-                window = max(last - since, min_window)
-                if (bound := (skipped + j + 1) / window) > best:
-                    best, best_window = bound, window
-            for i in range(0, j, stride):
-                # Successes sent strictly after the i-th (requests sent at the same instant
-                # reach the destination together: none of them is "after" another).
-                after = j + 1 - bisect.bisect_right(times, times[i], i, j + 1)
-                window = max(last - times[i], min_window)
-                if (bound := (after - burst + 1) / window) > best:
-                    best, best_window = bound, window
-        return best, best_window
+        return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
 
     def _ramp_start(self) -> float:
         """Where the search for the rate starts: twice the first wave's successes per second."""
@@ -434,3 +383,82 @@ class AdaptiveRateLimiter:
             quota_burst=None if self.quota_burst is None else round(self.quota_burst, 1),
             holding=self.quota_rate is not None and not self._growth,
         )
+
+
+def measure_quota(
+    times: list[float],
+    *,
+    since: float | None,
+    episode: int,
+    burst: float,
+    first_wave: tuple[int, float] | None,
+    tuning: LimiterTuning,
+) -> tuple[float, float, float] | None:
+    """Measure a token bucket's rate (and burst) from the send times of its successes.
+
+    Args:
+        times: The send times of the successes, sorted: the last ``len(times)`` of
+            the episode's.
+        since: When the bucket was last seen empty (the throttle that began the
+            episode), or None.
+        episode: Successes sent in the episode (some may no longer be in ``times``).
+        burst: The burst as known so far.
+        first_wave: For the first wave (sent unlimited until the first throttle): how
+            many of its requests succeeded, and the seconds from the first to the last.
+
+    Returns:
+        (R, B, overstated): the rate, the burst, and by how much of R the rate may be
+        overstated (when the burst may be a request too small); None when nothing
+        measures a rate.
+    """
+    rate, window = _lower_bound(times, since, episode, burst, tuning)
+    spread = 0.0
+    if first_wave is not None:
+        # The burst and the rate together: the first wave emptied a full bucket, and
+        # the rate let more through while it was being sent: B = N0 - R*T0, with T0
+        # the time from its first to its last successful send. Solved by iterating
+        # from below, which settles on the lowest (safe) solution.
+        successes, spread = first_wave[0], max(0.0, first_wave[1])
+        for _ in range(8):
+            burst = max(1.0, successes - rate * spread)
+            rate, window = _lower_bound(times, since, episode, burst, tuning)
+    if rate <= 0:
+        return None
+    # The measurement moves by 1/T per request of error in the burst. A first wave
+    # that took a while (few workers) tells the burst to about a request; one sent
+    # all at once tells it exactly, and so does an earlier measurement.
+    burst_error = 1.0 if spread > 0.001 else 0.0
+    return rate, burst, burst_error / (rate * window)
+
+
+def _lower_bound(
+    times: list[float], since: float | None, episode: int, burst: float, tuning: LimiterTuning
+) -> tuple[float, float]:
+    """The largest lower bound of R that the successes ``times`` (the last of ``episode``) give.
+
+    After the i-th success the bucket held at most ``burst - 1`` tokens, so the N
+    successes sent after it, up to the j-th, show R >= (N - burst + 1) / T.
+    From an empty bucket (``since``, a throttle) nothing was in hand: R >= N / T.
+
+    Returns:
+        The bound, and the length T of the window that gave it.
+    """
+    count = len(times)
+    skipped = episode - count  # sent in the episode, no longer in the tail
+    min_window = tuning.min_window
+    best, best_window = 0.0, min_window
+    stride = 1 + count // tuning.windows
+    for j in range(count - 1, max(-1, count - 4), -1):
+        last = times[j]
+        if since is not None:
+            window = max(last - since, min_window)
+            if (bound := (skipped + j + 1) / window) > best:
+                best, best_window = bound, window
+        for i in range(0, j, stride):
+            # Successes sent strictly after the i-th (requests sent at the same instant
+            # reach the destination together: none of them is "after" another).
+            after = j + 1 - bisect.bisect_right(times, times[i], i, j + 1)
+            window = max(last - times[i], min_window)
+            if (bound := (after - burst + 1) / window) > best:
+                best, best_window = bound, window
+    return best, best_window

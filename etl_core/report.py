@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._errors import FatalError
 from .logging import redact, redact_data
+
+if TYPE_CHECKING:
+    from .config import PipelineConfig
 
 #: Cells starting with these are formulas to a spreadsheet (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -190,6 +194,65 @@ class RejectsWriter:
 def success_file(path: str) -> CsvFile:
     """The success file: one row per delivered record (key, line, status, attempts)."""
     return CsvFile(path, ("key", "line", "status", "attempts"))
+
+
+def run_report(
+    *,
+    run_id: str,
+    config: PipelineConfig,
+    dry_run: bool,
+    started_at: datetime.datetime,
+    finished_at: datetime.datetime,
+    exit_code: int,
+    interrupted_by: str | None,
+    aborted: str | None,
+    records: dict[str, Any],
+    requests: dict[str, Any],
+    quota: dict[str, Any],
+    files: dict[str, str | None],
+) -> dict[str, Any]:
+    """The run report (documented in docs/logging.md), its keys in their documented order.
+
+    Args:
+        run_id: The run's id.
+        config: The pipeline's configuration.
+        dry_run: Whether the run only validated records.
+        started_at: When the run started (UTC).
+        finished_at: When it ended (UTC).
+        exit_code: The process's exit code.
+        interrupted_by: The signal that stopped the run, if any.
+        aborted: Why the run stopped early, if it did.
+        records: The ledger's counts by outcome.
+        requests: What delivery did (attempts, retries, pauses...).
+        quota: The destination's quota as measured or remembered.
+        files: The paths of the files the run wrote (None: not written).
+
+    Returns:
+        The report, ready for :func:`write_report`.
+    """
+    duration = (finished_at - started_at).total_seconds()
+    return {
+        "run_id": run_id,
+        "pipeline": config.model.pipeline,
+        "config": config.path,
+        "dry_run": dry_run,
+        "started_at": _iso(started_at),
+        "finished_at": _iso(finished_at),
+        "duration_s": round(duration, 3),
+        "exit_code": exit_code,
+        "interrupted_by": interrupted_by,
+        "aborted": aborted,
+        "records": records,
+        "requests": requests,
+        "quota": quota,
+        "rate_per_s": round(records["ok"] / duration, 1) if duration > 0 else None,
+        "files": files,
+    }
+
+
+def _iso(moment: datetime.datetime) -> str:
+    """ISO-8601 UTC with a Z, like the log timestamps."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_report(path: str, report: Mapping[str, Any]) -> None:

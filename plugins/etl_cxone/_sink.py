@@ -36,6 +36,7 @@ from etl_core import (
 )
 
 from ._auth import TokenProvider
+from ._clients import ClientPool
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
 from ._urls import KeyFormat, check_http_url, check_secure, display_url, render_path, segment_value, template_fields
 
@@ -197,7 +198,7 @@ class CxoneSink(Sink):
         self._transport = transport
         self._path_fields = template_fields(options.path_template)
         self._client: httpx.AsyncClient | None = None  # token requests
-        self._pool: _ClientPool | None = None  # API requests
+        self._pool: ClientPool | None = None  # API requests
         self._tokens: TokenProvider | None = None
         self._missing: CsvFile | None = None
         self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
@@ -260,7 +261,7 @@ class CxoneSink(Sink):
             headers=headers,
             transport=self._transport,
         )
-        self._pool = _ClientPool(
+        self._pool = ClientPool(
             lambda: httpx.AsyncClient(
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
@@ -414,56 +415,6 @@ class CxoneSink(Sink):
             return await exchange(client, request, self._limits, what="", oversize=TransientError)
         finally:
             pool.give(client)
-
-
-class _ClientPool:
-    """Single-connection HTTP clients, each lent to one request at a time.
-
-    httpx's shared connection pool spends CPU in proportion to the number of
-    concurrent requests on every request; with one connection per client and one
-    client per concurrent request, the cost per request stays flat however many
-    workers send. Clients are created on demand, at most ``limit`` of them, and
-    kept (with their open connection) for the next request.
-
-    Args:
-        factory: Makes a new client.
-        limit: Most clients, hence most open connections.
-    """
-
-    def __init__(self, factory: Callable[[], httpx.AsyncClient], limit: int) -> None:
-        self._factory = factory
-        self._free: list[httpx.AsyncClient] = []
-        self._all: list[httpx.AsyncClient] = []
-        self._slots = trio.Semaphore(limit)
-
-    async def take(self) -> httpx.AsyncClient:
-        """Return a client for one request; give it back with :meth:`give`."""
-        try:
-            # No scheduling round trip when a slot is free: the request that follows
-            # is full of checkpoints anyway.
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
-            await self._slots.acquire()
-        if self._free:
-            return self._free.pop()
-        try:
-            client = self._factory()
-        except BaseException:
-            self._slots.release()
-            raise
-        self._all.append(client)
-        return client
-
-    def give(self, client: httpx.AsyncClient) -> None:
-        """Return a client taken with :meth:`take`."""
-        self._free.append(client)
-        self._slots.release()
-
-    async def aclose(self) -> None:
-        """Close every client (and its connection)."""
-        clients, self._all, self._free = self._all, [], []
-        for client in clients:
-            await client.aclose()
 
 
 def _detail(answer: Answer, secrets: tuple[str, ...]) -> str | None:
