@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .config import PipelineConfig
-    from .ratelimit import AdaptiveRateLimiter
 
 
 class RunFiles:
@@ -109,8 +108,8 @@ class RunFiles:
             self._log.info("quota_remembered", rate=round(quota[0], 2), burst=round(quota[1], 1), destination=destination)
         return quota
 
-    def close(self, *, limiter: AdaptiveRateLimiter, destination: str | None) -> FatalError | None:
-        """Close every file, keeping the quota measured for ``destination`` (blocks: call in a thread).
+    def close(self, *, quota: tuple[float, float] | None, destination: str | None) -> FatalError | None:
+        """Close every file, keeping ``quota`` (rate, burst) for ``destination`` (blocks: call in a thread).
 
         Returns:
             The first write error, if any (each is also logged).
@@ -126,8 +125,8 @@ class RunFiles:
         state = self.state
         if state is not None:
             def remember_quota() -> None:
-                if destination and limiter.quota_rate is not None and limiter.quota_burst is not None:
-                    state.remember_quota(destination, limiter.quota_rate, limiter.quota_burst)
+                if destination and quota is not None:
+                    state.remember_quota(destination, *quota)
 
             # Closed even when the quota cannot be kept: close() commits the checkpoints.
             for step in (remember_quota, state.close):

@@ -170,6 +170,7 @@ class _Run:
         self._signal: signal.Signals | None = None
         self._destination: str | None = None  # whose quota is remembered
         self._quota_remembered = False
+        self._quota_to_remember: tuple[float, float] | None = None
         # Made in run(), where a trio loop runs.
         self.ledger: Ledger
         self.reader: Reader
@@ -221,6 +222,7 @@ class _Run:
                     await self.sink.aclose()
                 except Exception:
                     self.log.exception("sink_close_failed")
+            self._quota_to_remember = self.limiter.quota_to_remember()
             with trio.CancelScope(shield=True):
                 close_error = await trio.to_thread.run_sync(self._close_files)
             if close_error is not None and aborted is None:
@@ -289,7 +291,7 @@ class _Run:
     def _close_files(self) -> FatalError | None:
         """Close the source and every file (runs in a thread); return the first write error."""
         self.reader.close()
-        return self.files.close(limiter=self.limiter, destination=self._destination)
+        return self.files.close(quota=self._quota_to_remember, destination=self._destination)
 
     # -- stopping ------------------------------------------------------------------
 

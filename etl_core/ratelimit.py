@@ -65,6 +65,10 @@ class LimiterTuning:
     max_margin: float = 0.1
     #: The margin under a quota remembered from an earlier run.
     remembered_margin: float = 0.03
+    #: Seconds of sending held under a measurement without a throttle that prove it...
+    proof: float = 5.0
+    #: ...and what is taken off one that no hold has proven before it is remembered.
+    unproven_margin: float = 0.05
     #: e-folds per second of sending while searching for an unknown quota (x55 a second).
     ramp_growth: float = 4.0
     #: The same while probing above a measured quota (x2 in under 3 s).
@@ -158,6 +162,7 @@ class AdaptiveRateLimiter:
         self._burst_scale = 1.0  # halved by throttles that come right after a pause
         self._held_throttle_at = -math.inf
         self._moved_until = -math.inf
+        self._proven = False  # the measurement was held without a throttle for `proof` seconds
         self._last_slot = -math.inf
         self._gate = trio.Lock()
         if quota is not None:
@@ -243,6 +248,7 @@ class AdaptiveRateLimiter:
             now = trio.current_time()
             if self._active(now) >= self._next_probe:
                 # Probe for a raised quota; faster for a minute after it moved.
+                self._proven = self._proven or self._held_for(now) >= self.tuning.proof
                 fast = now < self._moved_until
                 self._phase(self._base, self.tuning.probe_growth * (4.0 if fast else 1.0))
 
@@ -340,6 +346,7 @@ class AdaptiveRateLimiter:
             # A probe found the same quota: wait twice as long before the next one.
             self._probe_every = min(self.tuning.max_probe_every, 2 * self._probe_every)
         self.quota_rate, self.quota_burst = rate, burst
+        self._proven = False
         # Hold under the measurement by the margin, or by what it may overstate if more.
         margin = min(self.tuning.max_margin, max(self._margin, overstated))
         self._phase(rate * (1.0 - margin), 0.0)
@@ -352,6 +359,24 @@ class AdaptiveRateLimiter:
             # (Without a pause, a probe still costs its throttled requests' backoff.)
             every = max(self._last_pause, 0.5) / (margin - tuning.margin) if margin > tuning.margin else math.inf
         self._next_probe = self._active(now) + min(self._probe_every, max(tuning.probe_every_after_move, every))
+
+    def quota_to_remember(self) -> tuple[float, float] | None:
+        """The quota to keep for the next run: (rate, burst), or None before a measurement.
+
+        A measurement that sending under it has proven (``proof`` seconds held without a
+        throttle) is kept as it is; one that a short run never put to the test, with
+        ``unproven_margin`` off, so that the next run does not start above the quota.
+        """
+        if self.quota_rate is None or self.quota_burst is None:
+            return None
+        proven = self._proven or self._held_for(trio.current_time()) >= self.tuning.proof
+        return self.quota_rate * (1.0 if proven else 1.0 - self.tuning.unproven_margin), self.quota_burst
+
+    def _held_for(self, now: float) -> float:
+        """Seconds of sending in the current hold (0 while searching or probing)."""
+        if self._growth or self._base is None or self.quota_rate is None:
+            return 0.0
+        return self._active(now) - self._phase_start
 
     def _phase(self, rate: float, growth: float) -> None:
         """Start holding ``rate`` (growth 0), or growing from it."""

@@ -29,6 +29,16 @@ from etl_core.pipeline import RunOptions, run_pipeline
 from etl_core.registry import Registry, make_plugin_manager
 
 
+@pytest.fixture
+def autojump_clock():
+    """Virtual time that waits for the run's threads (the reader, the state writer).
+
+    While a thread works the event loop is idle: a clock that jumps at once would race
+    ahead of it, firing every timer (the progress loop's among them) again and again.
+    """
+    return trio.testing.MockClock(autojump_threshold=0.005)
+
+
 class CountSource(Source):
     name = "count"
     produced = 0

@@ -102,6 +102,22 @@ async def test_a_remembered_quota_is_held_from_the_start(autojump_clock):
     assert trio.current_time() - resumed < 1e-9
 
 
+async def test_a_quota_is_remembered_as_measured_only_once_holding_it_proved_it(autojump_clock):
+    limiter = AdaptiveRateLimiter(quota=(100.0, 10.0))
+    # Just measured (here: read back), never held: the next run gets it with a margin.
+    rate, burst = limiter.quota_to_remember()
+    assert rate == pytest.approx(100.0 * (1 - limiter.tuning.unproven_margin)) and burst == 10.0
+    # Held without a throttle for longer than the proof takes: kept as measured.
+    while trio.current_time() < limiter.tuning.proof + 1.0:
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+    assert limiter.quota_to_remember() == (100.0, 10.0)
+    # A throttle while holding measures again: the new figure has to prove itself.
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    rate, _ = limiter.quota_to_remember()
+    assert rate < 100.0 * (1 - limiter.tuning.unproven_margin) + 1e-9
+
+
 # -- invariants over a grid of shapes, through the runner's Delivery --------------------
 
 GRID = [
