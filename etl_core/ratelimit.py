@@ -68,7 +68,7 @@ class LimiterTuning:
     #: Seconds of sending held under a measurement without a throttle that prove it...
     proof: float = 5.0
     #: ...and what is taken off one that no hold has proven before it is remembered.
-    unproven_margin: float = 0.05
+    unproven_margin: float = 0.03
     #: e-folds per second of sending while searching for an unknown quota (x55 a second).
     ramp_growth: float = 4.0
     #: The same while probing above a measured quota (x2 in under 3 s).
@@ -162,7 +162,7 @@ class AdaptiveRateLimiter:
         self._burst_scale = 1.0  # halved by throttles that come right after a pause
         self._held_throttle_at = -math.inf
         self._moved_until = -math.inf
-        self._proven = False  # the measurement was held without a throttle for `proof` seconds
+        self._proven: float | None = None  # a rate held under the measurement for `proof` s without a throttle
         self._last_slot = -math.inf
         self._gate = trio.Lock()
         if quota is not None:
@@ -248,7 +248,8 @@ class AdaptiveRateLimiter:
             now = trio.current_time()
             if self._active(now) >= self._next_probe:
                 # Probe for a raised quota; faster for a minute after it moved.
-                self._proven = self._proven or self._held_for(now) >= self.tuning.proof
+                if self._held_for(now) >= self.tuning.proof:
+                    self._proven = self._base
                 fast = now < self._moved_until
                 self._phase(self._base, self.tuning.probe_growth * (4.0 if fast else 1.0))
 
@@ -346,7 +347,7 @@ class AdaptiveRateLimiter:
             # A probe found the same quota: wait twice as long before the next one.
             self._probe_every = min(self.tuning.max_probe_every, 2 * self._probe_every)
         self.quota_rate, self.quota_burst = rate, burst
-        self._proven = False
+        self._proven = None
         # Hold under the measurement by the margin, or by what it may overstate if more.
         margin = min(self.tuning.max_margin, max(self._margin, overstated))
         self._phase(rate * (1.0 - margin), 0.0)
@@ -363,14 +364,19 @@ class AdaptiveRateLimiter:
     def quota_to_remember(self) -> tuple[float, float] | None:
         """The quota to keep for the next run: (rate, burst), or None before a measurement.
 
-        A measurement that sending under it has proven (``proof`` seconds held without a
-        throttle) is kept as it is; one that a short run never put to the test, with
-        ``unproven_margin`` off, so that the next run does not start above the quota.
+        The next run holds ``remembered_margin`` under it: never above a rate this run
+        held for ``proof`` seconds without a throttle. A measurement that a short run never
+        put to the test is kept with ``unproven_margin`` off.
         """
         if self.quota_rate is None or self.quota_burst is None:
             return None
-        proven = self._proven or self._held_for(trio.current_time()) >= self.tuning.proof
-        return self.quota_rate * (1.0 if proven else 1.0 - self.tuning.unproven_margin), self.quota_burst
+        tuning = self.tuning
+        proven = self._proven
+        if self._held_for(trio.current_time()) >= tuning.proof:
+            proven = self._base
+        if proven is None:
+            return self.quota_rate * (1.0 - tuning.unproven_margin), self.quota_burst
+        return min(self.quota_rate, proven / (1.0 - tuning.remembered_margin)), self.quota_burst
 
     def _held_for(self, now: float) -> float:
         """Seconds of sending in the current hold (0 while searching or probing)."""

@@ -501,7 +501,8 @@ def test_a_second_run_starts_at_the_remembered_quota(tmp_path, start_sandbox):
     assert sandbox.stats()["by_status"] == {"200": 600}
     assert report["records"]["ok"] / report["duration_s"] >= 0.9 * 100
     remembered = [e for e in json_logs(second.stdout) if e["event"] == "quota_remembered"]
-    assert len(remembered) == 1 and remembered[0]["rate"] == learnt["quota"]["rate_per_s"]
+    # As measured, or lower when the first run was too short to prove it.
+    assert len(remembered) == 1 and 0.96 * learnt["quota"]["rate_per_s"] <= remembered[0]["rate"] <= learnt["quota"]["rate_per_s"]
 
 
 def test_remembering_the_quota_can_be_switched_off(tmp_path, start_sandbox, custom_config):
