@@ -203,7 +203,7 @@ def sandbox() -> Iterator[Callable[..., Sandbox]]:
 
 def test_kill_9_three_times_then_finish(tmp_path, sandbox):
     """kill -9 at ~20%, ~50% and ~80%: nothing is lost, each crash re-sends at most the in-flight rows."""
-    n, workers = 20_000, 16
+    n, workers = 8_000, 16
     server = sandbox(latency=0.005)
     rows = [row(i, email="not-an-email" if i % 1000 == 999 else None) for i in range(n)]
     valid = [r for r in rows if "@" in r["email"]]
@@ -217,7 +217,7 @@ def test_kill_9_three_times_then_finish(tmp_path, sandbox):
         assert job.finish(proc) == -signal.SIGKILL  # killed mid-run, not finished
         snapshots.append(settle(server))
     code = job.run()
-    assert code == 1, job.log_text()[-3000:]  # the 20 invalid emails
+    assert code == 1, job.log_text()[-3000:]  # the invalid emails
     snapshots.append(server.stats()["updates"])
 
     # Nothing lost: every valid row applied, with its values; the invalid ones never sent.
@@ -226,7 +226,7 @@ def test_kill_9_three_times_then_finish(tmp_path, sandbox):
     check_final_values(server, valid)
     report = job.report()
     assert report["records"]["failed"] == 0 and report["records"]["not_processed"] == 0
-    assert report["records"]["rejected"] == n - len(valid) == 20
+    assert report["records"]["rejected"] == n - len(valid) == n // 1000
     assert report["records"]["ok"] + report["records"]["skipped"] == len(valid)
 
     # The kills happened at three different points, none after the end.
