@@ -3,6 +3,28 @@
 The runner's :class:`~etl_core._delivery.Delivery` asks the limiter for a sending slot
 before every attempt and tells it how each attempt went; any object with the protocol's
 methods can stand in (a fixed rate, a shared quota, a test double).
+
+:class:`AdaptiveRateLimiter`:
+
+Model: the destination is a token bucket, with a rate R and a burst B. A success
+means the bucket had a token when the request arrived; a throttle means it was
+empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
+and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
+measures R as the largest of these lower bounds over the successes since the
+last throttle, and B from the first wave (sent unlimited until the first throttle:
+B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
+up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
+
+Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
+not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
+until the next throttle, which measures R. It then holds; every ``probe_every``
+seconds of sending (``probe_every_after_move`` for a minute after the quota
+moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
+measures again at the probe's throttle. A throttle while holding means the quota
+dropped: it measures again. Throttles that answer requests sent before the
+limiter reacted belong to the same event and teach nothing new. Time paused on a
+``Retry-After`` is not sending time, and while a ramp or probe outruns what the
+workers achieve, the rate grows no further than twice the achieved rate.
 """
 
 from __future__ import annotations
@@ -99,25 +121,8 @@ _TUNING = LimiterTuning()
 class AdaptiveRateLimiter:
     """A client-side rate limiter that measures the destination's quota from its throttles.
 
-    Model: the destination is a token bucket, with a rate R and a burst B. A success
-    means the bucket had a token when the request arrived; a throttle means it was
-    empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
-    and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
-    measures R as the largest of these lower bounds over the successes since the
-    last throttle, and B from the first wave (sent unlimited until the first throttle:
-    B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
-    up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
-
-    Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
-    not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
-    until the next throttle, which measures R. It then holds; every ``probe_every``
-    seconds of sending (``probe_every_after_move`` for a minute after the quota
-    moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
-    measures again at the probe's throttle. A throttle while holding means the quota
-    dropped: it measures again. Throttles that answer requests sent before the
-    limiter reacted belong to the same event and teach nothing new. Time paused on a
-    ``Retry-After`` is not sending time, and while a ramp or probe outruns what the
-    workers achieve, the rate grows no further than twice the achieved rate.
+    The model and the phases (first wave, ramp, hold, probes) are described in the
+    module's docstring.
 
     Args:
         max_rate: Fixed ceiling in requests per second, or None.
