@@ -376,9 +376,7 @@ class AdaptiveRateLimiter:
         if self.quota_rate is None or self.quota_burst is None:
             return None
         tuning = self.tuning
-        proven = self._proven
-        if self._held_for(trio.current_time()) >= tuning.proof:
-            proven = self._base
+        proven = self._base if self._held_for(trio.current_time()) >= tuning.proof else self._proven
         if proven is None:
             return self.quota_rate * (1.0 - tuning.unproven_margin), self.quota_burst
         return min(self.quota_rate, proven / (1.0 - tuning.remembered_margin)), self.quota_burst
