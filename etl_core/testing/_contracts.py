@@ -18,16 +18,7 @@ from .._errors import (
     RecordError,
     ThrottledError,
 )
-from ..base import (
-    Plugin,
-    PluginOptions,
-    Record,
-    RunContext,
-    SendResult,
-    Sink,
-    Source,
-    Transform,
-)
+from ..base import Plugin, PluginOptions, Record, RunContext, SendResult, Sink, Source, Transform
 from ._plugins import KINDS
 
 #: The exceptions a sink may raise from ``send``: the runner knows what each one means.

@@ -16,14 +16,7 @@ from .._errors import (
     ThrottledError,
     TransientError,
 )
-from ..base import (
-    PluginOptions,
-    Record,
-    RunContext,
-    SendResult,
-    Sink,
-    Source,
-)
+from ..base import PluginOptions, Record, RunContext, SendResult, Sink, Source
 
 # -- a source and a sink for tests -----------------------------------------------------
 

@@ -8,8 +8,8 @@ import importlib.metadata
 import os
 import tempfile
 import types
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import trio
 
@@ -23,6 +23,9 @@ from ..config import parse_config
 from ..pipeline import RunOptions, RunResult, run_pipeline
 from ..registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
 from ._plugins import _ClassesPlugin, plugin_of
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # -- running pipelines -----------------------------------------------------------------
 
@@ -85,27 +88,23 @@ async def run_pipeline_from_dict(
     return await run_pipeline(parsed, pm, options, source=source, sink=sink)
 
 
-def run_pipeline_sync(
-    config: Mapping[str, Any],
-    *,
-    plugins: Iterable[object] = (),
-    env: Mapping[str, str] | None = None,
-    dry_run: bool = False,
-    tmp_dir: str | Any | None = None,
-    source: Source | None = None,
-    sink: Sink | None = None,
-) -> RunResult:
-    """Run :func:`run_pipeline_from_dict` in a new trio event loop, for synchronous tests.
+def _in_new_event_loop(function: Callable[_P, Awaitable[_T]]) -> Callable[_P, _T]:
+    """``function`` made synchronous: each call runs it in a new trio event loop."""
 
-    Takes the same arguments. It cannot be called from inside a running event loop
-    (an async test): await :func:`run_pipeline_from_dict` there.
-    """
-    return trio.run(
-        functools.partial(
-            run_pipeline_from_dict, config, plugins=plugins, env=env, dry_run=dry_run, tmp_dir=tmp_dir,
-            source=source, sink=sink,
-        )
-    )
+    @functools.wraps(function)
+    def synchronous(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return trio.run(functools.partial(function, *args, **kwargs))
+
+    return synchronous
+
+
+run_pipeline_sync = _in_new_event_loop(run_pipeline_from_dict)
+run_pipeline_sync.__name__ = run_pipeline_sync.__qualname__ = "run_pipeline_sync"
+run_pipeline_sync.__doc__ = """Run :func:`run_pipeline_from_dict` in a new trio event loop, for synchronous tests.
+
+Takes the same arguments. It cannot be called from inside a running event loop
+(an async test): await :func:`run_pipeline_from_dict` there.
+"""
 
 
 def _classes_of(instances: Sequence[Plugin], plugins: Iterable[object]) -> list[object]:
