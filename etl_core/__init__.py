@@ -12,6 +12,7 @@ from ._errors import (
     PluginError,
     RecordError,
     RecordRejected,
+    RunLockedError,
     ThrottledError,
     TransientError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Record",
     "RecordError",
     "RecordRejected",
+    "RunLockedError",
     "RunContext",
     "SendResult",
     "Sink",

@@ -51,6 +51,14 @@ class PluginError(EtlError):
     """A plugin is missing, clashes with another one, or implements a hook wrongly."""
 
 
+class RunLockedError(EtlError):
+    """Another run holds the output directory's lease: nothing was read, written or sent.
+
+    Two runs of one pipeline at once would both send every record and overwrite each
+    other's report and rejects. The ``etl`` command exits with code 73.
+    """
+
+
 class FatalError(EtlError):
     """The run cannot go on (e.g. the API rejects the credentials).
 

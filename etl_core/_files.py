@@ -10,6 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 from ._errors import ConfigError, FatalError
+from ._lease import RunLease, take_lease
 from .logging import get_logger
 from .report import CsvFile, RejectsWriter, success_file
 from .state import StateError, StateStore
@@ -47,9 +48,25 @@ class RunFiles:
         self.rejects: RejectsWriter
         self.successes: CsvFile | None = None
         self.state: StateStore | None = None
+        self._lease: RunLease | None = None
+
+    def take_lease(self) -> None:
+        """Create the output directory and take its lease, before anything else is done there.
+
+        Raises:
+            RunLockedError: Another run is using the output directory.
+            ConfigError: The directory cannot be created or written.
+        """
+        try:
+            os.makedirs(self.output_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output directory {self.output_dir}: {exc.strerror}", path="output.dir") from None
+        if not os.access(self.output_dir, os.W_OK):
+            raise ConfigError(f"the output directory {self.output_dir} is not writable", path="output.dir")
+        self._lease = take_lease(self.output_dir, pipeline=self._config.model.pipeline, run_id=self._run_id)
 
     def open(self, fields: Callable[[], list[str]] | None) -> None:
-        """Create the output directory and open the rejects, success and state files.
+        """Open the rejects, success and state files (once the lease is taken).
 
         Args:
             fields: Gives the source's field names: the rejects file's first columns.
@@ -58,18 +75,17 @@ class RunFiles:
             ConfigError: A file cannot be created or the state cannot be read.
         """
         output = self._config.model.output
-        try:
-            os.makedirs(self.output_dir, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the output directory {self.output_dir}: {exc.strerror}", path="output.dir") from None
-        if not os.access(self.output_dir, os.W_OK):
-            raise ConfigError(f"the output directory {self.output_dir} is not writable", path="output.dir")
         try:  # each removes a file left by an earlier run
             self.rejects = RejectsWriter(os.path.join(self.output_dir, output.rejects), columns=fields)
             self.successes = success_file(os.path.join(self.output_dir, output.success)) if output.success else None
         except FatalError as exc:
             raise ConfigError(str(exc), path="output.dir") from None
         self.state = self._open_state()
+
+    def release_lease(self) -> None:
+        """Let the next run of the pipeline start (once the report is written)."""
+        if self._lease is not None:
+            self._lease.release()
 
     def _open_state(self) -> StateStore | None:
         model = self._config.model

@@ -14,13 +14,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._commands import CommandLine
-from ._errors import ConfigError, PluginError
+from ._errors import ConfigError, PluginError, RunLockedError
 from ._version import __version__
 
 if TYPE_CHECKING:
     from .registry import PluginManager
 
 EXIT_USAGE = 2
+#: Another run is using the output directory (EX_CANTCREAT of sysexits.h: the run's
+#: files cannot be made).
+EXIT_LOCKED = 73
 
 
 def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...] = ()) -> int:
@@ -50,13 +53,17 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
     except (ConfigError, PluginError) as exc:
         _error(exc)
         return EXIT_USAGE
+    except RunLockedError as exc:
+        _error(exc)
+        return EXIT_LOCKED
     except BaseExceptionGroup as group:
         # Raised inside a task group (e.g. while a sandbox serves).
-        user_errors, others = group.split((ConfigError, PluginError))
+        user_errors, others = group.split((ConfigError, PluginError, RunLockedError))
         if user_errors is None or others is not None:
             raise
-        _error(_first_leaf(user_errors))
-        return EXIT_USAGE
+        first = _first_leaf(user_errors)
+        _error(first)
+        return EXIT_LOCKED if isinstance(first, RunLockedError) else EXIT_USAGE
     except KeyboardInterrupt:
         # Ctrl-C outside a run (a run handles its own signals).
         return 130

@@ -102,7 +102,7 @@ class RunSettings(_Model):
 class OutputSettings(_Model):
     """Where the run writes its files. Relative paths are resolved from the current directory."""
 
-    dir: str = pydantic.Field("out", description="Directory for the report, rejects and other run files.")
+    dir: str = pydantic.Field("out", description="Directory for the report, rejects and other run files; one run at a time uses it (its lease: run.lock).")
     rejects: str = pydantic.Field("rejects.csv", description="Rejects file (CSV), relative to dir.")
     report: str = pydantic.Field("report.json", description="Run report (JSON), relative to dir.")
     success: str = pydantic.Field("", description="Optional success file (CSV: key, line, status), relative to dir; off when empty.")

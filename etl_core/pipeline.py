@@ -182,6 +182,14 @@ class _Run:
     async def run(self) -> RunResult:
         for plugin in (self.source, *self.transforms, self.sink):
             plugin.check()
+        # Before anything is logged, written or sent: a second run at once changes nothing.
+        self.files.take_lease()
+        try:
+            return await self._run_leased()
+        finally:
+            self.files.release_lease()
+
+    async def _run_leased(self) -> RunResult:
         model = self.config.model
         structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=model.pipeline)
         started_at = datetime.datetime.now(datetime.UTC)

@@ -549,7 +549,10 @@ def test_rejects_columns_and_report_fields_are_documented(tmp_path):
 def test_every_exit_code_is_documented():
     from etl_core import cli, pipeline
 
-    codes = {pipeline.EXIT_OK, pipeline.EXIT_FAILURES, cli.EXIT_USAGE, pipeline.EXIT_UNAVAILABLE, *pipeline.EXIT_SIGNAL.values()}
+    codes = {
+        pipeline.EXIT_OK, pipeline.EXIT_FAILURES, cli.EXIT_USAGE, cli.EXIT_LOCKED, pipeline.EXIT_UNAVAILABLE,
+        *pipeline.EXIT_SIGNAL.values(),
+    }
     documented = {int(cells[0].strip("`")) for cells in _table_rows(_doc("exit-codes.md")) if cells[0].strip("`").isdigit()}
     assert codes == documented
 
