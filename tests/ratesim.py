@@ -345,6 +345,7 @@ def simulate(client: str, cell: Cell, **rate: object) -> Tally:
         return await runner(cell, **rate)  # type: ignore[operator]
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    random.seed(cell.seed)  # the backoffs' jitter: the same figures on every run of a cell
     try:
         return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
@@ -385,7 +386,10 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
         Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05),
         Shortfall(0.92, "50 ms of jitter at 10/s: a first wave of 64 is 54 echoes, and the measurement is a little low"),
     ),
-    (Cell(rate=100, burst=10, workers=0), None),
+    (
+        Cell(rate=100, burst=10, workers=0),
+        Shortfall(0.92, "auto opens 64 slots before the quota is known: the first wave's 429s are retried after jittered backoffs, 0.94-0.97 of the best"),
+    ),
     (Cell(rate=100, burst=100, workers=0, latency=0.1), _ECHO),
     (Cell(rate=500, burst=5000, workers=0), Shortfall(0.75, "2,000 rows fit in the burst: the run is the slow start of the concurrency")),
     (
