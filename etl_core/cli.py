@@ -91,7 +91,9 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
     run.add_argument("config", help="pipeline config file (YAML)")
     run.add_argument("--dry-run", action="store_true", help="read, transform and validate; describe the requests; send nothing")
     run.add_argument("--sandbox", action="store_true", help="send to the sink's bundled local sandbox instead of the real service")
-    run.add_argument("--workers", type=_positive_int, help="number of concurrent sends (overrides run.workers)")
+    run.add_argument(
+        "--workers", type=_workers, metavar="N|auto", help="concurrent sends, or auto (overrides run.workers)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     run.add_argument("--fresh", action="store_true", help="ignore the checkpoints of earlier runs and send every record")
     run.add_argument(
@@ -146,14 +148,14 @@ def _add_logging_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="lowest log level written")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
+def _workers(text: str) -> int | str:
+    """``--workers``: what ``run.workers`` accepts, validated by its own field."""
+    from .config import RunSettings
+
+    try:  # pydantic's ValidationError is a ValueError
+        return RunSettings.model_validate({"workers": text if text == "auto" else int(text)}).workers
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a whole number from 1 to 4096") from None
 
 
 def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str, Any] | None = None) -> Any:

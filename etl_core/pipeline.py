@@ -19,7 +19,7 @@ import datetime
 import signal
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 import structlog
@@ -67,7 +67,7 @@ class RunOptions:
     """
 
     dry_run: bool = False
-    workers: int | None = None
+    workers: int | Literal["auto"] | None = None
     fresh: bool = False
     retry_rejected: bool = False
     show_progress: bool = False

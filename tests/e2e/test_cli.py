@@ -121,6 +121,24 @@ def test_workers_override_and_log_level(tmp_path):
     assert quiet.stdout.strip() == ""
 
 
+@pytest.mark.parametrize("value", ["0", "5000", "many", "1.5"])
+def test_workers_out_of_range_is_a_usage_error(tmp_path, value):
+    write_csv(tmp_path / "in.csv", 5)
+    result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), "--workers", value, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"argument --workers: {value!r} is not auto or a whole number from 1 to 4096" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_workers_auto_on_the_command_line(tmp_path):
+    write_csv(tmp_path / "in.csv", 5)
+    path = config(tmp_path, tmp_path / "in.csv")  # run.workers: 4
+    result = run_etl("run", str(path), "--workers", "auto", "--log-format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    started = next(e for e in json_lines(result.stdout) if e["event"] == "run_started")
+    assert started["workers"] == "auto"
+
+
 def test_dry_run_sends_nothing(tmp_path):
     write_csv(tmp_path / "in.csv", 30, bad_email_every=10)
     result = run_etl("run", str(config(tmp_path, tmp_path / "in.csv")), "--dry-run", "--log-format", "json", cwd=tmp_path)
