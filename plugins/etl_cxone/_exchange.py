@@ -79,7 +79,6 @@ async def exchange(
     *,
     what: str,
     oversize: type[EtlError],
-    auth: httpx.Auth | None = None,
 ) -> Answer:
     """Send ``request`` and read its answer whole, within ``limits``.
 
@@ -89,7 +88,6 @@ async def exchange(
         limits: The deadline and the byte budget.
         what: The start of every error message (e.g. ``"token request to URL: "``), or ``""``.
         oversize: The error for an answer over the byte budget.
-        auth: Authentication for this request.
 
     Returns:
         The answer; an undecodable body is an empty body with ``unreadable`` set.
@@ -102,7 +100,7 @@ async def exchange(
     """
     with trio.move_on_after(limits.deadline):
         try:
-            response = await client.send(request, stream=True, auth=auth)
+            response = await client.send(request, stream=True)
             try:
                 body, unreadable = await _read_body(response, limits.max_bytes, what, oversize)
             finally:
