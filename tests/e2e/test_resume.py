@@ -466,20 +466,30 @@ def test_retry_rejected_resends_unchanged_404_rows(tmp_path, sandbox):
 # -- one run at a time ---------------------------------------------------------------
 
 
-def test_a_second_run_at_once_is_refused_and_the_first_sends_every_row_once(tmp_path, sandbox):
-    n = 1500
-    server = sandbox(latency=0.01)
+def running_job(tmp_path, sandbox, *, n, latency, workers, applied_first):
+    """A job on ``n`` rows, its run started and ``applied_first`` updates applied."""
+    server = sandbox(latency=latency)
     rows = [row(i) for i in range(n)]
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=4)
-    first = job.start()
-    wait_for_applied(server, 100, first)
-    rejects_before = sorted(p.name for p in job.out.iterdir())
+    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=workers)
+    proc = job.start()
+    wait_for_applied(server, applied_first, proc)
+    return server, rows, job, proc
+
+
+def run_captured(job: Job, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `etl run` on ``job``'s config beside the job's own run, output captured."""
+    return subprocess.run(
+        [*ETL, "run", str(job.config), "--log-format", "json", *args],
+        cwd=job.tmp_path, env=job.env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_a_second_run_at_once_is_refused_and_the_first_sends_every_row_once(tmp_path, sandbox):
+    server, rows, job, first = running_job(tmp_path, sandbox, n=1500, latency=0.01, workers=4, applied_first=100)
+    files_before = sorted(p.name for p in job.out.iterdir())
 
     started = time.monotonic()
-    second = subprocess.run(
-        [*ETL, "run", str(job.config), "--log-format", "json"],
-        cwd=tmp_path, env=job.env, capture_output=True, text=True, timeout=60,
-    )
+    second = run_captured(job)
     took = time.monotonic() - started
     assert second.returncode == 73, second.stderr
     assert "another run is using the output directory" in second.stderr
@@ -489,39 +499,28 @@ def test_a_second_run_at_once_is_refused_and_the_first_sends_every_row_once(tmp_
     print(f"\nsecond run refused after {took:.2f} s (process start included)")
     assert took < 5, took
     assert first.poll() is None  # the first run was not disturbed...
-    assert sorted(p.name for p in job.out.iterdir()) == rejects_before  # ...nor its files
+    assert sorted(p.name for p in job.out.iterdir()) == files_before  # ...nor its files
 
     assert job.finish(first) == 0, job.log_text()[-3000:]
     updates = server.stats()["updates"]
-    assert len(updates) == n and set(updates.values()) == {1}
-    assert job.report()["records"]["ok"] == n
+    assert len(updates) == len(rows) and set(updates.values()) == {1}
+    assert job.report()["records"]["ok"] == len(rows)
 
 
 def test_a_lease_left_by_a_killed_run_is_taken_over(tmp_path, sandbox):
-    n = 3000
-    server = sandbox(latency=0.005)
-    rows = [row(i) for i in range(n)]
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=8)
-    proc = job.start()
-    wait_for_applied(server, 300, proc)
+    server, rows, job, proc = running_job(tmp_path, sandbox, n=3000, latency=0.005, workers=8, applied_first=300)
     proc.kill()
     assert job.finish(proc) == -signal.SIGKILL
     assert (job.out / "run.lock").exists()  # the file stays; the kernel dropped the lock
 
     assert job.run() == 0, job.log_text()[-3000:]
     report = job.report()
-    assert report["records"]["ok"] + report["records"]["skipped"] == n
+    assert report["records"]["ok"] + report["records"]["skipped"] == len(rows)
     assert set(settle(server)) == {r["contact_id"] for r in rows}
 
 
 def test_a_dry_run_does_not_wait_for_a_real_run(tmp_path, sandbox):
-    server = sandbox(latency=0.01)
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", [row(i) for i in range(1500)]), workers=4)
-    real = job.start()
-    wait_for_applied(server, 50, real)
-    dry = subprocess.run(
-        [*ETL, "run", str(job.config), "--dry-run", "--log-format", "json"],
-        cwd=tmp_path, env=job.env, capture_output=True, text=True, timeout=60,
-    )
+    _, _, job, real = running_job(tmp_path, sandbox, n=1500, latency=0.01, workers=4, applied_first=50)
+    dry = run_captured(job, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert job.finish(real) == 0
