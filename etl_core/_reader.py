@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 from collections.abc import Iterator
 
 import structlog
@@ -106,8 +105,15 @@ class Reader:
         assert self._records is not None
         batch = _Batch([], [], 0)
         key_field = self._key_field
-        for record in itertools.islice(self._records, self._settings.batch_size):
+        records = self._records
+        # A batch ends at batch_size records or batch_chars characters of input: wide
+        # rows must not fill the memory (the queue holds queue_batches batches).
+        chars_left = self._settings.batch_chars
+        for _ in range(self._settings.batch_size):
+            if chars_left <= 0 or (record := next(records, None)) is None:
+                break
             batch.read += 1
+            chars_left -= _chars(record)
             if record.error is not None:
                 batch.decided.append((record, _rejected("source", self.source.name, record.error)))
                 continue
@@ -206,3 +212,12 @@ class Reader:
 
 def _rejected(stage: Stage, plugin: str, reason: str) -> Result:
     return Result(Outcome.REJECTED, stage, plugin, reason=reason)
+
+
+def _chars(record: Record) -> int:
+    """The characters of input ``record`` holds: its raw fields (or its data, without them)."""
+    fields = record.raw if record.raw is not None else record.data
+    try:
+        return sum(map(len, fields.values()))
+    except TypeError:  # a source of other values than text: counted one character each
+        return len(fields)

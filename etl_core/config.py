@@ -78,6 +78,15 @@ class RunSettings(_Model):
     )
     max_workers: Annotated[int, pydantic.Field(ge=1, le=4096, description="Most concurrent sends with `workers: auto`.")] = 256
     batch_size: Annotated[int, pydantic.Field(ge=1, le=100_000, description="Records handed from the reader to the workers at once.")] = 200
+    batch_chars: Annotated[
+        int,
+        pydantic.Field(
+            ge=1,
+            le=1 << 30,
+            description="Most characters of input (the records' raw fields) in one batch: a batch ends at batch_size "
+            "records or at this, whichever comes first, so that wide rows cannot fill the memory.",
+        ),
+    ] = 1 << 20
     queue_batches: Annotated[int, pydantic.Field(ge=1, le=10_000, description="Batches buffered between reader and workers (backpressure).")] = 8
     drain_timeout: Annotated[float, pydantic.Field(ge=0, description="Seconds in-flight sends may take to finish after Ctrl-C/SIGTERM.")] = 30.0
     duplicate_keys: Literal["last", "reject"] = pydantic.Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -61,6 +62,28 @@ def test_rows_of_a_million_fields_are_rejected_in_little_memory(tmp_path, start_
     assert sandbox.stats()["updates"] == {contact_id(2): 1}
     rejects = (tmp_path / "out" / "cxone-contacts" / "rejects.csv").read_text(encoding="utf-8")
     assert rejects.count("record has more than 16384 fields") == 50
+
+
+def test_rows_wide_in_bytes_are_read_a_few_at_a_time(tmp_path, start_sandbox):
+    # 100 rows of 900,000 characters: under every per-row limit, 90 MB in all. Held
+    # batch_size (200) rows to a batch, they would all be in memory at once.
+    sandbox = start_sandbox(seed_count=100)
+    csv_path = tmp_path / "wide.csv"
+    with csv_path.open("w", encoding="utf-8") as file:
+        file.write(HEADER)
+        for i in range(100):
+            file.write(row(i, city="x" * 900_000))
+        file.write(row(100 - 1, city="Springfield"))
+    # Eight sends at once: each holds its row and its request body, whatever the batches.
+    outcome = run_measured(
+        "run", str(SHIPPED_CONFIG), "--workers", "8", cwd=tmp_path, env=sandbox_env(sandbox, csv_path), timeout=60
+    )
+    assert "Traceback" not in outcome.output()
+    updates = sandbox.stats()["updates"]
+    # Every row was read and decided (the shipped config caps a city's length, or sends it).
+    report = json.loads((tmp_path / "out" / "cxone-contacts" / "report.json").read_text(encoding="utf-8"))
+    assert report["records"]["read"] == 101 and report["records"]["not_processed"] == 0
+    assert updates.get(contact_id(99)) is not None
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"), reason="needs a FIFO and /dev/zero")
