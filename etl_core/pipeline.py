@@ -26,7 +26,7 @@ import structlog
 import trio
 
 from ._delivery import Delivery
-from ._errors import FatalError
+from ._errors import FatalError, PluginError
 from ._files import RunFiles
 from ._ledger import Ledger
 from ._reader import Reader
@@ -198,7 +198,10 @@ class _Run:
             "run_started", config=self.config.path, source=model.source.type, sink=model.sink.type,
             workers=self.settings.workers, dry_run=self.options.dry_run,
         )
-        self.pm.hook.run_started(run_id=self.run_id, pipeline=model.pipeline, config=self.config.masked())
+        try:
+            self.pm.hook.run_started(run_id=self.run_id, pipeline=model.pipeline, config=self.config.masked())
+        except Exception as exc:  # a plugin's bug: nothing was opened or sent yet
+            raise PluginError(f"a run_started hook failed: {type(exc).__name__}: {exc}") from exc
         self._open_stages()
         aborted: str | None = None
         try:
@@ -416,7 +419,10 @@ class _Run:
             report["files"]["report"] = None
             if exit_code == EXIT_OK:
                 exit_code = report["exit_code"] = EXIT_FAILURES
-        self.pm.hook.run_finished(run_id=self.run_id, report=report)
+        try:
+            self.pm.hook.run_finished(run_id=self.run_id, report=report)
+        except Exception:  # a plugin's bug: the run's outcome and its files stand
+            self.log.exception("hook_failed", hook="run_finished")
         self.log.info(
             "run_finished",
             exit_code=exit_code,

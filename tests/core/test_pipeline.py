@@ -12,6 +12,7 @@ from etl_core import (
     ConfigError,
     FatalError,
     PermanentError,
+    PluginError,
     PluginOptions,
     RateLimitHint,
     Record,
@@ -277,6 +278,33 @@ async def test_dry_run_sends_nothing(tmp_path):
     assert ScriptedSink.sent == []
     assert result.report["dry_run"] is True
     assert result.report["records"]["ok"] == 5 and result.report["records"]["rejected"] == 5
+
+
+async def test_a_failing_run_started_hook_stops_the_run_before_anything_is_sent(tmp_path):
+    class Broken:
+        @hookimpl
+        def run_started(self, run_id, pipeline, config):
+            raise RuntimeError("metrics backend down")
+
+    pm = make_plugin_manager(extra_plugins=(Plugin(), Broken()))
+    with pytest.raises(PluginError, match="a run_started hook failed: RuntimeError: metrics backend down"):
+        await run(tmp_path, 5, pm=pm)
+    assert ScriptedSink.sent == []
+    assert not (tmp_path / "report.json").exists()
+
+
+async def test_a_failing_run_finished_hook_leaves_the_outcome_as_it_was(tmp_path):
+    class Broken:
+        @hookimpl
+        def run_finished(self, run_id, report):
+            raise RuntimeError("dashboard down")
+
+    pm = make_plugin_manager(extra_plugins=(Plugin(), Broken()))
+    with capture_logs() as logs:
+        result = await run(tmp_path, 5, pm=pm)
+    assert result.exit_code == 0 and result.report["records"]["ok"] == 5
+    assert (tmp_path / "report.json").exists()
+    assert any(e["event"] == "hook_failed" and e["hook"] == "run_finished" for e in logs)
 
 
 async def test_lifecycle_hooks(tmp_path):
