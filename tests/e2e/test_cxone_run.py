@@ -63,6 +63,23 @@ def run_shipped(tmp_path: Path, sandbox, rows: list[dict[str, str]], *args: str,
 # -- 1. the shipped command -------------------------------------------------------------
 
 
+def test_a_sandbox_run_whose_directory_is_in_use_exits_73(project_copy):
+    from etl_core._lease import take_lease
+
+    out = project_copy / SHIPPED_OUT / "sandbox"
+    out.mkdir(parents=True)
+    lease = take_lease(str(out), pipeline="cxone-contacts", run_id="held-by-the-test")
+    try:
+        # The refusal comes from inside the sandbox's task group: still a clear error.
+        result = run_etl("run", "configs/cxone-contacts.yaml", "--sandbox", cwd=project_copy)
+    finally:
+        lease.release()
+    no_traceback(result)
+    assert result.returncode == 73, result.stderr
+    assert "another run is using the output directory" in result.stderr and "run held-by-the-test" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]
+
+
 def test_shipped_command_with_bundled_sandbox(project_copy):
     result = run_etl("run", "configs/cxone-contacts.yaml", "--sandbox", "--log-format", "json", cwd=project_copy)
     no_traceback(result)
