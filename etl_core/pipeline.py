@@ -170,7 +170,6 @@ class _Run:
         self._signal: signal.Signals | None = None
         self._destination: str | None = None  # whose quota is remembered
         self._quota_remembered = False
-        self._quota_to_remember: tuple[float, float] | None = None
         # Made in run(), where a trio loop runs.
         self.ledger: Ledger
         self.reader: Reader
@@ -233,9 +232,9 @@ class _Run:
                     await self.sink.aclose()
                 except Exception:
                     self.log.exception("sink_close_failed")
-            self._quota_to_remember = self.limiter.quota_to_remember()
+            quota = self.limiter.quota_to_remember()  # read here: it needs the event loop's clock
             with trio.CancelScope(shield=True):
-                close_error = await trio.to_thread.run_sync(self._close_files)
+                close_error = await trio.to_thread.run_sync(self._close_files, quota)
             if close_error is not None and aborted is None:
                 aborted = str(close_error)
             structlog.contextvars.unbind_contextvars("stage")
@@ -299,10 +298,10 @@ class _Run:
         if not self.options.dry_run:
             self.ledger.start_commits()
 
-    def _close_files(self) -> FatalError | None:
-        """Close the source and every file (runs in a thread); return the first write error."""
+    def _close_files(self, quota: tuple[float, float] | None) -> FatalError | None:
+        """Close the source and every file, keeping ``quota`` (runs in a thread); return the first write error."""
         self.reader.close()
-        return self.files.close(quota=self._quota_to_remember, destination=self._destination)
+        return self.files.close(quota=quota, destination=self._destination)
 
     # -- stopping ------------------------------------------------------------------
 
