@@ -2,8 +2,8 @@
 
 The sink sends and classifies; :class:`Delivery` decides what each classification
 means for the run. Every worker shares one instance, so the pause (Retry-After), the
-rate limiter, the retry budget and the order of records with the same key are
-pool-wide, not per worker.
+outage breaker, the rate limiter, the retry budget and the order of records with the
+same key are pool-wide, not per worker.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ._breaker import OutageBreaker
 from ._concurrency import Concurrency
 from ._errors import FatalError, RecordError, ThrottledError, TransientError
 from ._outcome import Outcome, Result
@@ -23,7 +24,7 @@ from .base import RateLimitHint, Record, Sink
 from .config import RunSettings
 from .logging import get_logger
 from .ratelimit import RateLimiter
-from .retry import PausesSpent, RetryBudget, SharedPause, backoff_delay
+from .retry import DestinationUnavailable, RetryBudget, SharedPause, backoff_delay
 
 #: Dry runs log the first few requests at info level, the rest at debug.
 _DRY_RUN_SHOWN = 5
@@ -47,6 +48,10 @@ class DeliveryStatistics:
         budget_capacity: The retry budget's capacity.
         budget_exhausted: Retries refused because the budget was spent.
         rate_limit_per_s: The client-side rate limit now, or None when unlimited.
+        outages: Outages seen (the outage breaker opened).
+        outage_s: Seconds the destination was down in all, the current outage included.
+        outage_now_s: Seconds the current outage has lasted (0 when the destination is up).
+        probes: Probes sent while the destination was down.
     """
 
     in_flight: int
@@ -62,6 +67,10 @@ class DeliveryStatistics:
     budget_capacity: int
     budget_exhausted: int
     rate_limit_per_s: float | None
+    outages: int
+    outage_s: float
+    outage_now_s: float
+    probes: int
 
     def requests(self) -> dict[str, Any]:
         """The ``requests`` section of progress snapshots and of the report."""
@@ -75,6 +84,9 @@ class DeliveryStatistics:
             "retry_budget_exhausted": self.budget_exhausted,
             "rate_limit_per_s": self.rate_limit_per_s,
             "concurrency": self.concurrency,
+            "outages": self.outages,
+            "outage_s": self.outage_s,
+            "probes": self.probes,
         }
 
 
@@ -88,7 +100,8 @@ class Delivery:
         dry_run: Describe each request instead of sending it.
         on_unavailable: Called once, with the reason, when the destination looks
             unavailable (it asked for more than ``run.retry.max_paused`` of pauses in
-            all): the run must stop. Records not yet sent then stay without an outcome.
+            all, or was down longer than ``run.max_outage``): the run must stop.
+            Records not yet sent then stay without an outcome.
     """
 
     def __init__(
@@ -105,6 +118,10 @@ class Delivery:
         self.pause = SharedPause(max_total=settings.retry.max_paused)
         self._on_unavailable = on_unavailable
         self.budget = RetryBudget(settings.retry.budget, settings.retry.success_refund)
+        self.breaker = OutageBreaker(
+            max_outage=settings.max_outage, probe_base=settings.retry.backoff_base, probe_cap=settings.retry.probe_cap,
+            on_expired=on_unavailable,
+        )
         self._retry = settings.retry
         self._dry_run = dry_run
         self._dry_run_shown = 0
@@ -125,8 +142,9 @@ class Delivery:
         last one read is the last one applied.
 
         Returns:
-            The result, or None when the record could not be sent because the pauses
-            are spent (see ``on_unavailable``): it has no outcome in this run.
+            The result, or None when the record could not be sent because the
+            destination looks unavailable (see ``on_unavailable``) or :meth:`stop` was
+            called: it has no outcome in this run.
 
         Raises:
             FatalError: The sink says the run cannot go on.
@@ -171,26 +189,32 @@ class Delivery:
         attempts = 0
         while True:
             try:
-                await self._wait_for_slot()
-            except PausesSpent:
+                probe = await self._wait_for_slot()
+            except DestinationUnavailable:
                 return None
             sent_at = trio.current_time()
             attempts += 1
             self._attempts += 1
+            answered = False
             try:
                 try:
                     sent = await self.sink.send(record)
                 finally:
                     self.concurrency.on_answer(trio.current_time() - sent_at)
+                answered = True
             except ThrottledError as exc:
+                answered = True
                 self._count_status(exc.status)
                 self._throttled += 1
                 delay = exc.retry_after if exc.retry_after is None else min(exc.retry_after, retry.retry_after_max)
+                if self._outage(record, exc, sent_at, probe, delay):
+                    attempts -= 1
+                    continue
                 cost = retry.throttled_cost
                 if exc.status == 429 or delay is not None:
                     # A rate limit: learn from it. A bare 503 is more likely an outage,
-                    # which the retry budget handles; slowing first attempts would only
-                    # make the run crawl instead of failing fast.
+                    # which the breaker and the retry budget handle; slowing first
+                    # attempts would only make the run crawl.
                     holding = self.limiter.statistics().holding
                     if self.limiter.on_throttle(sent_at, delay):
                         self.concurrency.on_throttle(holding)
@@ -208,12 +232,18 @@ class Delivery:
                 else:
                     self._log_retry(record, exc, attempts, delay)
             except TransientError as exc:
+                answered = True
                 self._count_status(exc.status)
+                if self._outage(record, exc, sent_at, probe, None):
+                    attempts -= 1
+                    continue
                 if (give_up := self._may_retry(record, exc, attempts, retry.transient_cost)) is not None:
                     return give_up
                 await self._backoff(record, exc, attempts)
             except RecordError as exc:
+                answered = True
                 self._count_status(exc.status)
+                self.breaker.on_alive(probe=probe)
                 return self._failure(exc, attempts)
             except FatalError:
                 raise
@@ -223,11 +253,24 @@ class Delivery:
             else:
                 status = sent.status if sent is not None else None
                 self._count_status(status)
+                self.breaker.on_alive(probe=probe)
                 self.budget.refund()
                 self.limiter.on_success(sent_at)
                 if sent is not None and sent.rate_limit is not None:
                     self._honour_rate_limit_headers(sent.rate_limit)
                 return Result(Outcome.OK, "sink", self.sink.name, status=status, attempts=attempts)
+            finally:
+                if probe and not answered:
+                    self.breaker.abandon_probe()
+
+    def _outage(self, record: Record, exc: TransientError, sent_at: float, probe: bool, retry_after: float | None) -> bool:
+        """Tell the breaker of a failure; True if it is the outage's (not charged to the record)."""
+        if exc.status == 429:  # the destination is up, and only asks to slow down
+            self.breaker.on_alive(probe=probe)
+            return False
+        return self.breaker.on_failure(
+            record.line, sent_at, status=exc.status, reason=exc.reason, retry_after=retry_after, probe=probe
+        )
 
     def _failure(self, exc: RecordError, attempts: int) -> Result:
         return Result(
@@ -235,12 +278,23 @@ class Delivery:
             detail=exc.detail, retryable=exc.retryable,
         )
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self) -> bool:
+        """Wait for the pause, the breaker and the rate limit; return True for the breaker's probe."""
         while True:
             await self.pause.wait()
+            probe = await self.breaker.admit()
             await self.limiter.acquire()
-            if not (self.pause.remaining() or self.pause.spent):  # else wait again, or stop
-                return
+            pause = self.pause
+            # Either may have started while the limiter held us: wait again, or stop.
+            if not (pause.remaining() or pause.spent or (self.breaker.is_open and not probe)):
+                return probe
+            if probe:
+                self.breaker.abandon_probe()
+
+    def stop(self) -> None:
+        """Send nothing more: records waiting for a pause or an outage to end return None."""
+        self.pause.stop()
+        self.breaker.stop()
 
     def _pause(self, seconds: float, level: str, **fields: Any) -> None:
         pause = self.pause
@@ -293,7 +347,7 @@ class Delivery:
 
     def statistics(self) -> DeliveryStatistics:
         """Return what has been sent so far, and the state of the pause, budget and limiter."""
-        pause, budget = self.pause, self.budget
+        pause, budget, breaker = self.pause, self.budget, self.breaker
         return DeliveryStatistics(
             in_flight=self._in_flight_count,
             concurrency=self.concurrency.limit,
@@ -308,4 +362,8 @@ class Delivery:
             budget_capacity=budget.capacity,
             budget_exhausted=budget.exhausted,
             rate_limit_per_s=self.limiter.statistics().rate,
+            outages=breaker.outages,
+            outage_s=round(breaker.outage_seconds + breaker.open_for(), 3),
+            outage_now_s=round(breaker.open_for(), 3),
+            probes=breaker.probes,
         )

@@ -46,6 +46,14 @@ class RetrySettings(_Model):
             "sends the records left.",
         ),
     ] = 900.0
+    probe_cap: Annotated[
+        float,
+        pydantic.Field(
+            gt=0,
+            description="Longest wait in seconds between two probes while the destination is down (backoff from "
+            "backoff_base; a longer Retry-After is honoured).",
+        ),
+    ] = 10.0
     budget: Annotated[
         int, pydantic.Field(ge=0, description="Capacity of the retry budget shared by all workers (token bucket).")
     ] = 500
@@ -88,6 +96,15 @@ class RunSettings(_Model):
         ),
     ] = 1 << 20
     queue_batches: Annotated[int, pydantic.Field(ge=1, le=10_000, description="Batches buffered between reader and workers (backpressure).")] = 8
+    max_outage: Annotated[
+        float,
+        pydantic.Field(
+            gt=0,
+            description="Most seconds to wait for a destination that is down (5xx, refused connections or timeouts "
+            "for every record, not one): meanwhile one probe at a time goes out and no record is charged an attempt. "
+            "Past it the run stops with exit code 75, and a rerun sends the records left.",
+        ),
+    ] = 600.0
     drain_timeout: Annotated[float, pydantic.Field(ge=0, description="Seconds in-flight sends may take to finish after Ctrl-C/SIGTERM.")] = 30.0
     duplicate_keys: Literal["last", "reject"] = pydantic.Field(
         "last",

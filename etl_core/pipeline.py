@@ -316,6 +316,7 @@ class _Run:
         self._stopping = True
         self._open_scope.cancel()  # nothing was sent yet if the sink is still opening
         self.reader.stop()
+        self.delivery.stop()  # records waiting out a pause or an outage are not sent
         self._workers_scope.deadline = trio.current_time() + self.settings.drain_timeout
 
     async def _watch_signals(self) -> None:
@@ -345,6 +346,7 @@ class _Run:
             "rate_limit_per_s": sent.rate_limit_per_s,
             "paused_s": sent.pause_remaining_s,
             "paused_total_s": sent.paused_s,
+            "outage_s": sent.outage_now_s,
             "progress": {"done": done, "total": total},
             "elapsed_s": round(trio.current_time() - self._started, 3),
         }
@@ -429,6 +431,7 @@ class _Run:
             **{f"records_{k}": v for k, v in report["records"].items()},
             retries=sent.retries,
             throttled=sent.throttled,
+            outages=sent.outages,
             rate_per_s=report["rate_per_s"],
             rejects=report["files"]["rejects"],
             report=report["files"]["report"],

@@ -67,7 +67,9 @@ class ProgressBar:
         )
         if records["skipped"]:
             status += f" skipped {records['skipped']:,}"
-        if snapshot["paused_s"] > 0:
+        if snapshot["outage_s"] > 0:
+            status += f"  [bold red]destination down for {snapshot['outage_s']:.0f} s: probing[/]"
+        elif snapshot["paused_s"] > 0:
             status += f"  [bold magenta]paused: rate limited for {snapshot['paused_s']:.0f} s[/]"
         progress = snapshot["progress"]
         self._progress.update(self._task, completed=progress["done"], total=progress["total"], rows=rows, status=status)

@@ -1,4 +1,4 @@
-"""What every sink gets for free: backoff with full jitter, a retry budget and a shared pause.
+"""What every sink gets for free: backoff with jitter, a retry budget and a shared pause.
 
 All of it is shared by the workers of one run and lives on the trio event loop, so
 none of it needs locks.
@@ -12,19 +12,24 @@ import random
 import trio
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random = random._inst) -> float:
-    """Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
+def backoff_delay(
+    attempt: int, *, base: float, cap: float, jitter: float = 1.0, rng: random.Random = random._inst
+) -> float:
+    """Exponential backoff with jitter (AWS Architecture Blog, "Exponential Backoff And Jitter").
 
     Args:
         attempt: The attempt that just failed, from 1.
         base: Delay scale for the first retry, seconds.
         cap: Largest delay, seconds.
+        jitter: The random share of the delay: 1 for full jitter, 0.5 for equal jitter.
         rng: Random source (injectable for tests).
 
     Returns:
-        A delay drawn uniformly from ``[0, min(cap, base * 2 ** (attempt - 1))]``.
+        With ``d = min(cap, base * 2 ** (attempt - 1))``, a delay drawn uniformly from
+        ``[d * (1 - jitter), d]``.
     """
-    return rng.uniform(0, min(cap, base * 2 ** min(attempt - 1, 62)))
+    delay = min(cap, base * 2 ** min(attempt - 1, 62))
+    return delay * (1 - jitter) + rng.uniform(0, delay * jitter)
 
 
 class RetryBudget:
@@ -58,8 +63,12 @@ class RetryBudget:
         self.balance = min(self.capacity, self.balance + self.refund_amount)
 
 
-class PausesSpent(Exception):
-    """The run has paused as long as it may (``run.retry.max_paused``): nothing more is sent."""
+class DestinationUnavailable(Exception):
+    """Nothing more is sent in this run: the destination looks unavailable.
+
+    It asked for more pauses than ``run.retry.max_paused``, or was down for longer than
+    ``run.max_outage``.
+    """
 
 
 class SharedPause:
@@ -90,7 +99,7 @@ class SharedPause:
         """Pause all workers for ``seconds`` from now (never shortens a pause).
 
         A pause that would take the total over ``max_total`` is refused, and from then on
-        :attr:`spent` is True and :meth:`wait` raises :class:`PausesSpent`.
+        :attr:`spent` is True and :meth:`wait` raises :class:`DestinationUnavailable`.
 
         Returns:
             True if this started a new pause or extended the current one.
@@ -101,14 +110,18 @@ class SharedPause:
             return False
         added = seconds if self.deadline <= now else deadline - self.deadline
         if self.paused_seconds + added > self.max_total:
-            self.spent = True
-            self._spent.set()
+            self.stop()
             return False
         if self.deadline <= now:
             self.pauses += 1
         self.paused_seconds += added
         self.deadline = deadline
         return True
+
+    def stop(self) -> None:
+        """Send nothing more: every caller of :meth:`wait` raises at once."""
+        self.spent = True
+        self._spent.set()
 
     def remaining(self) -> float:
         """Seconds left in the current pause (0 when not paused)."""
@@ -118,10 +131,10 @@ class SharedPause:
         """Return when no pause is active (immediately if none is).
 
         Raises:
-            PausesSpent: The pauses are spent (at once, or as soon as it happens while waiting).
+            DestinationUnavailable: The pauses are spent (at once, or as soon as it happens while waiting).
         """
         while not self.spent and (deadline := self.deadline) > trio.current_time():
             with trio.move_on_at(deadline + random.uniform(0, self.jitter)):
                 await self._spent.wait()
         if self.spent:
-            raise PausesSpent
+            raise DestinationUnavailable
