@@ -118,6 +118,8 @@ class OutageBreaker:
         self._end_streak()
         if probe:
             self._probing = False
+            self.probes += 1
+            self._probes_this_outage += 1
         if self.opened_at is not None:
             seconds = trio.current_time() - self.opened_at
             self.outage_seconds += seconds

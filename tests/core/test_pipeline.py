@@ -373,3 +373,99 @@ async def test_unusable_output_dir_is_a_config_error_and_sends_nothing(tmp_path)
         await run(blocker / "out", 5)
     assert caught.value.path == "output.dir"
     assert ScriptedSink.sent == []
+
+
+# -- outages: the breaker ------------------------------------------------------------
+
+
+class DownBetween:
+    """An answer for ScriptedSink: `failure()` from `start` to `end` seconds (trio clock), else ok."""
+
+    def __init__(self, start: float, end: float, failure: Callable[[], Exception]) -> None:
+        self.start, self.end, self.failure = start, end, failure
+        self.failed = 0
+
+    def __call__(self, id_: str, now: float) -> object:
+        if self.start <= now < self.end:
+            self.failed += 1
+            return self.failure()
+        return "ok"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda: TransientError("HTTP 503", status=503),
+        lambda: ThrottledError("HTTP 503", status=503, retry_after=2.0),
+        lambda: TransientError("connection error (ConnectError)"),
+    ],
+    ids=["503", "503-retry-after", "refused"],
+)
+async def test_an_outage_is_waited_out_without_charging_records(tmp_path, autojump_clock, failure):
+    ScriptedSink.delay = 0.01
+    begin = trio.current_time()
+    ScriptedSink.answer = down = DownBetween(begin + 0.5, begin + 10.5, failure)
+    with capture_logs() as logs:
+        result = await run(tmp_path, 1000, workers=8)
+    assert result.exit_code == 0
+    report = result.report
+    assert report["records"]["ok"] == 1000 and report["records"]["failed"] == 0
+    requests = report["requests"]
+    assert requests["outages"] == 1 and requests["probes"] >= 1
+    # Nothing was sent while the destination was down but the probes; the failures before
+    # the breaker opened and the sends in flight then are the only other extra requests.
+    assert down.failed <= requests["probes"] + 5 + 8
+    assert requests["attempts"] == 1000 + down.failed
+    events = [e["event"] for e in logs]
+    assert events.count("outage_started") == 1 and events.count("outage_ended") == 1
+    ended = next(e for e in logs if e["event"] == "outage_ended")
+    # It opens within a Retry-After of the start, and ends with the first probe after the
+    # destination is back (probes at most 10 s apart).
+    assert 10 - 2 - 1 <= ended["duration_s"] <= 10 + 10 + 0.5
+    assert ended["probes"] == requests["probes"] == events.count("outage_probe") + 1
+
+
+async def test_an_outage_longer_than_max_outage_stops_the_run_with_the_rest_unsent(tmp_path, autojump_clock):
+    ScriptedSink.delay = 0.01
+    begin = trio.current_time()
+    ScriptedSink.answer = DownBetween(begin + 0.5, begin + 1000, lambda: TransientError("HTTP 502", status=502))
+    with capture_logs() as logs:
+        result = await run(tmp_path, 1000, workers=8, run={"max_outage": 30})
+    assert result.exit_code == 75
+    records = result.report["records"]
+    assert records["failed"] == 0 and records["ok"] >= 100
+    assert records["ok"] + records["not_processed"] == records["read"]
+    stop = next(e for e in logs if e["event"] == "destination_unavailable")
+    assert "run.max_outage" in stop["reason"] and stop["outage_s"] == pytest.approx(30, abs=0.1)
+    assert "run.max_outage" in result.report["aborted"]
+    # Gave up at max_outage: nothing was sent after it.
+    opened = next(e for e in logs if e["event"] == "outage_started")
+    assert opened and max(t for t, _ in ScriptedSink.sent) < begin + 0.5 + 30 + 1
+
+
+@pytest.mark.parametrize("workers", [1, 8])
+async def test_one_record_that_always_fails_never_opens_the_breaker(tmp_path, autojump_clock, workers):
+    ScriptedSink.answer = lambda id_, now: TransientError("HTTP 500", status=500) if id_ == "17" else "ok"
+    with capture_logs() as logs:
+        result = await run(tmp_path, 300, workers=workers)
+    assert result.exit_code == 1
+    assert result.report["records"]["failed"] == 1 and result.report["records"]["ok"] == 299
+    assert [r["id"] for r in rejects(tmp_path)] == ["17"]
+    assert rejects(tmp_path)[0]["_attempts"] == "6"
+    assert result.report["requests"]["outages"] == 0
+    assert not [e for e in logs if e["event"].startswith("outage")]
+
+
+async def test_a_rate_limit_answered_with_503_and_retry_after_is_no_outage(tmp_path, autojump_clock):
+    # A first wave over the quota is refused at once, with a pause: these refusals were all
+    # sent before the first came back, so they do not show that waiting did not help.
+    ScriptedSink.delay = 0.01
+    ScriptedSink.script = {
+        str(i): [ThrottledError("HTTP 503", status=503, retry_after=1.0)] for i in range(5, 40)
+    }
+    with capture_logs() as logs:
+        result = await run(tmp_path, 200, workers=32)
+    assert result.exit_code == 0 and result.report["records"]["ok"] == 200
+    assert result.report["requests"]["outages"] == 0
+    assert result.report["requests"]["pauses"] >= 1
+    assert not [e for e in logs if e["event"].startswith("outage")]

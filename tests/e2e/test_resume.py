@@ -307,32 +307,39 @@ def test_rerun_of_a_completed_job_sends_nothing_then_only_the_changed_row(tmp_pa
     assert server.stats()["updates"][contact_id(123)] == 2
 
 
-def test_outage_fails_fast_as_retryable_and_the_rerun_sends_them(tmp_path, sandbox):
-    """503 to everything (a 60 s outage): the run gives up quickly; the rerun after it sends them all."""
+def test_an_outage_longer_than_max_outage_leaves_the_rest_for_the_rerun(tmp_path, sandbox):
+    """The destination goes down mid-run for longer than run.max_outage (5 s here): the run
+    stops with exit 75 and the rows not sent stay not_processed; the rerun after the outage
+    sends them, and none twice."""
     n = 1_000
-    server = sandbox(outage=True)
+    server = sandbox(latency=0.02)
     rows = [row(i) for i in range(n)]
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16)
+    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16, run_extra="max_outage: 5")
 
-    # The outage lasts 60 s: the run must be over well before it ends.
-    assert job.run(timeout=35) == 1, job.log_text()[-3000:]
+    process = job.start()
+    wait_for_applied(server, 200, process)
+    server.settings.outage = True
+    down_at = time.monotonic()
+    assert job.finish(process, timeout=60) == 75, job.log_text()[-3000:]
+    took = time.monotonic() - down_at
     report = job.report()
-    print(f"\noutage: {report['duration_s']} s, {report['requests']['attempts']} attempts "
-          f"for {n} rows, retries {report['requests']['retries']}, budget exhausted {report['requests']['retry_budget_exhausted']}")
-    assert report["duration_s"] < 30
-    assert report["records"]["failed"] == n and report["records"]["ok"] == 0
-    assert report["requests"]["attempts"] < 1.5 * n
-    assert report["requests"]["by_status"] == {"503": report["requests"]["attempts"]}
-    rejects = job.rejects()
-    assert len(rejects) == n
-    assert {r["_retryable"] for r in rejects} == {"yes"}
-    assert {r["_status"] for r in rejects} == {"503"}
-    assert server.stats()["applied"] == 0
+    records = report["records"]
+    print(f"\noutage: exit 75 {took:.1f} s after it began; {records}; {report['requests']['probes']} probes")
+    assert took < 5 + 10, took  # the breaker opens within seconds; max_outage; the drain
+    assert records["failed"] == 0 and records["ok"] >= 200
+    assert records["ok"] + records["not_processed"] == n
+    assert report["requests"]["outages"] == 1
+    assert "run.max_outage" in report["aborted"]
+    # The rows in flight when it began got a few charged attempts; none was given up.
+    assert report["requests"]["attempts"] <= records["ok"] + report["requests"]["probes"] + 5 + 16
+    assert job.rejects() == []
+    events = [json.loads(line)["event"] for line in job.log_text().splitlines() if line.startswith("{")]
+    assert events.count("outage_started") == 1 and "outage_probe" in events and "outage_ended" not in events
 
-    server.settings.outage = False  # as if the 60 s had passed
+    server.settings.outage = False
     assert job.run() == 0, job.log_text()[-3000:]
     report = job.report()
-    assert report["records"]["ok"] == n and report["records"]["skipped"] == 0
+    assert report["records"]["ok"] == records["not_processed"] and report["records"]["skipped"] == records["ok"]
     updates = server.stats()["updates"]
     assert len(updates) == n and set(updates.values()) == {1}
     check_final_values(server, rows)

@@ -168,7 +168,9 @@ class Handlers:
     def _api_decide(self, request: Request, now: float) -> Response | Any:
         settings = self.settings
         if settings.outage:
-            return json_response(503, {"error": "service_unavailable", "message": "the service is unavailable"})
+            asked = settings.outage_retry_after
+            retry_after: Headers = [] if asked is None else [(b"retry-after", str(asked).encode())]
+            return json_response(503, {"error": "service_unavailable", "message": "the service is unavailable"}, retry_after)
         headers: Headers = []
         rate = settings.rate_limit
         if rate is not None:
@@ -211,6 +213,8 @@ class Handlers:
             return json_response(404, {"error": "not_found", "message": f"contact {shown} not found"}, headers)
         if method == b"GET":
             return json_response(200, {"contactId": cid, **self._contacts.get(cid, {})}, headers)
+        if cid in self.settings.failing_ids:
+            return json_response(500, {"error": "server_error", "message": f"contact {cid} cannot be updated"}, headers)
         return self._patch(cid, request.body, headers)
 
     def _throttled(self, wait: float, headers: Headers) -> Response:

@@ -43,6 +43,9 @@ class Sandbox(Handlers):
         self.url = ""
         self._trio_token: trio.lowlevel.TrioToken | None = None
         self._loop_thread: int | None = None
+        self._serving: trio.Nursery | None = None  # where the listener runs
+        self._serve_scope: trio.CancelScope | None = None  # set while listening
+        self._address = ("", 0)
 
     def stats(self) -> dict[str, Any]:
         """Return what the sandbox has seen since it started or since the last reset.
@@ -100,6 +103,32 @@ class Sandbox(Handlers):
             # Called from inside some other Trio run: cannot block; the copies are atomic.
             return fn()
 
+    def refuse_connections(self, refuse: bool) -> None:
+        """Stop listening (new connections are refused, open ones closed), or listen again.
+
+        Args:
+            refuse: True to close the port, False to open it again on the same address.
+        """
+        self._in_loop(partial(self._set_listening, not refuse))
+
+    def _set_listening(self, listen: bool) -> None:
+        if self._serving is None or listen == (self._serve_scope is not None):
+            return
+        if listen:
+            self._serving.start_soon(self._serve, self._address)
+        else:
+            assert self._serve_scope is not None
+            self._serve_scope.cancel()
+            self._serve_scope = None
+
+    async def _serve(
+        self, address: tuple[str, int], *, task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._serve_scope = scope
+            host, port = address
+            await trio.serve_tcp(self._serve_stream, port, host=host, task_status=task_status)
+
     async def _serve_stream(self, stream: trio.SocketStream) -> None:
         await serve_connection(stream, self._handle)
 
@@ -122,10 +151,9 @@ async def open_sandbox(
     if not is_indexed(config.seed_count):
         await trio.to_thread.run_sync(ensure_seeded, config.seed_count)
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, sandbox._serve_stream, config.port, host=config.host)
-        )
+        listeners = await nursery.start(sandbox._serve, (config.host, config.port))
         port = listeners[0].socket.getsockname()[1]
+        sandbox._serving, sandbox._address = nursery, (config.host, port)
         host = f"[{config.host}]" if ":" in config.host else config.host
         sandbox.url = f"http://{host}:{port}"
         sandbox._trio_token = trio.lowlevel.current_trio_token()
@@ -135,6 +163,7 @@ async def open_sandbox(
         finally:
             sandbox._trio_token = None
             sandbox._loop_thread = None
+            sandbox._serving = None
             nursery.cancel_scope.cancel()
 
 

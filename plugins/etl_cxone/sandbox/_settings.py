@@ -157,12 +157,18 @@ class SandboxSettings(pydantic.BaseModel):
         default=0.0, ge=0, le=1, description="Share of PATCHes applied and then answered by closing the connection."
     )
     outage: Annotated[bool, _NO_FLAG] = Field(
-        default=False, description="Answer 503 (no ``Retry-After``) to every API request while true."
+        default=False, description="Answer 503 to every API request while true (see ``outage_retry_after``)."
+    )
+    outage_retry_after: Annotated[int | None, _NO_FLAG] = Field(
+        default=None, ge=0, description="``Retry-After`` seconds sent with the outage's 503s; none when unset."
     )
     seed_count: int = Field(
         default=100_000, ge=0, description="Contacts ``contact_id(0)`` .. ``contact_id(seed_count - 1)`` exist."
     )
     extra_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(default=(), description="More contact ids that exist.")
+    failing_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(
+        default=(), description="Contact ids whose every PATCH is answered 500 (not applied)."
+    )
     random_seed: int | None = Field(
         default=None, description="Seed of the random choices (error_rate, drop_rate, latency_jitter); random when unset."
     )
