@@ -20,8 +20,12 @@ not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
 until the next throttle, which measures R. It then holds; every ``probe_every``
 seconds of sending (``probe_every_after_move`` for a minute after the quota
 moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
-measures again at the probe's throttle. A throttle while holding means the quota
-dropped: it measures again. Throttles that answer requests sent before the
+measures again at the probe's throttle. When that first measurement is only a lower
+bound (it came from the successes since a throttle, across a pause in which the bucket
+filled and threw tokens away: few workers cannot tell R from B then), the first probe
+comes after ``probe_after_lower_bound`` seconds and grows fast, and the rate held
+before it stays a floor. A throttle while holding means the quota dropped: it
+measures again. Throttles that answer requests sent before the
 limiter reacted belong to the same event and teach nothing new. Time paused on a
 ``Retry-After`` is not sending time, and while a ramp or probe outruns what the
 workers achieve, the rate grows no further than twice the achieved rate.
@@ -101,6 +105,8 @@ class LimiterTuning:
     max_probe_every: float = 600.0
     #: The same for a minute after the quota was seen to move.
     probe_every_after_move: float = 5.0
+    #: ...and at the soonest after a first measurement that is only a lower bound.
+    probe_after_lower_bound: float = 2.0
     #: A measurement this far from the last one means the quota moved.
     move: float = 0.2
     #: Successes kept for measuring (their send times).
@@ -168,6 +174,8 @@ class AdaptiveRateLimiter:
         self._held_throttle_at = -math.inf
         self._moved_until = -math.inf
         self._proven: float | None = None  # a rate held under the measurement for `proof` s without a throttle
+        self._lower_bound_only = False  # the last measurement may be well under the quota: probe soon, fast
+        self._probe_floor: float | None = None  # the rate held without a throttle before the current probe
         self._last_slot = -math.inf
         self._gate = trio.Lock()
         if quota is not None:
@@ -253,9 +261,11 @@ class AdaptiveRateLimiter:
             now = trio.current_time()
             if self._active(now) >= self._next_probe:
                 # Probe for a raised quota; faster for a minute after it moved.
-                if self._held_for(now) >= self.tuning.proof:
+                held_for = self._held_for(now)
+                if held_for >= self.tuning.proof:
                     self._proven = self._base
-                fast = now < self._moved_until
+                self._probe_floor = self._base if held_for >= 1.0 else None
+                fast = now < self._moved_until or self._lower_bound_only
                 self._phase(self._base, self.tuning.probe_growth * (4.0 if fast else 1.0))
 
     def on_throttle(self, sent_at: float, retry_after: float | None = None) -> bool:
@@ -312,7 +322,11 @@ class AdaptiveRateLimiter:
             self._moved_until = now + 60.0
             self._phase(current / 2.0, self.tuning.ramp_growth)
             return True
-        rate, burst, overstated = measured
+        rate, burst, overstated, upper = measured
+        if self._growth and self._probe_floor is not None:
+            # A probe's throttle: the rate held without one before it still stands.
+            rate = max(rate, self._probe_floor / (1.0 - self.tuning.margin))
+        self._probe_floor = None
         if held is not None:
             # Throttled while holding under the measured rate: it was a little high, or the
             # quota dropped during the episode (then its windows overstate the new rate,
@@ -322,19 +336,28 @@ class AdaptiveRateLimiter:
             if now - self._held_throttle_at < 60.0:
                 self._margin = min(self.tuning.max_margin, 2.0 * self._margin)
             self._held_throttle_at = now
+        first = self.quota_rate is None
         self._learnt(rate, burst, now=now, overstated=overstated)
+        self._lower_bound_only = first and upper is not None and upper > rate
+        if self._lower_bound_only and upper is not None:
+            # Probe once the rate it may leave unused has paid for the pause a probe costs.
+            unused = 1.0 - rate / upper
+            wait = max(self.tuning.probe_after_lower_bound, self._last_pause / unused)
+            self._next_probe = min(self._next_probe, self._active(now) + wait)
         return True
 
     # -- measuring -----------------------------------------------------------------
 
-    def _measure(self, since: float | None, empty_at: float, episode: int) -> tuple[float, float, float] | None:
+    def _measure(self, since: float | None, empty_at: float, episode: int) -> tuple[float, float, float, float | None] | None:
         """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``."""
         tail = self._tail
         times = tail[bisect.bisect_right(tail, since) if since is not None else 0 : bisect.bisect_left(tail, empty_at)]
         if not times:
             return None
         first_wave = None
-        if self._wave_end is not None and self.quota_rate is None:
+        if self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
+            # The burst is measured with the rate, from the first wave, until a
+            # measurement pins it down.
             first_wave = (self._wave_successes, self._wave_sends[1] - self._wave_sends[0])
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
@@ -427,7 +450,7 @@ def measure_quota(
     burst: float,
     first_wave: tuple[int, float] | None,
     tuning: LimiterTuning,
-) -> tuple[float, float, float] | None:
+) -> tuple[float, float, float, float | None] | None:
     """Measure a token bucket's rate (and burst) from the send times of its successes.
 
     Args:
@@ -441,11 +464,15 @@ def measure_quota(
             many of its requests succeeded, and the seconds from the first to the last.
 
     Returns:
-        (R, B, overstated): the rate, the burst, and by how much of R the rate may be
-        overstated (when the burst may be a request too small); None when nothing
-        measures a rate.
+        (R, B, overstated, upper): the rate, the burst, by how much of R the rate may be
+        overstated (when the burst may be a request too small), and, when R is only a
+        lower bound, the most R can be (else None). R is a lower bound only when it
+        came from the successes since the bucket was last empty, across a pause during
+        which the bucket may have filled and thrown tokens away; the bucket then
+        drained at the pace the successes were sent, so R was below that pace. None
+        when nothing measures a rate.
     """
-    rate, window = _lower_bound(times, since, episode, burst, tuning)
+    rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
     spread = 0.0
     if first_wave is not None:
         # The burst and the rate together: the first wave emptied a full bucket, and
@@ -455,19 +482,23 @@ def measure_quota(
         successes, spread = first_wave[0], max(0.0, first_wave[1])
         for _ in range(8):
             burst = max(1.0, successes - rate * spread)
-            rate, window = _lower_bound(times, since, episode, burst, tuning)
+            rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
     if rate <= 0:
         return None
     # The measurement moves by 1/T per request of error in the burst. A first wave
     # that took a while (few workers) tells the burst to about a request; one sent
     # all at once tells it exactly, and so does an earlier measurement.
     burst_error = 1.0 if spread > 0.001 else 0.0
-    return rate, burst, burst_error / (rate * window)
+    idle = times[0] - since if since is not None else 0.0
+    upper = None
+    if from_empty and idle > 0.25 * window and len(times) > 1 and times[-1] > times[0]:
+        upper = (len(times) - 1) / (times[-1] - times[0])  # the pace: the bucket drained at it
+    return rate, burst, burst_error / (rate * window), upper
 
 
 def _lower_bound(
     times: list[float], since: float | None, episode: int, burst: float, tuning: LimiterTuning
-) -> tuple[float, float]:
+) -> tuple[float, float, bool]:
     """The largest lower bound of R that the successes ``times`` (the last of ``episode``) give.
 
     After the i-th success the bucket held at most ``burst - 1`` tokens, so the N
@@ -475,24 +506,25 @@ def _lower_bound(
     From an empty bucket (``since``, a throttle) nothing was in hand: R >= N / T.
 
     Returns:
-        The bound, and the length T of the window that gave it.
+        The bound, the length T of the window that gave it, and whether that window
+        starts at the empty bucket (``since``).
     """
     count = len(times)
     skipped = episode - count  # sent in the episode, no longer in the tail
     min_window = tuning.min_window
-    best, best_window = 0.0, min_window
+    best, best_window, from_empty = 0.0, min_window, False
     stride = 1 + count // tuning.windows
     for j in range(count - 1, max(-1, count - 4), -1):
         last = times[j]
         if since is not None:
             window = max(last - since, min_window)
             if (bound := (skipped + j + 1) / window) > best:
-                best, best_window = bound, window
+                best, best_window, from_empty = bound, window, True
         for i in range(0, j, stride):
             # Successes sent strictly after the i-th (requests sent at the same instant
             # reach the destination together: none of them is "after" another).
             after = j + 1 - bisect.bisect_right(times, times[i], i, j + 1)
             window = max(last - times[i], min_window)
             if (bound := (after - burst + 1) / window) > best:
-                best, best_window = bound, window
-    return best, best_window
+                best, best_window, from_empty = bound, window, False
+    return best, best_window, from_empty

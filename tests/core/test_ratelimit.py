@@ -118,6 +118,37 @@ async def test_a_quota_is_remembered_as_measured_only_once_holding_it_proved_it(
     assert rate < 100.0 * (1 - limiter.tuning.unproven_margin) + 1e-9
 
 
+async def test_a_measurement_that_is_only_a_lower_bound_is_probed_within_seconds(autojump_clock):
+    # Four workers carry 118/s against a bucket of 100/s and 20: each episode, from a full
+    # bucket to an empty one, shows only B + R*T = 118*T. After a 1 s pause the bucket
+    # is full again, having thrown tokens away, so the successes since the last throttle
+    # prove only R >= 47/s: the quota may be well above it. It holds that lower bound
+    # for seconds, not the minute it waits before probing a measurement it can trust.
+    limiter = AdaptiveRateLimiter()
+
+    async def send_at_pace(count: int) -> float:
+        for _ in range(count):
+            await limiter.acquire()
+            limiter.on_success(trio.current_time())
+            await trio.sleep(1 / 118)
+        return trio.current_time()
+
+    assert limiter.on_throttle(await send_at_pace(111), 1.0)
+    await trio.sleep(1.0)
+    assert limiter.on_throttle(await send_at_pace(76), 1.0)
+    stats = limiter.statistics()
+    assert stats.holding and stats.quota_rate is not None and stats.quota_rate < 60
+    await trio.sleep(1.0)
+    held_at, start = stats.rate, trio.current_time()
+    while limiter.statistics().holding and trio.current_time() - start < 60:
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+    assert trio.current_time() - start <= limiter.tuning.probe_after_lower_bound + 0.5
+    # The probe grows fast, from the rate held, and keeps that rate as a floor.
+    await send_at_pace(60)
+    assert limiter.rate is not None and held_at is not None and limiter.rate > 1.3 * held_at
+
+
 # -- invariants over a grid of shapes, through the runner's Delivery --------------------
 
 GRID = [
