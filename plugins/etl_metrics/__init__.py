@@ -17,6 +17,8 @@ While the run goes on, ``http://HOST:PORT/metrics`` serves (Prometheus text form
 * ``etl_rate_limit_per_second`` (the client-side limit; +Inf when unlimited);
 * ``etl_paused_seconds_total`` (time spent in shared Retry-After pauses) and
   ``etl_pause_remaining_seconds``;
+* ``etl_outages_total``, ``etl_outage_probes_total`` and ``etl_outage_seconds`` (how long
+  the destination has been down now; 0 while it is up);
 * ``etl_source_progress_ratio`` (share of the input read; NaN when its size is unknown);
 * ``etl_run_info{run_id, pipeline}`` and ``etl_run_start_time_seconds``;
 * the standard ``process_*`` and ``python_info`` metrics.
@@ -172,6 +174,11 @@ class MetricsExporter:
         )
         self._paused = prom.Counter("etl_paused_seconds", "Seconds spent in shared pauses (Retry-After).", registry=registry)
         self._pause_left = prom.Gauge("etl_pause_remaining_seconds", "Seconds left in the current shared pause.", registry=registry)
+        self._outages = prom.Counter("etl_outages", "Times the destination was taken to be down.", registry=registry)
+        self._outage_now = prom.Gauge(
+            "etl_outage_seconds", "Seconds the current outage has lasted (0 while the destination is up).", registry=registry
+        )
+        self._probes = prom.Counter("etl_outage_probes", "Requests sent to probe a destination that is down.", registry=registry)
         self._progress = prom.Gauge("etl_source_progress_ratio", "Share of the input read (NaN when unknown).", registry=registry)
         self._rate.set(math.inf)
         self._progress.set(math.nan)
@@ -195,6 +202,8 @@ class MetricsExporter:
         self._advance(self._attempts, "requests.attempts", requests.get("attempts"))
         self._advance(self._retries, "requests.retries", requests.get("retries"))
         self._advance(self._throttled, "requests.throttled", requests.get("throttled"))
+        self._advance(self._outages, "requests.outages", requests.get("outages"))
+        self._advance(self._probes, "requests.probes", requests.get("probes"))
         for status, count in (requests.get("by_status") or {}).items():
             self._advance(self._requests.labels(str(status)), f"status.{status}", count)
 
@@ -209,6 +218,8 @@ class MetricsExporter:
         self._advance(self._paused, "paused_total_s", snapshot.get("paused_total_s"))
         if snapshot.get("paused_s") is not None:
             self._pause_left.set(snapshot["paused_s"])
+        if snapshot.get("outage_s") is not None:
+            self._outage_now.set(snapshot["outage_s"])
         progress = snapshot.get("progress") or {}
         done, total = progress.get("done"), progress.get("total")
         if done is not None and total:

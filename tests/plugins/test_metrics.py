@@ -56,10 +56,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def snapshot(ok: int, *, by_status: dict[str, int], retries: int = 0, throttled: int = 0, paused: float = 0.0, rate: float | None = None) -> dict[str, Any]:
+def snapshot(
+    ok: int, *, by_status: dict[str, int], retries: int = 0, throttled: int = 0, paused: float = 0.0, rate: float | None = None,
+    outages: int = 0, outage_s: float = 0.0, probes: int = 0,
+) -> dict[str, Any]:
     return {
         "records": {"read": ok + 3, "ok": ok, "rejected": 1, "failed": 2, "skipped": 0, "in_flight": 4},
-        "requests": {"attempts": sum(by_status.values()), "retries": retries, "throttled": throttled, "by_status": by_status},
+        "requests": {
+            "attempts": sum(by_status.values()), "retries": retries, "throttled": throttled, "by_status": by_status,
+            "outages": outages, "probes": probes,
+        },
+        "outage_s": outage_s,
         "retry_budget": {"balance": 480, "capacity": 500},
         "rate_limit_per_s": rate,
         "paused_s": 1.5,
@@ -204,12 +211,19 @@ def test_hooks_serve_the_run_metrics(metrics_env: None) -> None:
     assert value(first, "etl_paused_seconds_total") == 1.5
     assert value(first, "etl_pause_remaining_seconds") == 1.5
     assert value(first, "etl_source_progress_ratio") == 0.25
+    assert value(first, "etl_outages_total") == 0 and value(first, "etl_outage_seconds") == 0
 
     # Snapshots are cumulative: counters follow them, and never go down.
     etl_metrics.run_progress(
-        run_id="run-1", snapshot=snapshot(25, by_status={"200": 25, "429": 2, "503": 1}, retries=3, throttled=3, paused=4.0, rate=12.5)
+        run_id="run-1",
+        snapshot=snapshot(
+            25, by_status={"200": 25, "429": 2, "503": 1}, retries=3, throttled=3, paused=4.0, rate=12.5, outages=1,
+            outage_s=7.5, probes=3,
+        ),
     )
     second = scrape(url)
+    assert value(second, "etl_outages_total") == 1 and value(second, "etl_outage_probes_total") == 3
+    assert value(second, "etl_outage_seconds") == 7.5
     assert value(second, "etl_records_total", outcome="ok") == 25
     assert value(second, "etl_requests_total", status="200") == 25
     assert value(second, "etl_requests_total", status="503") == 1
