@@ -20,6 +20,7 @@ from ._headers import parse_rate_limit, parse_retry_after
 from ._outcome import Outcome
 from ._version import __version__
 from .base import (
+    InputSample,
     Plugin,
     PluginOptions,
     RateLimitHint,
@@ -40,6 +41,7 @@ __all__ = [
     "CsvFile",
     "EtlError",
     "FatalError",
+    "InputSample",
     "Outcome",
     "PermanentError",
     "Plugin",

@@ -16,6 +16,19 @@ from typing import Any, ClassVar
 import pydantic
 
 
+@dataclasses.dataclass(frozen=True)
+class InputSample:
+    """The start of a source's input, read by :meth:`Source.sample`.
+
+    Attributes:
+        fields: The input's field names (e.g. the CSV header); empty when unknown.
+        records: The first records, as :meth:`Source.read` yields them.
+    """
+
+    fields: list[str]
+    records: list[Record]
+
+
 class PluginOptions(pydantic.BaseModel):
     """Base class of every plugin's options model.
 
@@ -129,6 +142,20 @@ class Source(Plugin):
         """
         raise NotImplementedError
 
+    def sample(self, count: int) -> InputSample | None:
+        """Read the input's field names and first ``count`` records, without consuming them.
+
+        Called by ``etl validate`` and before a run sends anything, so that an input that
+        does not fit the config (a missing column, another delimiter or encoding) is a
+        configuration error instead of a run that rejects every row. The default returns
+        None: the source cannot be read twice (a stream, a queue), so nothing is checked.
+
+        Raises:
+            ConfigError: The input cannot be read as configured (e.g. another encoding);
+                name the option that fixes it.
+        """
+        return None
+
     def fields(self) -> list[str]:
         """Return the names of the input's fields, once known (e.g. the CSV header).
 
@@ -147,6 +174,17 @@ class Source(Plugin):
 
 class Transform(Plugin):
     """A pure, synchronous function of one record's fields."""
+
+    def required_fields(self) -> dict[str, tuple[str | int, ...]]:
+        """Return the input fields every record must have, each with the option that names it.
+
+        For the first transform, these are checked against the source's fields before
+        anything is sent (see :meth:`Source.sample`). The default is ``{}``: none known.
+
+        Returns:
+            ``{field: option key path}``, e.g. ``{"contact_id": ("fields", "contactId", "from")}``.
+        """
+        return {}
 
     def apply(self, data: dict[str, Any]) -> dict[str, Any]:
         """Return the transformed fields.

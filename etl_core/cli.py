@@ -232,9 +232,17 @@ def _sandbox_sink_class(path: str, pm: PluginManager) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
+    from ._input_check import check_input
+
     config = _load(args, pm)
-    for cls, options in (config.source, *config.transforms, config.sink):
-        cls(options).check()
+    source = config.source[0](config.source[1])
+    transforms = [cls(options) for cls, options in config.transforms]
+    try:
+        for plugin in (source, *transforms, config.sink[0](config.sink[1])):
+            plugin.check()
+        check_input(source, transforms)
+    except ConfigError as exc:
+        raise config.locate(exc) from None
     model = config.model
     print(
         f"{args.config}: valid. pipeline {model.pipeline!r}: source {model.source.type!r}, "

@@ -197,6 +197,19 @@ class PipelineConfig:
     transforms: tuple[tuple[type[Transform], PluginOptions], ...]
     sink: tuple[type[Sink], PluginOptions]
     path: str
+    lines: Mapping[Path, int] = dataclasses.field(default_factory=dict)
+
+    def locate(self, error: ConfigError) -> ConfigError:
+        """Return ``error`` with this file and the line of its key, when it names a key but no line.
+
+        Plugins' checks name the key (``source.path``) but do not know the file's lines.
+        """
+        if error.line is not None or error.path is None:
+            return error
+        key: list[str | int] = []
+        for part in re.findall(r"[^.\[\]]+|\[\d+\]", error.path):
+            key.append(int(part[1:-1]) if part.startswith("[") else part)
+        return ConfigError(error.message, path=error.path, line=_line(dict(self.lines), tuple(key)), source=error.source or self.path)
 
     def masked(self) -> dict[str, Any]:
         """Return the configuration as plain data with secrets masked (for logs and hooks)."""
@@ -321,7 +334,7 @@ def parse_config(
         for i, section in enumerate(model.transforms)
     )
     sink = _plugin(registry, "sink", model.sink, ("sink",), lines, source)
-    return PipelineConfig(model, src, transforms, sink, source)
+    return PipelineConfig(model, src, transforms, sink, source, lines)
 
 
 def _plugin(registry: Registry, kind: Any, section: PluginSection, path: Path, lines: dict[Path, int], source: str) -> tuple[type, PluginOptions]:

@@ -26,8 +26,9 @@ import structlog
 import trio
 
 from ._delivery import Delivery
-from ._errors import FatalError, PluginError
+from ._errors import ConfigError, FatalError, PluginError
 from ._files import RunFiles
+from ._input_check import check_input
 from ._ledger import Ledger
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
@@ -179,8 +180,12 @@ class _Run:
     # -- the run -------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        for plugin in (self.source, *self.transforms, self.sink):
-            plugin.check()
+        try:
+            for plugin in (self.source, *self.transforms, self.sink):
+                plugin.check()
+            check_input(self.source, self.transforms)  # a wrong file: nothing is sent
+        except ConfigError as exc:
+            raise self.config.locate(exc) from None
         # Before anything is logged, written or sent: a second run at once changes nothing.
         self.files.take_lease()
         try:

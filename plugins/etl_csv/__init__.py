@@ -8,12 +8,13 @@ number and a reason; reading always continues with the next row.
 from __future__ import annotations
 
 import codecs
+import itertools
 from collections.abc import Iterator
 from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from etl_core import ConfigError, PluginOptions, Record, Source, hookimpl
+from etl_core import ConfigError, FatalError, InputSample, PluginOptions, Record, Source, hookimpl
 
 from ._reader import CsvReader, NotRegularFileError, open_regular_file
 
@@ -199,14 +200,55 @@ class CsvSource(Source):
         except OSError as exc:
             raise ConfigError(f"cannot open the file: {exc.strerror or exc}", path="source.path") from None
 
+    def sample(self, count: int) -> InputSample:
+        """Read the header and the first ``count`` records (fewer when they hold over 1 MiB of
+        text), with a reader of their own.
+
+        Raises:
+            ConfigError: The file cannot be read as configured: it is in another encoding
+                (``source.encoding``, with the one its byte-order mark or its bytes
+                suggest), or its header is unusable (``source.path``).
+        """
+        opts = self.options
+        reader = self._new_reader()
+        rows = reader.records()
+        records: list[Record] = []
+        chars = 0
+        try:
+            for record in itertools.islice(rows, count):
+                records.append(record)
+                chars += sum(len(value) for value in (record.raw or {}).values() if isinstance(value, str))
+                if chars > _SAMPLE_CHARS:  # wide rows: a few are enough, and memory stays flat
+                    break
+        except FatalError as exc:
+            if (hint := encoding_hint(opts.path, opts.encoding)) is not None:
+                raise ConfigError(f"the file cannot be read as {opts.encoding}: {hint}", path="source.encoding") from None
+            raise ConfigError(str(exc), path="source.path") from None
+        finally:
+            rows.close()
+        undecodable = [r for r in records if r.error is not None and r.error.startswith("not valid ")]
+        # Up to one row in a hundred is a damaged row (rejected with its reason); more is an encoding.
+        if 100 * len(undecodable) > len(records):
+            hint = encoding_hint(opts.path, opts.encoding) or "set source.encoding to the file's encoding"
+            raise ConfigError(
+                f"{len(undecodable)} of the first {len(records)} rows cannot be read as {opts.encoding} "
+                f"(line {undecodable[0].line}: {undecodable[0].error}): {hint}",
+                path="source.encoding",
+            )
+        return InputSample(list(reader.names), records)
+
     def read(self) -> Iterator[Record]:
         """Yield the file's records in order (see the class docstring).
 
         Raises:
             FatalError: The file cannot be opened or read, or its header is unusable.
         """
+        self._reader = self._new_reader()
+        return self._reader.records()
+
+    def _new_reader(self) -> CsvReader:
         opts = self.options
-        self._reader = CsvReader(
+        return CsvReader(
             opts.path,
             delimiter=opts.delimiter,
             quotechar=opts.quotechar,
@@ -218,7 +260,6 @@ class CsvSource(Source):
             max_fields=opts.max_fields,
             skip_blank_lines=opts.skip_blank_lines,
         )
-        return self._reader.records()
 
     def fields(self) -> list[str]:
         """Return the column names (from the header or ``columns``), once reading has started."""
@@ -229,6 +270,55 @@ class CsvSource(Source):
         if self._reader is None:
             return (0, None)
         return self._reader.progress()
+
+
+#: Most characters of fields :meth:`CsvSource.sample` holds (it stops after the row that passes it).
+_SAMPLE_CHARS = 1 << 20
+
+#: Byte-order marks, longest first (a UTF-32-LE mark starts like a UTF-16-LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def encoding_hint(path: str, encoding: str) -> str | None:
+    """Say which ``encoding`` the start of the file at ``path`` looks like, if not ``encoding``.
+
+    A UTF-16 or UTF-32 byte-order mark names its encoding. Else bytes that are not
+    UTF-8 suggest cp1252 (Windows' Western European), or latin-1 when cp1252 cannot
+    decode them either.
+
+    Returns:
+        A sentence naming the setting, e.g. ``set source.encoding: cp1252``; None when
+        nothing suggests another encoding.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+    except OSError:
+        return None
+    current = codecs.lookup(encoding).name
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            if current.startswith(name):
+                return None
+            return f"it starts with a {name.upper()} byte-order mark: set source.encoding: {name}"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not a character cut by the 64 KiB boundary
+            for guess in ("cp1252", "latin-1"):
+                if codecs.lookup(guess).name == current:
+                    continue
+                try:
+                    head.decode(guess)
+                except UnicodeDecodeError:
+                    continue
+                return f"it looks like {guess}: set source.encoding: {guess}"
+    return None
 
 
 @hookimpl

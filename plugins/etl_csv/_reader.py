@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import BinaryIO, Protocol
 
 from etl_core import FatalError, Record
@@ -95,7 +95,7 @@ class CsvReader:
         """Return (bytes read so far, file size or None when unknown)."""
         return (self._input.bytes_read if self._input is not None else 0, self._size)
 
-    def records(self) -> Iterator[Record]:
+    def records(self) -> Generator[Record, None, None]:
         """Yield the file's records in order; see :class:`etl_csv.CsvSource` for the rules.
 
         Raises:

@@ -172,6 +172,16 @@ class MapTransform(Transform):
         # output names (the mapped value wins).
         self._consumed = frozenset(options.fields) | {column for _, column, _, _ in self._steps if column}
 
+    def required_fields(self) -> dict[str, tuple[str | int, ...]]:
+        """The ``from`` columns without a ``default``: a record without one is rejected."""
+        required: dict[str, tuple[str | int, ...]] = {}
+        for out_name, spec in self.options.fields.items():
+            if isinstance(spec, str):
+                required.setdefault(spec, ("fields", out_name))
+            elif spec.from_ is not None and "default" not in spec.model_fields_set:
+                required.setdefault(spec.from_, ("fields", out_name, "from"))
+        return required
+
     def apply(self, data: dict[str, Any]) -> dict[str, Any]:
         """Return the mapped record.
 

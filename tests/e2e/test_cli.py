@@ -200,7 +200,14 @@ def test_missing_input_file_is_a_config_error(tmp_path):
         (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co,x,EXTRA\n", "expected 3 fields", "2"),
         (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co\n", "expected 3 fields", "2"),
         (b'id,email,name\n"00000000-0000-0000-0000-000000000001","a@b.co","multi\nline"\n00000000-0000-0000-0000-00000000000X,a@b.co,y\n', "UUID", "4"),
-        (b"id,email,name\n00000000-0000-0000-0000-000000000001,a@b.co,\xff\xfe\n", "utf-8", "2"),
+        # One damaged row in more than a hundred: rejected (more would be another encoding).
+        (
+            b"id,email,name\n"
+            + b"".join(b"00000000-0000-0000-0000-%012d,a@b.co,n\n" % i for i in range(1, 151))
+            + b"00000000-0000-0000-0000-000000000999,a@b.co,\xff\xfe\n",
+            "utf-8",
+            "152",
+        ),
     ],
     ids=["too-many-fields", "too-few-fields", "quoted-newline-keeps-line-numbers", "undecodable"],
 )
@@ -212,6 +219,42 @@ def test_malformed_csv_rows_are_rejected_not_fatal(tmp_path, content, reason, li
     with open(tmp_path / "out" / "rejects.csv", newline="", encoding="utf-8") as f:
         (row,) = list(csv.DictReader(f))
     assert reason in row["_reason"] and row["_line"] == line
+
+
+def write_bytes(path: Path, text: str, encoding: str) -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+SEED_HEADER = "id,email,name\n"
+ROWS = "".join(f"00000000-0000-0000-0000-{i:012d},user{i}@example.com,Jérôme {i}\n" for i in range(1, 40))
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding", "key", "expected"),
+    [
+        (SEED_HEADER.replace("id,", "ID,").replace("name", "Name") + ROWS, "utf-8", "transforms[0].fields.contactId.from",
+         "the input has no field 'id'; it has 'ID', 'email', 'Name': did you mean 'ID'?"),
+        (SEED_HEADER.replace(",", ";") + ROWS.replace(",", ";"), "utf-8", "transforms[0].fields.contactId.from",
+         "the header is one field: the file looks delimited by ';', see source.delimiter"),
+        (SEED_HEADER + ROWS, "cp1252", "source.encoding", "it looks like cp1252: set source.encoding: cp1252"),
+        (SEED_HEADER + ROWS, "utf-16", "source.encoding", "UTF-16 byte-order mark: set source.encoding: utf-16"),
+    ],
+    ids=["other-case", "semicolons", "cp1252", "utf-16"],
+)
+def test_an_input_that_does_not_fit_the_config_is_a_config_error_before_anything_is_sent(
+    tmp_path, content, encoding, key, expected
+):
+    csv_path = write_bytes(tmp_path / "in.csv", content, encoding)
+    records = tmp_path / "records.jsonl"
+    path = config(tmp_path, csv_path, records=records)
+    for command in ("validate", "run"):
+        result = run_etl(command, str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
+        [message] = result.stderr.strip().splitlines()
+        assert message.startswith(f"etl: error: {path}:") and f": {key}: " in message and expected in message, message
+    assert not records.exists() and not (tmp_path / "out").exists(), "nothing may be sent or written"
 
 
 def test_bom_and_crlf(tmp_path):

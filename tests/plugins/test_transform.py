@@ -532,3 +532,15 @@ def test_format_rules_only_ever_reject(value: str, field: str) -> None:
         assert len(value) == 36 and value.count("-") == 4
     else:
         assert value[0] == "+" and value[1:].isascii() and value[1:].isdigit() and 8 <= len(value) - 1 <= 15
+
+
+def test_map_requires_its_from_columns_without_a_default() -> None:
+    transform = make_map(
+        fields={
+            "contactId": "contact_id",
+            "email": {"from": "email", "normalize": ["strip"]},
+            "phone": {"from": "phone", "default": None},
+            "source": {"value": "import"},
+        }
+    )
+    assert transform.required_fields() == {"contact_id": ("fields", "contactId"), "email": ("fields", "email", "from")}

@@ -119,3 +119,49 @@ def test_progress_counts_bytes_read(tmp_path, monkeypatch):
     done = [d for d, _ in seen]
     assert done == sorted(done) and 0 < done[0] < size
     assert src.progress() == (size, size)
+
+
+# -- sample(): the input check before anything is sent -----------------------------------
+
+
+def test_sample_reads_the_header_and_the_first_records_without_consuming_the_file(tmp_path):
+    path = write(tmp_path, "id,email\n" + "".join(f"{i},u{i}@example.com\n" for i in range(50)))
+    src = source(path)
+    sample = src.sample(10)
+    assert sample.fields == ["id", "email"] and [r.data["id"] for r in sample.records] == [str(i) for i in range(10)]
+    assert len(list(src.read())) == 50  # the run still reads it all
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "expected"),
+    [
+        ("id,name\n" + "".join(f"{i},Jérôme\n" for i in range(20)), "cp1252", "it looks like cp1252: set source.encoding: cp1252"),
+        ("id,name\n1,Ĳ\n", "utf-16", "UTF-16 byte-order mark: set source.encoding: utf-16"),
+        ("id,name\n1,x\n", "utf-32", "UTF-32 byte-order mark: set source.encoding: utf-32"),
+    ],
+    ids=["cp1252", "utf-16", "utf-32"],
+)
+def test_sample_of_a_file_in_another_encoding_names_the_setting(tmp_path, text, encoding, expected):
+    path = tmp_path / "in.csv"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ConfigError) as error:
+        source(path).sample(1000)
+    assert error.value.path == "source.encoding" and expected in error.value.message
+    # Set as suggested, the same file reads cleanly.
+    suggested = expected.rsplit(" ", 1)[-1]
+    assert not [r for r in source(path, encoding=suggested).sample(1000).records if r.error]
+
+
+def test_a_damaged_row_among_a_hundred_good_ones_is_left_to_be_rejected(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,name\n" + b"".join(b"%d,x\n" % i for i in range(150)) + b"999,\xff\xfe\n")
+    sample = source(path).sample(1000)
+    assert [r.line for r in sample.records if r.error] == [152]
+
+
+def test_encoding_hint_is_silent_for_a_file_in_its_encoding(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_bytes("id,name\n1,Jérôme\n".encode())
+    assert etl_csv.encoding_hint(str(path), "utf-8") is None
+    path.write_bytes("id,name\n1,Jérôme\n".encode("utf-16"))
+    assert etl_csv.encoding_hint(str(path), "utf-16") is None
