@@ -97,7 +97,8 @@ def test_a_pipe_or_device_as_the_input_is_refused(tmp_path, command, name, kind)
         os.mkfifo(path)
     outcome = run_measured(command, str(SHIPPED_CONFIG), cwd=tmp_path, env={**ENV, "CONTACTS_CSV": str(path)}, timeout=20)
     assert outcome.returncode == 2
-    assert outcome.stderr == f"etl: error: source.path: is {kind}, not a regular file\n"
+    line = SHIPPED_CONFIG.read_text(encoding="utf-8").splitlines().index("  path: ${CONTACTS_CSV:-data/contacts.csv}") + 1
+    assert outcome.stderr == f"etl: error: {SHIPPED_CONFIG}:{line}: source.path: is {kind}, not a regular file\n"
 
 
 @pytest.mark.parametrize(
