@@ -10,11 +10,10 @@ input has, the closest of them, and the delimiter the header suggests.
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Sequence
 
 from ._errors import ConfigError
+from ._spelling import closest
 from .base import Source, Transform
 
 #: Records read to check the input.
@@ -56,17 +55,3 @@ def _missing(name: str, fields: list[str]) -> str:
         if count:
             message += f" (the header is one field: the file looks delimited by {delimiter!r}, see source.delimiter)"
     return message
-
-
-def closest(name: str, candidates: Sequence[str]) -> str | None:
-    """The candidate that differs from ``name`` only in case, spaces, ``_``/``-`` or camelCase, else the closest spelling."""
-    key = _loose(name)
-    for candidate in candidates:
-        if _loose(candidate) == key:
-            return candidate
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
-    return close[0] if close else None
-
-
-def _loose(name: str) -> str:
-    return re.sub(r"[\s_\-.]+", "", name).casefold()

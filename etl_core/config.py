@@ -8,6 +8,7 @@ after interpolation they may hold secrets.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from ._errors import ConfigError, PluginError
+from ._spelling import closest
 from ._yaml import MAX_BYTES, Path, load_yaml
 from .base import PluginOptions, Sink, Source, Transform
 from .logging import DEFAULT_PII_FIELDS
@@ -166,10 +168,14 @@ class PluginSection(_Model):
     type: str = pydantic.Field(description="The plugin's name, as listed by `etl plugins`.")
 
 
+#: What a pipeline name may hold: it names files and state keys.
+_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
 class PipelineModel(_Model):
     """The whole config file."""
 
-    pipeline: str = pydantic.Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Name of the pipeline (used in logs, state and reports).")
+    pipeline: str = pydantic.Field(pattern=_NAME_PATTERN, description="Name of the pipeline (used in logs, state and reports).")
     key: str | None = pydantic.Field(None, description="Field identifying a record (after transforms), for logs, rejects and state.")
     source: PluginSection
     transforms: list[PluginSection] = []
@@ -360,6 +366,8 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
         count = len({_key_path(data, e["loc"]) for e in errors})
         forms = [e for e in errors if _key_path(data, e["loc"]) == path and e["type"] not in ("extra_forbidden", "missing")]
         message = _message(error, count)
+        if error["type"] == "extra_forbidden" and (close := closest(str(path[-1]), _key_names(model))) is not None:
+            message = message.replace("(check the spelling;", f"(did you mean {close!r}?", 1)
         if len(forms) > 1:
             message = " or ".join(dict.fromkeys(_message(e, 1) for e in forms)) + message[len(_message(error, 1)) :]
         raise ConfigError(message, path=_dotted(loc) or None, line=_line(lines, loc), source=source) from None
@@ -368,16 +376,37 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
 def _key_path(data: Any, loc: tuple[Any, ...]) -> Path:
     """The part of a pydantic error location that names keys of ``data`` (not union members)."""
     path: list[Any] = []
-    for part in loc:
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part not in data and i + 1 < len(loc) and loc[i + 1] in data:
+            continue  # a tagged union member's tag (`spec` of a map field), not a key
         if isinstance(data, dict) and part in data:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
             data = data[part]
         elif isinstance(part, str) and (part.startswith(("literal[", "constrained-", "function-")) or "[" in part):
             continue  # a union member's tag
+        else:
+            data = None  # past the data given: the rest of the location is a key path
         path.append(part)
-        data = None
     return tuple(path)
+
+
+@functools.cache
+def _key_names(model: type[pydantic.BaseModel]) -> tuple[str, ...]:
+    """Every key that ``model`` and the models inside it accept (for "did you mean")."""
+    names: set[str] = set()
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            names.update(key for key in (node.get("properties") or {}) if isinstance(key, str))
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(model.model_json_schema(by_alias=True))
+    return tuple(sorted(names))
 
 
 def _message(error: Any, count: int) -> str:
@@ -386,6 +415,8 @@ def _message(error: Any, count: int) -> str:
         text = "unknown key (check the spelling; `etl schema` lists every key)"
     elif kind == "missing":
         text = "required key is missing"
+    elif kind == "string_pattern_mismatch" and error["ctx"]["pattern"] == _NAME_PATTERN:
+        text = "use only letters, digits, '_', '.' and '-' (no spaces): it names the state and the output files"
     else:
         # pydantic's messages describe the expectation ("Input should be a valid integer")
         # without the value, which may be a secret.

@@ -156,3 +156,26 @@ def test_shipped_configs_validate(registry, monkeypatch):
     assert configs, "no shipped configs"
     for path in configs:
         load_config(str(path), registry)
+
+
+def test_a_misspelt_key_in_a_map_field_names_the_key_as_written_and_the_one_meant(write_config, registry):
+    path = write_config(MINIMAL + "transforms:\n  - type: map\n    fields:\n      id: {from: id, normalise: [strip]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), registry)
+    assert info.value.path == "transforms[0].fields.id.normalise" and info.value.line == 11
+    assert "did you mean 'normalize'?" in info.value.message
+
+
+def test_a_misspelt_core_key_gets_a_suggestion_and_a_made_up_one_does_not(write_config, registry):
+    for key, hint in (("max_worker", "did you mean 'max_workers'?"), ("colour", "check the spelling")):
+        with pytest.raises(ConfigError) as info:
+            load_config(str(write_config(MINIMAL + f"run:\n  {key}: 3\n")), registry)
+        assert hint in info.value.message
+
+
+def test_a_pipeline_name_with_a_space_says_what_is_allowed(write_config, registry):
+    with pytest.raises(ConfigError) as info:
+        load_config(str(write_config(MINIMAL.replace("pipeline: demo", "pipeline: my demo"))), registry)
+    assert info.value.path == "pipeline"
+    assert info.value.message.startswith("use only letters, digits, '_', '.' and '-' (no spaces)")
+    assert "^[" not in info.value.message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from etl_core import ConfigError, InputSample, Record, Source, Transform
-from etl_core._input_check import check_input, closest
+from etl_core._input_check import check_input
 
 
 class SampledSource(Source):
@@ -55,17 +55,3 @@ def test_a_header_of_one_field_suggests_the_delimiter_it_holds():
     with pytest.raises(ConfigError) as error:
         check_input(SampledSource(["contact_id\tname\temail"]), [Needs("contact_id")])
     assert "the file looks delimited by '\\t', see source.delimiter" in error.value.message
-
-
-@pytest.mark.parametrize(
-    ("name", "candidates", "expected"),
-    [
-        ("contact_id", ["contactId", "email"], "contactId"),
-        ("first_name", ["First Name", "firstName"], "First Name"),
-        ("email", ["E-mail"], "E-mail"),
-        ("email", ["emial"], "emial"),
-        ("email", ["phone", "id"], None),
-    ],
-)
-def test_closest_ignores_case_spaces_underscores_and_camel_case(name, candidates, expected):
-    assert closest(name, candidates) == expected

@@ -457,11 +457,12 @@ async def test_one_record_that_always_fails_never_opens_the_breaker(tmp_path, au
 
 
 async def test_a_rate_limit_answered_with_503_and_retry_after_is_no_outage(tmp_path, autojump_clock):
-    # A first wave over the quota is refused at once, with a pause: these refusals were all
-    # sent before the first came back, so they do not show that waiting did not help.
+    # A first wave (32 workers: records 1-32) over the quota is refused at once, with a
+    # pause: these refusals were all sent before the first came back, so they do not show
+    # that waiting did not help.
     ScriptedSink.delay = 0.01
     ScriptedSink.script = {
-        str(i): [ThrottledError("HTTP 503", status=503, retry_after=1.0)] for i in range(5, 40)
+        str(i): [ThrottledError("HTTP 503", status=503, retry_after=1.0)] for i in range(5, 33)
     }
     with capture_logs() as logs:
         result = await run(tmp_path, 200, workers=32)
