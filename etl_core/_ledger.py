@@ -139,6 +139,17 @@ class Ledger:
             )
         )
 
+    def stop_for_rejections(self, first: int) -> None:
+        """Stop the run: the first ``first`` records read were all rejected before sending."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._log.error("all_rejected", records=first)
+        self._on_limit(
+            f"the first {first} records were all rejected before sending (run.stop_if_first_rejected): the "
+            "mapping or the validation does not fit the input; the rejects file says why"
+        )
+
     def _check_failure_rate(self) -> None:
         limit = self._settings.max_failure_rate
         counts = self.counts

@@ -74,6 +74,9 @@ class Reader:
         self._refilling = False
         self._refilled = trio.lowlevel.ParkingLot()
         self._end_of_input = False
+        # Records rejected before the first that passed (run.stop_if_first_rejected).
+        self._leading_rejections = 0
+        self._passed_any = False
 
     # -- the reading task ----------------------------------------------------------
 
@@ -88,6 +91,10 @@ class Reader:
                     self._ledger.counts.read += batch.read
                     for record, result in batch.decided:
                         self._ledger.record(record, result)
+                    first = self._settings.stop_if_first_rejected
+                    if first is not None and not self._passed_any and self._leading_rejections >= first:
+                        self._ledger.stop_for_rejections(first)  # the config does not fit the input
+                        return
                     if not batch.read:
                         return
                     if batch.to_send:
@@ -116,10 +123,13 @@ class Reader:
             chars_left -= _chars(record)
             if record.error is not None:
                 batch.decided.append((record, _rejected("source", self.source.name, record.error)))
+                self._count_leading_rejection()
                 continue
             if (rejection := self._transform(record)) is not None:
                 batch.decided.append((record, rejection))
+                self._count_leading_rejection()
                 continue
+            self._passed_any = True
             if key_field is not None:
                 value = record.data.get(key_field)
                 record.key = None if value is None else str(value)
@@ -127,6 +137,10 @@ class Reader:
         if self._seen is not None:
             self._dedupe_and_resume(batch)
         return batch
+
+    def _count_leading_rejection(self) -> None:
+        if not self._passed_any:
+            self._leading_rejections += 1
 
     def _transform(self, record: Record) -> Result | None:
         """Apply the transforms to ``record``; return its rejection, if one refused it."""

@@ -123,6 +123,12 @@ class RunSettings(_Model):
     min_records_for_failure_rate: Annotated[
         int, pydantic.Field(ge=1, description="Records with an outcome before max_failure_rate is checked.")
     ] = 1000
+    stop_if_first_rejected: Annotated[int, pydantic.Field(ge=1)] | None = pydantic.Field(
+        1000,
+        description="Stop the run (exit code 1) when this many first records were all rejected before sending "
+        "(unreadable, or refused by a transform): the config does not fit the input, and the rest would be "
+        "rejected too. null turns it off.",
+    )
     retry: RetrySettings = RetrySettings()
     rate: RateSettings = RateSettings()
 

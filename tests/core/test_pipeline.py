@@ -470,3 +470,28 @@ async def test_a_rate_limit_answered_with_503_and_retry_after_is_no_outage(tmp_p
     assert result.report["requests"]["outages"] == 0
     assert result.report["requests"]["pauses"] >= 1
     assert not [e for e in logs if e["event"].startswith("outage")]
+
+
+# -- a config that does not fit the input ------------------------------------------------
+
+
+async def test_a_run_whose_first_records_are_all_rejected_stops(tmp_path):
+    with capture_logs() as logs:
+        result = await run(tmp_path, 5000, bad_every=1, run={"stop_if_first_rejected": 100, "batch_size": 10})
+    assert result.exit_code == 1
+    assert "run.stop_if_first_rejected" in result.report["aborted"]
+    records = result.report["records"]
+    assert records["rejected"] >= 100 and records["ok"] == 0 and records["read"] < 5000
+    assert [e["records"] for e in logs if e["event"] == "all_rejected"] == [100]
+    assert ScriptedSink.sent == []
+
+
+async def test_records_that_are_not_all_rejected_keep_the_run_going(tmp_path):
+    # Half the records are rejected by a transform, half are sent: the config fits.
+    result = await run(tmp_path, 500, transforms=("reject_odd",), run={"stop_if_first_rejected": 10})
+    assert result.report["aborted"] is None and result.report["records"]["rejected"] == 250
+
+
+async def test_the_guard_can_be_turned_off(tmp_path):
+    result = await run(tmp_path, 1500, bad_every=1, run={"stop_if_first_rejected": None})
+    assert result.report["aborted"] is None and result.report["records"]["rejected"] == 1500
