@@ -203,7 +203,7 @@ def sandbox() -> Iterator[Callable[..., Sandbox]]:
 
 def test_kill_9_three_times_then_finish(tmp_path, sandbox):
     """kill -9 at ~20%, ~50% and ~80%: nothing is lost, each crash re-sends at most the in-flight rows."""
-    n, workers = 8_000, 16
+    n, workers = 4_000, 16
     server = sandbox(latency=0.005)
     rows = [row(i, email="not-an-email" if i % 1000 == 999 else None) for i in range(n)]
     valid = [r for r in rows if "@" in r["email"]]
