@@ -91,8 +91,10 @@ class RunFiles:
         model = self._config.model
         if model.key is None or not model.state.enabled:
             return None
-        if self._dry_run and not os.path.exists(self.state_path):
-            return None  # a dry run reads earlier checkpoints but never creates them
+        if self._dry_run and (self._fresh or not os.path.exists(self.state_path)):
+            # A dry run reads earlier checkpoints but never creates or forgets them; with
+            # --fresh it shows what a fresh run would send: every record.
+            return None
         try:
             state = StateStore(self.state_path, model.pipeline, self._run_id, read_only=self._dry_run)
         except StateError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Self
 
@@ -192,7 +193,8 @@ class CsvSource(Source):
         try:
             open_regular_file(self.options.path).close()
         except FileNotFoundError:
-            raise ConfigError("file not found", path="source.path") from None
+            where = "" if os.path.isabs(self.options.path) else f" (a relative path is read from the current directory, {os.getcwd()})"
+            raise ConfigError(f"file not found{where}", path="source.path") from None
         except NotRegularFileError as exc:
             raise ConfigError(f"is {exc.strerror}, not a regular file", path="source.path") from None
         except PermissionError:

@@ -132,7 +132,7 @@ def reset_sink():
     ScriptedSink.delay = 0.0
 
 
-async def run(tmp_path, n=10, *, run=None, transforms=(), bad_every=0, dry_run=False, workers=None, pm=None):
+async def run(tmp_path, n=10, *, run=None, transforms=(), bad_every=0, dry_run=False, workers=None, pm=None, fresh=False):
     pm = pm or make_plugin_manager(extra_plugins=(Plugin(),))
     data = {
         "pipeline": "test",
@@ -144,7 +144,7 @@ async def run(tmp_path, n=10, *, run=None, transforms=(), bad_every=0, dry_run=F
         "run": {"workers": 4, **(run or {})},
     }
     config = parse_config(data, {}, Registry(pm), env={}, source="<test>")
-    return await run_pipeline(config, pm, RunOptions(dry_run=dry_run, workers=workers, handle_signals=False))
+    return await run_pipeline(config, pm, RunOptions(dry_run=dry_run, workers=workers, handle_signals=False, fresh=fresh))
 
 
 def rejects(tmp_path):
@@ -495,3 +495,13 @@ async def test_records_that_are_not_all_rejected_keep_the_run_going(tmp_path):
 async def test_the_guard_can_be_turned_off(tmp_path):
     result = await run(tmp_path, 1500, bad_every=1, run={"stop_if_first_rejected": None})
     assert result.report["aborted"] is None and result.report["records"]["rejected"] == 1500
+
+
+async def test_a_dry_run_after_a_real_run_shows_what_is_left_and_with_fresh_everything(tmp_path):
+    assert (await run(tmp_path, 20)).report["records"]["ok"] == 20
+    resumed = await run(tmp_path, 20, dry_run=True)
+    assert resumed.report["records"]["skipped"] == 20 and resumed.report["records"]["ok"] == 0
+    fresh = await run(tmp_path, 20, dry_run=True, fresh=True)
+    assert fresh.report["records"]["ok"] == 20 and fresh.report["records"]["skipped"] == 0
+    # The checkpoints are untouched: a real run still skips every record.
+    assert (await run(tmp_path, 20)).report["records"]["skipped"] == 20

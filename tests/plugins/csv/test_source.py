@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -100,6 +101,13 @@ def test_check_messages_do_not_quote_the_path(tmp_path):
     with pytest.raises(ConfigError) as info:
         source(missing).check()
     assert str(info.value) == "source.path: file not found"
+
+
+def test_a_relative_path_that_is_not_found_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        source(Path("data/contacts.csv")).check()
+    assert info.value.message == f"file not found (a relative path is read from the current directory, {tmp_path})"
 
 
 # -- progress -----------------------------------------------------------------------------
