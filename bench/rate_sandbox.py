@@ -27,6 +27,7 @@ the most that cell can show on this machine.
     .venv/bin/python bench/rate_sandbox.py            # every cell, both clients (about 16 minutes on 2 cores)
     .venv/bin/python bench/rate_sandbox.py --quick    # three short cells: a smoke check
     .venv/bin/python bench/rate_sandbox.py --no-naive --json results.json
+    .venv/bin/python bench/rate_sandbox.py --only '4 workers' --no-naive   # one cell
 """
 
 from __future__ import annotations
@@ -227,12 +228,17 @@ def row(result: dict[str, Any]) -> str:
     )
 
 
-def measure(*, quick: bool = False, naive: bool = True, echo: bool = False) -> list[dict[str, Any]]:
-    """Run every cell (``quick``: three short ones); with ``echo`` print each row as it comes."""
+def measure(
+    *, quick: bool = False, naive: bool = True, echo: bool = False, only: str | None = None
+) -> list[dict[str, Any]]:
+    """Run every cell (``quick``: three short ones; ``only``: those whose label holds it);
+    with ``echo`` print each row as it comes."""
     results: list[dict[str, Any]] = []
     if echo:
         print(HEADER, flush=True)
     for item in QUICK_CELLS if quick else CELLS:
+        if only is not None and only not in item.cell.label():
+            continue
         for result in measure_one(item, naive=naive):
             results.append(result)
             if echo:
@@ -259,8 +265,9 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--no-naive", action="store_true", help="skip the naive client")
+    p.add_argument("--only", metavar="TEXT", help="run only the cells whose label contains TEXT, e.g. '4 workers'")
     args = p.parse_args(argv)
-    results = measure(quick=args.quick, naive=not args.no_naive, echo=True)
+    results = measure(quick=args.quick, naive=not args.no_naive, echo=True, only=args.only)
     if note := footnote(results):
         print(f"\n{note}")
     c.save_json(args.json, results)

@@ -470,7 +470,7 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
 
 def test_a_second_run_starts_at_the_remembered_quota(tmp_path, start_sandbox):
     sandbox = start_sandbox(rate_limit=100, burst=10, retry_after="seconds")
-    first = run_shipped(tmp_path, sandbox, [contact_row(i) for i in range(400)], "--workers", "16")
+    first = run_shipped(tmp_path, sandbox, [contact_row(i) for i in range(600)], "--workers", "16")
     assert first.returncode == 0, first.stderr
     learnt = read_report(tmp_path / SHIPPED_OUT)
     assert learnt["quota"]["remembered"] is False and learnt["requests"]["throttle_events"] >= 1
@@ -479,12 +479,12 @@ def test_a_second_run_starts_at_the_remembered_quota(tmp_path, start_sandbox):
     # The same pipeline and destination again, on other rows: it starts just under the
     # quota the first run measured, and needs no throttle to learn it.
     sandbox.reset_stats()
-    second = run_shipped(tmp_path, sandbox, [contact_row(i) for i in range(400, 800)], "--workers", "16")
+    second = run_shipped(tmp_path, sandbox, [contact_row(i) for i in range(600, 1200)], "--workers", "16")
     assert second.returncode == 0, second.stderr
     report = read_report(tmp_path / SHIPPED_OUT)
     assert report["quota"]["remembered"] is True
     assert report["requests"]["throttle_events"] == 0 and report["requests"]["throttled"] == 0
-    assert sandbox.stats()["by_status"] == {"200": 400}
+    assert sandbox.stats()["by_status"] == {"200": 600}
     remembered = [e for e in json_logs(second.stdout) if e["event"] == "quota_remembered"]
     # As measured, or lower when the first run was too short to prove it.
     assert len(remembered) == 1 and 0.96 * learnt["quota"]["rate_per_s"] <= remembered[0]["rate"] <= learnt["quota"]["rate_per_s"]
