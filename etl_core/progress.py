@@ -70,7 +70,8 @@ class ProgressBar:
         if snapshot["outage_s"] > 0:
             status += f"  [bold red]destination down for {snapshot['outage_s']:.0f} s: probing[/]"
         elif snapshot["paused_s"] > 0:
-            status += f"  [bold magenta]paused: rate limited for {snapshot['paused_s']:.0f} s[/]"
+            # A Retry-After of 1 s is mostly under a second left: whole seconds would read "0 s".
+            status += f"  [bold magenta]paused: rate limited, {snapshot['paused_s']:.1f} s left[/]"
         progress = snapshot["progress"]
         self._progress.update(self._task, completed=progress["done"], total=progress["total"], rows=rows, status=status)
         self._progress.refresh()

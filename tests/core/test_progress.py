@@ -33,7 +33,7 @@ def draw(**state: float) -> str:
     ("state", "shown", "hidden"),
     [
         ({}, "ok 20", "paused"),
-        ({"paused_s": 3.0}, "paused: rate limited for 3 s", "destination down"),
+        ({"paused_s": 0.4}, "paused: rate limited, 0.4 s left", "destination down"),
         ({"outage_s": 12.4, "paused_s": 3.0}, "destination down for 12 s: probing", "paused"),
     ],
     ids=["sending", "paused", "outage"],
