@@ -195,15 +195,12 @@ class Delivery:
             sent_at = trio.current_time()
             attempts += 1
             self._attempts += 1
-            answered = False
             try:
                 try:
                     sent = await self.sink.send(record)
                 finally:
                     self.concurrency.on_answer(trio.current_time() - sent_at)
-                answered = True
             except ThrottledError as exc:
-                answered = True
                 self._count_status(exc.status)
                 self._throttled += 1
                 delay = exc.retry_after if exc.retry_after is None else min(exc.retry_after, retry.retry_after_max)
@@ -232,7 +229,6 @@ class Delivery:
                 else:
                     self._log_retry(record, exc, attempts, delay)
             except TransientError as exc:
-                answered = True
                 self._count_status(exc.status)
                 if self._outage(record, exc, sent_at, probe, None):
                     attempts -= 1
@@ -241,15 +237,20 @@ class Delivery:
                     return give_up
                 await self._backoff(record, exc, attempts)
             except RecordError as exc:
-                answered = True
                 self._count_status(exc.status)
                 self.breaker.on_alive(probe=probe)
                 return self._failure(exc, attempts)
             except FatalError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a sink bug: fail this record, keep the run going
+                if probe:
+                    self.breaker.abandon_probe()
                 self._log.exception("sink_error", key=record.key, line=record.line)
                 return self._failure(TransientError(f"unexpected error: {type(exc).__name__}: {exc}"), attempts)
+            except BaseException:  # cancelled (a signal, the drain deadline): let another probe go
+                if probe:
+                    self.breaker.abandon_probe()
+                raise
             else:
                 status = sent.status if sent is not None else None
                 self._count_status(status)
@@ -259,9 +260,6 @@ class Delivery:
                 if sent is not None and sent.rate_limit is not None:
                     self._honour_rate_limit_headers(sent.rate_limit)
                 return Result(Outcome.OK, "sink", self.sink.name, status=status, attempts=attempts)
-            finally:
-                if probe and not answered:
-                    self.breaker.abandon_probe()
 
     def _outage(self, record: Record, exc: TransientError, sent_at: float, probe: bool, retry_after: float | None) -> bool:
         """Tell the breaker of a failure; True if it is the outage's (not charged to the record)."""

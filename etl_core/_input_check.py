@@ -11,15 +11,33 @@ input has, the closest of them, and the delimiter the header suggests.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 from ._spelling import closest
-from .base import Source, Transform
+from .base import Sink, Source, Transform
+
+if TYPE_CHECKING:
+    from .config import PipelineConfig
 
 #: Records read to check the input.
 SAMPLE_SIZE = 1000
 #: Delimiters a header of one field may really be split by.
 _OTHER_DELIMITERS = (";", "\t", "|", ",")
+
+
+def check_before_sending(config: PipelineConfig, source: Source, transforms: Sequence[Transform], sink: Sink) -> None:
+    """Run every plugin's ``check()``, then the input check (``etl validate``, and a run before it starts).
+
+    Raises:
+        ConfigError: The first problem, with the config file and the line of its key.
+    """
+    try:
+        for plugin in (source, *transforms, sink):
+            plugin.check()
+        check_input(source, transforms)
+    except ConfigError as exc:
+        raise config.locate(exc) from None
 
 
 def check_input(source: Source, transforms: Sequence[Transform], *, sample_size: int = SAMPLE_SIZE) -> None:

@@ -74,8 +74,8 @@ class Reader:
         self._refilling = False
         self._refilled = trio.lowlevel.ParkingLot()
         self._end_of_input = False
-        # Records rejected before the first that passed (run.stop_if_first_rejected).
-        self._leading_rejections = 0
+        # Until a record passes the source and the transforms, every record read was
+        # rejected (run.stop_if_first_rejected).
         self._passed_any = False
 
     # -- the reading task ----------------------------------------------------------
@@ -92,7 +92,7 @@ class Reader:
                     for record, result in batch.decided:
                         self._ledger.record(record, result)
                     first = self._settings.stop_if_first_rejected
-                    if first is not None and not self._passed_any and self._leading_rejections >= first:
+                    if first is not None and not self._passed_any and self._ledger.counts.read >= first:
                         self._ledger.stop_for_rejections(first)  # the config does not fit the input
                         return
                     if not batch.read:
@@ -123,11 +123,9 @@ class Reader:
             chars_left -= _chars(record)
             if record.error is not None:
                 batch.decided.append((record, _rejected("source", self.source.name, record.error)))
-                self._count_leading_rejection()
                 continue
             if (rejection := self._transform(record)) is not None:
                 batch.decided.append((record, rejection))
-                self._count_leading_rejection()
                 continue
             self._passed_any = True
             if key_field is not None:
@@ -137,10 +135,6 @@ class Reader:
         if self._seen is not None:
             self._dedupe_and_resume(batch)
         return batch
-
-    def _count_leading_rejection(self) -> None:
-        if not self._passed_any:
-            self._leading_rejections += 1
 
     def _transform(self, record: Record) -> Result | None:
         """Apply the transforms to ``record``; return its rejection, if one refused it."""

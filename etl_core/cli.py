@@ -232,17 +232,11 @@ def _sandbox_sink_class(path: str, pm: PluginManager) -> Any:
 
 
 def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
-    from ._input_check import check_input
+    from ._input_check import check_before_sending
 
     config = _load(args, pm)
-    source = config.source[0](config.source[1])
     transforms = [cls(options) for cls, options in config.transforms]
-    try:
-        for plugin in (source, *transforms, config.sink[0](config.sink[1])):
-            plugin.check()
-        check_input(source, transforms)
-    except ConfigError as exc:
-        raise config.locate(exc) from None
+    check_before_sending(config, config.source[0](config.source[1]), transforms, config.sink[0](config.sink[1]))
     model = config.model
     print(
         f"{args.config}: valid. pipeline {model.pipeline!r}: source {model.source.type!r}, "

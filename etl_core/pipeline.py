@@ -26,9 +26,9 @@ import structlog
 import trio
 
 from ._delivery import Delivery
-from ._errors import ConfigError, FatalError, PluginError
+from ._errors import FatalError, PluginError
 from ._files import RunFiles
-from ._input_check import check_input
+from ._input_check import check_before_sending
 from ._ledger import Ledger
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
@@ -180,12 +180,7 @@ class _Run:
     # -- the run -------------------------------------------------------------------
 
     async def run(self) -> RunResult:
-        try:
-            for plugin in (self.source, *self.transforms, self.sink):
-                plugin.check()
-            check_input(self.source, self.transforms)  # a wrong file: nothing is sent
-        except ConfigError as exc:
-            raise self.config.locate(exc) from None
+        check_before_sending(self.config, self.source, self.transforms, self.sink)  # a wrong file: nothing is sent
         # Before anything is logged, written or sent: a second run at once changes nothing.
         self.files.take_lease()
         try:

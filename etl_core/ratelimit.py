@@ -339,9 +339,10 @@ class AdaptiveRateLimiter:
         first = self.quota_rate is None
         self._learnt(rate, burst, now=now, overstated=overstated)
         self._lower_bound_only = first and upper is not None and upper > rate
-        if self._lower_bound_only and upper is not None:
-            # Probe once the rate it may leave unused has paid for the pause a probe costs.
-            unused = 1.0 - rate / upper
+        if self._lower_bound_only:
+            # Probe once the rate it may leave unused (up to the pace the bucket drained
+            # at) has paid for the pause a probe costs.
+            unused = 1.0 - rate / (upper or rate)
             wait = max(self.tuning.probe_after_lower_bound, self._last_pause / unused)
             self._next_probe = min(self._next_probe, self._active(now) + wait)
         return True

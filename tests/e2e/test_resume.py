@@ -345,6 +345,32 @@ def test_an_outage_longer_than_max_outage_leaves_the_rest_for_the_rerun(tmp_path
     check_final_values(server, rows)
 
 
+def test_ctrl_c_during_an_outage_stops_at_once_and_the_rerun_sends_the_rest(tmp_path, sandbox):
+    """Records waiting out an outage are not in flight: Ctrl-C stops them at once, however
+    long the drain deadline, and they stay not_processed for the rerun."""
+    n = 1_000
+    server = sandbox(latency=0.02)
+    rows = [row(i) for i in range(n)]
+    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16, run_extra="drain_timeout: 300")
+
+    proc = job.start()
+    wait_for_applied(server, 200, proc)
+    server.settings.outage = True
+    wait_until(lambda: '"outage_started"' in job.log_text(), what="the outage breaker opening")
+    proc.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    assert job.finish(proc, timeout=120) == 130, job.log_text()[-3000:]
+    assert time.monotonic() - signalled < 60  # not the 300 s drain deadline
+    records = job.report()["records"]
+    assert records["failed"] == 0 and records["ok"] >= 200 and records["ok"] + records["not_processed"] == n
+
+    server.settings.outage = False
+    assert job.run() == 0, job.log_text()[-3000:]
+    assert job.report()["records"]["ok"] == records["not_processed"]
+    updates = server.stats()["updates"]
+    assert len(updates) == n and set(updates.values()) == {1}
+
+
 def test_random_errors_and_dropped_connections_lose_nothing(tmp_path, sandbox):
     n = 2_000
     server = sandbox(error_rate=0.05, drop_rate=0.02, random_seed=7)
