@@ -50,6 +50,11 @@ class Cell:
         retry_after: How a throttle says when to come back.
         latency: Seconds the destination takes per request.
         jitter: Up to this many seconds more, at random.
+        blur: Up to this many seconds, at random, between a request's send stamp and its
+            arrival (the client's scheduling, the wire), so that no client sees the
+            destination's clock exactly.
+        connect: Up to this many seconds more for a request that opens a new connection
+            (sent while more requests are in flight than ever before).
         workers: Concurrent sends (``run.workers``), or 0 for ``auto``.
         rows: Records to send.
         moves: ``(seconds, rate)`` changes of the quota's rate.
@@ -66,6 +71,8 @@ class Cell:
     retry_after: RetryAfterForm = "seconds"
     latency: float = 0.02
     jitter: float = 0.0
+    blur: float = 0.003
+    connect: float = 0.02
     workers: int = 32
     rows: int = 2000
     moves: tuple[tuple[float, float], ...] = ()
@@ -82,7 +89,7 @@ class Cell:
 
     @property
     def mean_latency(self) -> float:
-        return self.latency + self.jitter / 2 + 2 * _WIRE
+        return self.latency + self.jitter / 2 + self.blur / 2 + 2 * _WIRE
 
     def label(self) -> str:
         shape = {
@@ -242,6 +249,7 @@ class SimulatedSink(Sink):
         self._rng = random.Random(destination.cell.seed)
         self._start = trio.current_time()
         self._concurrency = 0
+        self._connections = 0
 
     async def send(self, record: Record) -> SendResult:
         cell = self.destination.cell
@@ -249,13 +257,18 @@ class SimulatedSink(Sink):
         outcome.requests += 1
         self._concurrency += 1
         outcome.peak_concurrency = max(outcome.peak_concurrency, self._concurrency)
-        # One sleep per request: the destination decides as the request arrives (one wire
-        # trip from now) and counts it in flight until its answer leaves.
-        now = trio.current_time() - self._start + _WIRE
+        # The destination decides as the request arrives (a wire trip, and the blur, from
+        # now) and counts it in flight until its answer leaves.
+        delay = _WIRE + self._rng.uniform(0, cell.blur)
+        if self._concurrency > self._connections:
+            self._connections = self._concurrency
+            delay += self._rng.uniform(0, cell.connect)
         handling = cell.latency + (self._rng.uniform(0, cell.jitter) if cell.jitter else 0.0)
-        wait = self.destination.arrive(now, leaves_at=now + handling)
         try:
-            await trio.sleep(2 * _WIRE + handling)
+            await trio.sleep(delay)
+            now = trio.current_time() - self._start
+            wait = self.destination.arrive(now, leaves_at=now + handling)
+            await trio.sleep(handling + _WIRE)
         finally:
             self._concurrency -= 1
         if wait is not None:
@@ -360,64 +373,98 @@ class Shortfall:
     floor: float
     why: str
     throttled: float | None = None  # the most throttled requests it needs, as a share, if above the goal
+    events: int | None = None  # the most throttle events it needs, if more than one a minute after learning
 
 
-_RAMP = Shortfall(0.88, "the search for the rate starts at twice the first wave per second: with a burst of 1 that is 2/s")
-_ECHO = Shortfall(0.8, "slow start at 100 ms: the first wave is not all sent at once, which blurs the burst, so the rate is measured low")
-_PROBES = Shortfall(0.94, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate")
-_MOVES = Shortfall(0.7, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it")
+_STRICT = (
+    "a strict spacing (burst 1) with 3 ms of blur in arrival times: requests sent 1/R apart arrive closer, so no "
+    "client holds much more than R / (1 + R x blur) (0.77 R at 100/s); the limiter takes the throttles this blur "
+    "causes while holding for a quota that moved, and probes every 5 s"
+)
+_BLURRED_WAVE = (
+    "connection set-up blurs the first wave's send times, so the burst it shows is a request or more off and the "
+    "first hold is a few per cent under the rate until a probe"
+)
 
 #: The acceptance matrix: quota shapes, sizes, latencies and worker counts (0: auto),
 #: each with the shortfall that explains it when it misses its goal.
 MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     # The cases a new user met, against an independent server.
-    (Cell(rate=100, burst=20, workers=4), Shortfall(0.9, "four workers take 0.2 s to run the bucket dry: the burst is known to a request, so the first hold is 3-4 % low")),
-    (Cell(rate=100, burst=20, workers=16), Shortfall(0.92, "the first hold is 2-4 % under the rate: the burst from the first wave may be a request off")),
+    (
+        Cell(rate=100, burst=20, workers=4),
+        Shortfall(
+            0.85,
+            "four workers take 0.25 s to run the bucket dry, so the first wave cannot tell the burst from the rate: "
+            "the first hold is a lower bound until a probe 2 s later",
+        ),
+    ),
+    (Cell(rate=100, burst=20, workers=16), Shortfall(0.92, _BLURRED_WAVE)),
     (Cell(rate=100, burst=20, workers=16, retry_after="http-date"), None),
-    (Cell(rate=100, burst=1, workers=32), _RAMP),
-    (Cell(rate=500, burst=50, workers=128, rows=10_000), None),
+    (Cell(rate=100, burst=1, workers=32), Shortfall(0.54, _STRICT)),
+    (
+        Cell(rate=500, burst=50, workers=128, rows=10_000),
+        Shortfall(
+            0.92, "the 128 requests in flight when the first wave runs the bucket dry are 1.3 % of the run", throttled=0.015
+        ),
+    ),
     (Cell(rate=100, burst=20, workers=32, retry_after="none"), None),
     (Cell(rate=100, burst=20, workers=32, retry_after="milliseconds"), None),
     (Cell(rate=100, burst=20, workers=32, retry_after="fractional"), None),
     (Cell(rate=100, burst=1000, workers=32, rows=10_000), None),
     # R in {10, 100, 500, 2,000}; burst 1, 0.1 s, 1 s, 10 s of R; auto workers.
-    (Cell(rate=10, burst=1, workers=0), None),
+    (Cell(rate=10, burst=1, workers=0), Shortfall(0.79, _STRICT)),
+    (Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05), None),
+    (Cell(rate=100, burst=10, workers=0), Shortfall(0.83, _BLURRED_WAVE + " (9 % under it here, and the probe comes after 25 s)")),
     (
-        Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05),
-        Shortfall(0.92, "50 ms of jitter at 10/s: a first wave of 64 is 54 echoes, and the measurement is a little low"),
+        Cell(rate=100, burst=100, workers=0, latency=0.1),
+        Shortfall(
+            0.92,
+            "slow start at 100 ms opens slots until the 100-request bucket runs dry: the requests in flight then "
+            "are answered 429, 10 % of a 2,000-row run",
+            throttled=0.11,
+        ),
     ),
-    (
-        Cell(rate=100, burst=10, workers=0),
-        Shortfall(0.92, "auto opens 64 slots before the quota is known: the first wave's 429s are retried after jittered backoffs, 0.94-0.97 of the best"),
-    ),
-    (Cell(rate=100, burst=100, workers=0, latency=0.1), _ECHO),
-    (Cell(rate=500, burst=5000, workers=0), Shortfall(0.75, "2,000 rows fit in the burst: the run is the slow start of the concurrency")),
+    (Cell(rate=500, burst=5000, workers=0), Shortfall(0.66, "2,000 rows fit in the burst: the run is the slow start of the concurrency")),
     (
         Cell(rate=500, burst=50, workers=0, latency=0.1, jitter=0.05),
         Shortfall(
-            0.3,
+            0.46,
             "auto concurrency starts at 64, which carries 512/s at 125 ms: the first wave is not sent at once, its "
             "burst is overstated, the rate understated, and the hold throttles again and again",
-            throttled=0.25,
+            throttled=0.11,
         ),
     ),
-    (Cell(rate=2000, burst=200, workers=0, rows=20_000), _PROBES),
+    (
+        Cell(rate=2000, burst=200, workers=0, rows=20_000),
+        Shortfall(
+            0.82,
+            "a 10-second run: two 1 s learning pauses are a fifth of it, and the blurred first wave (436 successes "
+            "for a burst of 200) puts the first hold 15 % under the rate; its requests in flight are 1.1 % of the run",
+            throttled=0.015,
+        ),
+    ),
     # Too few workers to reach R, and many more than needed.
     (Cell(rate=500, burst=50, workers=5), None),
-    (Cell(rate=100, burst=10, workers=256), None),
+    (Cell(rate=100, burst=10, workers=256), Shortfall(0.85, _BLURRED_WAVE + " (10 % under it here)")),
     # Other shapes: a penalty for hammering, a concurrency cap, windows, 503 overload.
-    (Cell(rate=100, burst=10, workers=32, penalty=1.0), Shortfall(0.9, "a 1 s penalty on top of each learning pause")),
+    (Cell(rate=100, burst=10, workers=32, penalty=1.0), Shortfall(0.88, "a 1 s penalty on top of the first learning pause")),
     (
         Cell(rate=100, burst=10, workers=0, shape="in_flight", max_in_flight=4, retry_after="none"),
         Shortfall(0.6, "a cap on requests in flight looks like a rate to the limiter: it holds the rate it measured"),
     ),
     (Cell(rate=100, shape="fixed_window", window=60, workers=0, rows=20_000), None),
     (Cell(rate=100, shape="sliding_window", window=10, workers=32, rows=20_000), None),
-    (Cell(rate=100, burst=10, workers=32, status=503), None),
+    (Cell(rate=100, burst=10, workers=32, status=503), Shortfall(0.9, _BLURRED_WAVE)),
     # Long runs, and a quota that halves and doubles.
-    (Cell(rate=100, burst=10, workers=0, rows=20_000), _PROBES),
-    (Cell(rate=100, burst=1, workers=32, rows=20_000), _PROBES),
-    (Cell(rate=200, burst=20, workers=64, rows=12_000, moves=((20, 100), (40, 200))), _MOVES),
+    (
+        Cell(rate=100, burst=10, workers=0, rows=20_000),
+        Shortfall(0.91, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate"),
+    ),
+    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.62, _STRICT, events=45)),
+    (
+        Cell(rate=200, burst=20, workers=64, rows=12_000, moves=((20, 100), (40, 200))),
+        Shortfall(0.7, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),
+    ),
 )
 
 
