@@ -213,7 +213,7 @@ class Delivery:
                     # which the breaker and the retry budget handle; slowing first
                     # attempts would only make the run crawl.
                     holding = self.limiter.statistics().holding
-                    if self.limiter.on_throttle(sent_at, delay):
+                    if self.limiter.on_throttle(sent_at if exc.sent_at is None else exc.sent_at, delay):
                         self.concurrency.on_throttle(holding)
                     # The budget pays once per rate-limit event: requests already in flight
                     # when the pool reacted (e.g. a first wave of 256) are its echo.
@@ -256,7 +256,7 @@ class Delivery:
                 self._count_status(status)
                 self.breaker.on_alive(probe=probe)
                 self.budget.refund()
-                self.limiter.on_success(sent_at)
+                self.limiter.on_success(sent_at if sent is None or sent.sent_at is None else sent.sent_at)
                 if sent is not None and sent.rate_limit is not None:
                     self._honour_rate_limit_headers(sent.rate_limit)
                 return Result(Outcome.OK, "sink", self.sink.name, status=status, attempts=attempts)

@@ -105,6 +105,8 @@ class ThrottledError(TransientError):
     Args:
         retry_after: Seconds to wait before the next request, from ``Retry-After``
             (already clamped and converted from the HTTP-date form), or ``None``.
+        sent_at: When the throttled request actually left (``trio.current_time()``),
+            if the sink knows it (see :attr:`etl_core.SendResult.sent_at`).
     """
 
     def __init__(
@@ -114,6 +116,8 @@ class ThrottledError(TransientError):
         retry_after: float | None = None,
         status: int | None = None,
         detail: str | None = None,
+        sent_at: float | None = None,
     ) -> None:
         super().__init__(reason, status=status, detail=detail)
         self.retry_after = retry_after
+        self.sent_at = sent_at

@@ -81,10 +81,14 @@ class SendResult:
     Attributes:
         status: The protocol status (e.g. HTTP 200 or 204), if any.
         rate_limit: Rate-limit headers the server sent, for the adaptive limiter.
+        sent_at: When the request actually left (``trio.current_time()``), if the sink
+            knows it later than the call to ``send`` (after a token refresh or a new
+            connection); the rate limiter measures the destination's quota from it.
     """
 
     status: int | None = None
     rate_limit: RateLimitHint | None = None
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(slots=True, frozen=True)

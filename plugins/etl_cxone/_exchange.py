@@ -51,6 +51,8 @@ class Answer:
         headers: The headers.
         body: The body, decoded from its content coding; empty when ``unreadable``.
         unreadable: Why the body could not be decoded, or ``""``.
+        sent_at: When the request's headers started on the wire (``trio.current_time()``),
+            after any wait for a connection; None when the transport does not say.
     """
 
     status: int
@@ -58,6 +60,7 @@ class Answer:
     headers: httpx.Headers
     body: bytes
     unreadable: str = ""
+    sent_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -98,6 +101,16 @@ async def exchange(
         FatalError: The server's certificate could not be verified.
         EtlError: ``oversize``, when the body is larger than ``limits.max_bytes``.
     """
+    sent_at: float | None = None
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        # The moment the request leaves, not the moment it was handed over: opening a
+        # connection can take longer than a rate limit's spacing.
+        nonlocal sent_at
+        if event.endswith("send_request_headers.started"):
+            sent_at = trio.current_time()
+
+    request.extensions = {**request.extensions, "trace": trace}
     with trio.move_on_after(limits.deadline):
         try:
             response = await client.send(request, stream=True)
@@ -108,7 +121,7 @@ async def exchange(
                     await response.aclose()
         except httpx.TransportError as exc:
             raise _transport_error(exc, request, what) from None
-        return Answer(response.status_code, response.reason_phrase, response.headers, body, unreadable)
+        return Answer(response.status_code, response.reason_phrase, response.headers, body, unreadable, sent_at)
     raise TransientError(f"{what}no complete answer within {limits.deadline:g} s (request_timeout)")
 
 

@@ -346,14 +346,16 @@ class CxoneSink(Sink):
         answer, token = await self._authorized(url, content)
         status = answer.status
         if 200 <= status < 300:
-            return SendResult(status=status, rate_limit=parse_rate_limit(answer.headers))
+            return SendResult(status=status, rate_limit=parse_rate_limit(answer.headers), sent_at=answer.sent_at)
         headers = answer.headers
         detail = _detail(answer, (token, self.options.client_secret.get_secret_value()))
         if status in _THROTTLED:
             # Clamped by the runner (run.retry.retry_after_max), the same for every sink.
             retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"), maximum=math.inf)
             phrase = "too many requests" if status == 429 else "service unavailable"
-            raise ThrottledError(f"HTTP {status}: {phrase}", retry_after=retry_after, status=status, detail=detail)
+            raise ThrottledError(
+                f"HTTP {status}: {phrase}", retry_after=retry_after, status=status, detail=detail, sent_at=answer.sent_at
+            )
         if status >= 500:
             raise TransientError(f"HTTP {status}: server error", status=status, detail=detail)
         if status == 404 and self._missing is not None:

@@ -8,6 +8,7 @@ from etl_core import Outcome, PermanentError, Record, SendResult, ThrottledError
 from etl_core._delivery import Delivery
 from etl_core.config import RunSettings
 from etl_core.pipeline import make_limiter
+from etl_core.ratelimit import RateLimiterStatistics
 from etl_core.testing import RecordingSink
 
 
@@ -79,3 +80,44 @@ async def test_a_dry_run_describes_instead_of_sending(autojump_clock):
     settings = RunSettings()
     result = await Delivery(sink, settings, limiter=make_limiter(settings), dry_run=True).deliver(record("a"))
     assert result.outcome is Outcome.DRY_RUN and result.attempts == 0 and sink.attempts == {}
+
+
+class SendTimes:
+    """A rate limiter that only records the send times Delivery reports to it."""
+
+    rate = None
+
+    def __init__(self) -> None:
+        self.successes: list[float] = []
+        self.throttles: list[float] = []
+
+    async def acquire(self) -> None:
+        pass
+
+    def on_success(self, sent_at: float) -> None:
+        self.successes.append(sent_at)
+
+    def on_throttle(self, sent_at: float, retry_after: float | None) -> bool:
+        self.throttles.append(sent_at)
+        return False
+
+    def statistics(self) -> RateLimiterStatistics:
+        return RateLimiterStatistics(rate=None, throttle_events=0)
+
+
+async def test_the_limiter_learns_when_the_sink_says_a_request_left(autojump_clock):
+    # A request may leave well after send() was called (a token, a new connection): the
+    # quota is measured from when it left, when the sink knows it.
+    sink = RecordingSink(
+        failures={
+            "a": [ThrottledError("slow down", status=429, retry_after=1.0, sent_at=7.0), SendResult(status=200, sent_at=9.0)],
+            "b": [SendResult(status=200)],
+        }
+    )
+    limiter = SendTimes()
+    send = Delivery(sink, RunSettings.model_validate({"workers": 8}), limiter=limiter)
+    await send.deliver(record("a"))
+    handed_over = trio.current_time()
+    await send.deliver(record("b", 2))
+    assert limiter.throttles == [7.0]
+    assert limiter.successes[0] == 9.0 and limiter.successes[1] == handed_over

@@ -23,7 +23,6 @@ from etl_core import (
     Record,
     RecordRejected,
     RunContext,
-    SendResult,
     ThrottledError,
     TransientError,
 )
@@ -118,7 +117,7 @@ async def send_all(sink: CxoneSink, records: list[Record]) -> list[Any]:
 async def test_one_token_for_many_sends(sandbox: Sandbox, tmp_path: Any) -> None:
     async with opened_sink(sandbox, tmp_path) as sink:
         results = await send_all(sink, [record(contact_id(i), firstName=f"N{i}") for i in range(40)])
-    assert all(result == SendResult(status=200) for result in results)
+    assert all(result.status == 200 for result in results)
     stats = sandbox.stats()
     assert stats["tokens_issued"] == 1
     assert stats["by_status"] == {"200": 40}
@@ -127,7 +126,7 @@ async def test_one_token_for_many_sends(sandbox: Sandbox, tmp_path: Any) -> None
 
 async def test_form_auth_method(sandbox: Sandbox, tmp_path: Any) -> None:
     async with opened_sink(sandbox, tmp_path, auth_method="form") as sink:
-        assert await sink.send(record(firstName="Ann")) == SendResult(status=200)
+        assert (await sink.send(record(firstName="Ann"))).status == 200
 
 
 async def test_token_refreshed_before_expiry_without_a_401(sandbox: Sandbox, tmp_path: Any) -> None:
@@ -160,7 +159,7 @@ async def test_short_lived_token_refresh_margin(sandbox: Sandbox, tmp_path: Any)
 async def test_401_refreshes_once_and_retries(sandbox: Sandbox, tmp_path: Any) -> None:
     async with opened_sink(sandbox, tmp_path) as sink:
         sandbox.advance_clock(3601)  # the server expires the token; the client does not know
-        assert await sink.send(record(firstName="Ann")) == SendResult(status=200)
+        assert (await sink.send(record(firstName="Ann"))).status == 200
     stats = sandbox.stats()
     assert stats["by_status"] == {"200": 1, "401": 1}
     assert stats["tokens_issued"] == 2
@@ -171,7 +170,7 @@ async def test_concurrent_401s_cause_one_refresh(sandbox: Sandbox, tmp_path: Any
     async with opened_sink(sandbox, tmp_path) as sink:
         sandbox.advance_clock(3601)
         results = await send_all(sink, [record(contact_id(i), firstName="X") for i in range(32)])
-    assert all(result == SendResult(status=200) for result in results)
+    assert all(result.status == 200 for result in results)
     stats = sandbox.stats()
     assert stats["token_requests"] == 2
     assert stats["by_status"]["200"] == 32
@@ -185,7 +184,7 @@ async def test_concurrent_sends_with_expired_token_cause_one_token_request(
         clock.now += 3601
         sandbox.advance_clock(3601)
         results = await send_all(sink, [record(contact_id(i), firstName="X") for i in range(32)])
-    assert all(result == SendResult(status=200) for result in results)
+    assert all(result.status == 200 for result in results)
     stats = sandbox.stats()
     assert stats["token_requests"] == 2
     assert stats["by_status"] == {"200": 32}
@@ -196,7 +195,7 @@ async def test_refresh_window_keeps_using_the_valid_token(sandbox: Sandbox, tmp_
     async with opened_sink(sandbox, tmp_path, clock=clock) as sink:
         clock.now += 3500  # inside the refresh window, not yet expired
         results = await send_all(sink, [record(contact_id(i), firstName="X") for i in range(32)])
-    assert all(result == SendResult(status=200) for result in results)
+    assert all(result.status == 200 for result in results)
     assert sandbox.stats()["token_requests"] == 2
 
 
@@ -398,7 +397,7 @@ async def test_dropped_connection_is_transient(sandbox: Sandbox, tmp_path: Any) 
         with pytest.raises(TransientError) as caught:
             await sink.send(record(firstName="A"))
         sandbox.settings.drop_rate = 0.0
-        assert await sink.send(record(firstName="B")) == SendResult(status=200)
+        assert (await sink.send(record(firstName="B"))).status == 200
     error = caught.value
     assert not isinstance(error, ThrottledError)
     assert error.reason == "connection error (RemoteProtocolError)"
@@ -418,7 +417,7 @@ async def test_timeout_is_transient(sandbox: Sandbox, tmp_path: Any) -> None:
 async def test_hostile_keys_stay_one_path_segment(sandbox: Sandbox, tmp_path: Any) -> None:
     async with opened_sink(sandbox, tmp_path, key_format="any") as sink:
         results = await send_all(sink, [record(key, firstName="X") for key in HOSTILE_KEYS])
-    assert results == [SendResult(status=200)] * len(HOSTILE_KEYS)
+    assert [result.status for result in results] == [200] * len(HOSTILE_KEYS)
     paths = [path for path in sandbox.stats()["paths"] if path != "/oauth/token"]
     assert len(paths) == len(HOSTILE_KEYS)
     for path in paths:
@@ -668,7 +667,7 @@ async def test_open_sandbox_yields_options_pointing_at_it(tmp_path: Any) -> None
         sink.check()
         try:
             await sink.open(context(tmp_path))
-            assert await sink.send(record(contact_id(99_999), firstName="Ann")) == SendResult(status=200)
+            assert (await sink.send(record(contact_id(99_999), firstName="Ann"))).status == 200
         finally:
             await sink.aclose()
 
@@ -685,3 +684,17 @@ def test_url_segments_are_percent_encoded_once() -> None:
     url = sink.describe(record("a b/ü%", firstName="X"))["url"]
     assert url == "https://api.example.com/api/v2/contacts/" + urllib.parse.quote("a b/ü%", safe="")
     assert url.endswith("a%20b%2F%C3%BC%25")
+
+
+async def test_the_sink_says_when_each_request_left(sandbox: Sandbox, tmp_path: Any) -> None:
+    # The rate limiter measures the quota from these times, not from when send() was called.
+    sandbox.settings.rate_limit = 1.0
+    sandbox.settings.burst = 1.0
+    async with opened_sink(sandbox, tmp_path) as sink:
+        called = trio.current_time()
+        result = await sink.send(record(firstName="A"))
+        answered = trio.current_time()
+        assert result.sent_at is not None and called < result.sent_at < answered
+        with pytest.raises(ThrottledError) as caught:
+            await sink.send(record(firstName="B"))
+        assert caught.value.sent_at is not None and answered < caught.value.sent_at < trio.current_time()
