@@ -11,14 +11,11 @@ input has, the closest of them, and the delimiter the header suggests.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
 from ._spelling import closest
 from .base import Sink, Source, Transform
-
-if TYPE_CHECKING:
-    from .config import PipelineConfig
+from .config import PipelineConfig, _dotted
 
 #: Records read to check the input.
 SAMPLE_SIZE = 1000
@@ -58,8 +55,7 @@ def check_input(source: Source, transforms: Sequence[Transform], *, sample_size:
     present = set(sample.fields)
     for name, key in transforms[0].required_fields().items():
         if name not in present:
-            path = ".".join(["transforms[0]", *(f"[{k}]" if isinstance(k, int) else k for k in key)]).replace(".[", "[")
-            raise ConfigError(_missing(name, sample.fields), path=path)
+            raise ConfigError(_missing(name, sample.fields), path=_dotted(("transforms", 0, *key)))
 
 
 def _missing(name: str, fields: list[str]) -> str:

@@ -307,18 +307,38 @@ def test_rerun_of_a_completed_job_sends_nothing_then_only_the_changed_row(tmp_pa
     assert server.stats()["updates"][contact_id(123)] == 2
 
 
+def _goes_down_mid_run(tmp_path, sandbox, n, *, run_extra):
+    """Start a run of ``n`` rows (16 workers) and take the destination down once 200 are applied.
+
+    Returns:
+        The sandbox, the rows, the job and its process.
+    """
+    server = sandbox(latency=0.02)
+    rows = [row(i) for i in range(n)]
+    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16, run_extra=run_extra)
+    process = job.start()
+    wait_for_applied(server, 200, process)
+    server.settings.outage = True
+    return server, rows, job, process
+
+
+def _rerun_after_the_outage(server, job, records, n):
+    """Bring the destination back and rerun: it sends the rows left, and every row was applied once."""
+    server.settings.outage = False
+    assert job.run() == 0, job.log_text()[-3000:]
+    report = job.report()
+    assert report["records"]["ok"] == records["not_processed"]
+    updates = server.stats()["updates"]
+    assert len(updates) == n and set(updates.values()) == {1}
+    return report
+
+
 def test_an_outage_longer_than_max_outage_leaves_the_rest_for_the_rerun(tmp_path, sandbox):
     """The destination goes down mid-run for longer than run.max_outage (5 s here): the run
     stops with exit 75 and the rows not sent stay not_processed; the rerun after the outage
     sends them, and none twice."""
     n = 1_000
-    server = sandbox(latency=0.02)
-    rows = [row(i) for i in range(n)]
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16, run_extra="max_outage: 5")
-
-    process = job.start()
-    wait_for_applied(server, 200, process)
-    server.settings.outage = True
+    server, rows, job, process = _goes_down_mid_run(tmp_path, sandbox, n, run_extra="max_outage: 5")
     down_at = time.monotonic()
     assert job.finish(process, timeout=60) == 75, job.log_text()[-3000:]
     took = time.monotonic() - down_at
@@ -336,12 +356,8 @@ def test_an_outage_longer_than_max_outage_leaves_the_rest_for_the_rerun(tmp_path
     events = [json.loads(line)["event"] for line in job.log_text().splitlines() if line.startswith("{")]
     assert events.count("outage_started") == 1 and "outage_probe" in events and "outage_ended" not in events
 
-    server.settings.outage = False
-    assert job.run() == 0, job.log_text()[-3000:]
-    report = job.report()
-    assert report["records"]["ok"] == records["not_processed"] and report["records"]["skipped"] == records["ok"]
-    updates = server.stats()["updates"]
-    assert len(updates) == n and set(updates.values()) == {1}
+    report = _rerun_after_the_outage(server, job, records, n)
+    assert report["records"]["skipped"] == records["ok"]
     check_final_values(server, rows)
 
 
@@ -349,13 +365,7 @@ def test_ctrl_c_during_an_outage_stops_at_once_and_the_rerun_sends_the_rest(tmp_
     """Records waiting out an outage are not in flight: Ctrl-C stops them at once, however
     long the drain deadline, and they stay not_processed for the rerun."""
     n = 1_000
-    server = sandbox(latency=0.02)
-    rows = [row(i) for i in range(n)]
-    job = Job(tmp_path, server, write_csv(tmp_path / "contacts.csv", rows), workers=16, run_extra="drain_timeout: 300")
-
-    proc = job.start()
-    wait_for_applied(server, 200, proc)
-    server.settings.outage = True
+    server, _, job, proc = _goes_down_mid_run(tmp_path, sandbox, n, run_extra="drain_timeout: 300")
     wait_until(lambda: '"outage_started"' in job.log_text(), what="the outage breaker opening")
     proc.send_signal(signal.SIGINT)
     signalled = time.monotonic()
@@ -364,11 +374,7 @@ def test_ctrl_c_during_an_outage_stops_at_once_and_the_rerun_sends_the_rest(tmp_
     records = job.report()["records"]
     assert records["failed"] == 0 and records["ok"] >= 200 and records["ok"] + records["not_processed"] == n
 
-    server.settings.outage = False
-    assert job.run() == 0, job.log_text()[-3000:]
-    assert job.report()["records"]["ok"] == records["not_processed"]
-    updates = server.stats()["updates"]
-    assert len(updates) == n and set(updates.values()) == {1}
+    _rerun_after_the_outage(server, job, records, n)
 
 
 def test_random_errors_and_dropped_connections_lose_nothing(tmp_path, sandbox):
