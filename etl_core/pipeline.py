@@ -29,7 +29,7 @@ from ._delivery import Delivery
 from ._errors import FatalError, PluginError
 from ._files import RunFiles
 from ._input_check import check_before_sending
-from ._ledger import Ledger
+from ._ledger import Ledger, RecordCounts
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
 from .config import PipelineConfig, RunSettings
@@ -370,18 +370,9 @@ class _Run:
             self.pm.hook.run_progress(run_id=self.run_id, snapshot=snapshot)
 
     def _finish(self, started_at: datetime.datetime, aborted: str | None) -> RunResult:
-        counts = self.ledger.counts
         finished_at = datetime.datetime.now(datetime.UTC)
-        if self._signal is not None:
-            exit_code = EXIT_SIGNAL[self._signal]
-        elif aborted:
-            exit_code = EXIT_FAILURES
-        elif self._stop_reason is not None:
-            exit_code = self._stop_exit_code
-        elif counts.rejected or counts.failed:
-            exit_code = EXIT_FAILURES
-        else:
-            exit_code = EXIT_OK
+        stopped_with = self._stop_exit_code if self._stop_reason is not None else None
+        exit_code = _exit_code(self._signal, aborted, stopped_with, self.ledger.counts)
         sent = self.delivery.statistics()
         limiter = self.limiter.statistics()
         ledger = self.ledger
@@ -437,6 +428,17 @@ class _Run:
             report=report["files"]["report"],
         )
         return RunResult(exit_code, report, report_error)
+
+
+def _exit_code(signum: signal.Signals | None, aborted: str | None, stopped_with: int | None, counts: RecordCounts) -> int:
+    """The run's exit code: a signal's, a crash's, a stop's, then whether any record was lost."""
+    if signum is not None:
+        return EXIT_SIGNAL[signum]
+    if aborted:
+        return EXIT_FAILURES
+    if stopped_with is not None:
+        return stopped_with
+    return EXIT_FAILURES if counts.rejected or counts.failed else EXIT_OK
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:

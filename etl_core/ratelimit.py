@@ -36,9 +36,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
+
+from ._quota import measure_quota
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,15 +157,14 @@ class AdaptiveRateLimiter:
         self.quota_burst: float | None = None
         self.throttle_events = 0
         self._tail: list[float] = []  # send times of the latest successes, sorted
-        self._first_send: float | None = None
+        self._clock = _SendingClock()
+        self._pacer = _Pacer()
         self._wave_end: float | None = None  # the first throttled send, if it came before any limit
         self._wave_successes = 0  # successes sent before it (or so far, before it comes)
         self._wave_sends = (math.inf, -math.inf)  # when the first and last of them were sent
         self._empty_at: float | None = None  # the last throttled send: the bucket was empty then
         self._episode = 0  # successes sent since then
         self._reacted_at = -math.inf  # when the limiter last reacted to a throttle
-        self._paused = 0.0  # seconds of pauses so far (not sending time)
-        self._paused_until = -math.inf
         self._last_pause = 1.0  # the pause the last throttle asked for: what a probe costs
         self._base: float | None = None  # the rate at the start of the current phase
         self._growth = 0.0  # 0 while holding
@@ -176,8 +178,6 @@ class AdaptiveRateLimiter:
         self._proven: float | None = None  # a rate held under the measurement for `proof` s without a throttle
         self._lower_bound_only = False  # the last measurement may be well under the quota: probe soon, fast
         self._probe_floor: float | None = None  # the rate held without a throttle before the current probe
-        self._last_slot = -math.inf
-        self._gate = trio.Lock()
         if quota is not None:
             # Measured in another run, at another time: held with a wider margin until a
             # probe measures it again.
@@ -193,7 +193,7 @@ class AdaptiveRateLimiter:
             return self.max_rate
         rate = base
         if self._growth:
-            elapsed = self._active(trio.current_time()) - self._phase_start
+            elapsed = self._clock.active(trio.current_time()) - self._phase_start
             rate = base * math.exp(min(20.0, self._growth * elapsed))
             if self._growth < self.tuning.ramp_growth:
                 achieved = self._achieved()
@@ -208,33 +208,17 @@ class AdaptiveRateLimiter:
         burst = self.quota_burst
         if burst is None or self._growth:
             return 1.0
-        if self.throttle_events == 0 and (self._first_send is None or trio.current_time() - self._first_send < 1.0):
+        if self.throttle_events == 0 and self._clock.active(trio.current_time()) < 1.0:
             # A run that starts from a remembered quota: in its first second each request
             # opens its connection, and requests let out together would arrive bunched.
             return 1.0
         return max(1.0, min(self.tuning.burst_share * self._burst_scale * burst, rate))
 
     async def acquire(self) -> None:
-        """Wait for this request's sending slot (GCRA: waiters queue, first come first served).
-
-        Only the first waiter sleeps on the clock, and at most 0.1 s at a time, so a
-        new rate applies to the very next slot.
-        """
-        if self._first_send is None:
-            self._first_send = trio.current_time()
-        if self.rate is None:
-            return
-        async with self._gate:
-            while True:
-                rate = self.rate
-                if rate is None:
-                    return
-                now = trio.current_time()
-                slot = max(self._last_slot + 1.0 / rate, now - (self._allowance(rate) - 1.0) / rate)
-                if slot <= now:
-                    self._last_slot = slot
-                    return
-                await trio.sleep_until(min(slot, now + 0.1))
+        """Wait for this request's sending slot."""
+        self._clock.start(trio.current_time())
+        if self.rate is not None:
+            await self._pacer.wait(lambda: self.rate, self._allowance)
 
     # -- feedback ------------------------------------------------------------------
 
@@ -259,7 +243,7 @@ class AdaptiveRateLimiter:
                 self._base = max(self._base or 0.0, self._ramp_start())
         if not self._growth and self._base is not None:
             now = trio.current_time()
-            if self._active(now) >= self._next_probe:
+            if self._clock.active(now) >= self._next_probe:
                 # Probe for a raised quota; faster for a minute after it moved.
                 held_for = self._held_for(now)
                 if held_for >= self.tuning.proof:
@@ -282,11 +266,7 @@ class AdaptiveRateLimiter:
                 self._reacted_at = now
             return False
         if retry_after:
-            start = max(now, self._paused_until)
-            end = now + retry_after
-            if end > start:
-                self._paused += end - start
-                self._paused_until = end
+            self._clock.pause(now, retry_after)
         if sent_at <= self._reacted_at:
             return False  # sent before the last reaction: the same event
         resumed_after = self._last_pause  # the pause that the current episode began with
@@ -307,7 +287,7 @@ class AdaptiveRateLimiter:
             self._phase(self._ramp_start(), self.tuning.ramp_growth)
             return True
         held = None if self._growth else self.rate
-        recent = self._active(now) - self._phase_start < 2.0
+        recent = self._clock.active(now) - self._phase_start < 2.0
         if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
             # Throttled right after sending resumed: what the limiter lets out at once was
             # more than the bucket held. Let out half as much; the rate stands. (Once it
@@ -344,7 +324,7 @@ class AdaptiveRateLimiter:
             # at) has paid for the pause a probe costs.
             unused = 1.0 - rate / (upper or rate)
             wait = max(self.tuning.probe_after_lower_bound, self._last_pause / unused)
-            self._next_probe = min(self._next_probe, self._active(now) + wait)
+            self._next_probe = min(self._next_probe, self._clock.active(now) + wait)
         return True
 
     # -- measuring -----------------------------------------------------------------
@@ -388,7 +368,7 @@ class AdaptiveRateLimiter:
             # paid for the throttle a probe costs (its pause).
             # (Without a pause, a probe still costs its throttled requests' backoff.)
             every = max(self._last_pause, 0.5) / (margin - tuning.margin) if margin > tuning.margin else math.inf
-        self._next_probe = self._active(now) + min(self._probe_every, max(tuning.probe_every_after_move, every))
+        self._next_probe = self._clock.active(now) + min(self._probe_every, max(tuning.probe_every_after_move, every))
 
     def quota_to_remember(self) -> tuple[float, float] | None:
         """The quota to keep for the next run: (rate, burst), or None before a measurement.
@@ -409,25 +389,19 @@ class AdaptiveRateLimiter:
         """Seconds of sending in the current hold (0 while searching or probing)."""
         if self._growth or self._base is None or self.quota_rate is None:
             return 0.0
-        return self._active(now) - self._phase_start
+        return self._clock.active(now) - self._phase_start
 
     def _phase(self, rate: float, growth: float) -> None:
         """Start holding ``rate`` (growth 0), or growing from it."""
         self._base = max(self.tuning.min_rate, rate)
         self._growth = growth
-        self._phase_start = self._active(max(trio.current_time(), self._paused_until))
-
-    def _active(self, now: float) -> float:
-        """Sending time: time since the first send, pauses left out."""
-        start = self._first_send if self._first_send is not None else now
-        pending = max(0.0, self._paused_until - now)  # the part of the pauses still ahead
-        return max(0.0, now - start - (self._paused - pending))
+        self._phase_start = self._clock.active(max(trio.current_time(), self._clock.paused_until))
 
     def _achieved(self) -> float | None:
         """Successes per second over the last second of sending, or None before a second of it."""
         tail = self._tail
         now = trio.current_time()
-        if self._active(now) - self._phase_start < 1.0 or not tail:
+        if self._clock.active(now) - self._phase_start < 1.0 or not tail:
             return None
         return float(len(tail) - bisect.bisect_left(tail, now - 1.0))
 
@@ -443,89 +417,51 @@ class AdaptiveRateLimiter:
         )
 
 
-def measure_quota(
-    times: list[float],
-    *,
-    since: float | None,
-    episode: int,
-    burst: float,
-    first_wave: tuple[int, float] | None,
-    tuning: LimiterTuning,
-) -> tuple[float, float, float, float | None] | None:
-    """Measure a token bucket's rate (and burst) from the send times of its successes.
+class _SendingClock:
+    """Sending time: time since the first send, with the pauses left out."""
 
-    Args:
-        times: The send times of the successes, sorted: the last ``len(times)`` of
-            the episode's.
-        since: When the bucket was last seen empty (the throttle that began the
-            episode), or None.
-        episode: Successes sent in the episode (some may no longer be in ``times``).
-        burst: The burst as known so far.
-        first_wave: For the first wave (sent unlimited until the first throttle): how
-            many of its requests succeeded, and the seconds from the first to the last.
+    def __init__(self) -> None:
+        self._first_send: float | None = None
+        self._paused = 0.0  # seconds of pauses so far, counting the part still ahead
+        self.paused_until = -math.inf
 
-    Returns:
-        (R, B, overstated, upper): the rate, the burst, by how much of R the rate may be
-        overstated (when the burst may be a request too small), and, when R is only a
-        lower bound, the most R can be (else None). R is a lower bound only when it
-        came from the successes since the bucket was last empty, across a pause during
-        which the bucket may have filled and thrown tokens away; the bucket then
-        drained at the pace the successes were sent, so R was below that pace. None
-        when nothing measures a rate.
+    def start(self, now: float) -> None:
+        """Start counting at the first send (later calls do nothing)."""
+        if self._first_send is None:
+            self._first_send = now
+
+    def pause(self, now: float, seconds: float) -> None:
+        """Leave out a pause of ``seconds`` from ``now`` (pauses that overlap count once)."""
+        start, end = max(now, self.paused_until), now + seconds
+        if end > start:
+            self._paused += end - start
+            self.paused_until = end
+
+    def active(self, now: float) -> float:
+        """Seconds of sending up to ``now`` (0 before the first send)."""
+        start = self._first_send if self._first_send is not None else now
+        pending = max(0.0, self.paused_until - now)  # the part of the pauses still ahead
+        return max(0.0, now - start - (self._paused - pending))
+
+
+class _Pacer:
+    """GCRA pacing: slots ``1/rate`` apart, up to ``allowance`` of them at once.
+
+    Waiters queue, first come first served. Only the first sleeps on the clock, and at
+    most 0.1 s at a time, so a new rate applies to the very next slot.
     """
-    rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
-    spread = 0.0
-    if first_wave is not None:
-        # The burst and the rate together: the first wave emptied a full bucket, and
-        # the rate let more through while it was being sent: B = N0 - R*T0, with T0
-        # the time from its first to its last successful send. Solved by iterating
-        # from below, which settles on the lowest (safe) solution.
-        successes, spread = first_wave[0], max(0.0, first_wave[1])
-        for _ in range(8):
-            burst = max(1.0, successes - rate * spread)
-            rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
-    if rate <= 0:
-        return None
-    # The measurement moves by 1/T per request of error in the burst. A first wave
-    # that took a while (few workers) tells the burst to about a request; one sent
-    # all at once tells it exactly, and so does an earlier measurement.
-    burst_error = 1.0 if spread > 0.001 else 0.0
-    idle = times[0] - since if since is not None else 0.0
-    upper = None
-    if from_empty and idle > 0.25 * window and len(times) > 1 and times[-1] > times[0]:
-        upper = (len(times) - 1) / (times[-1] - times[0])  # the pace: the bucket drained at it
-    return rate, burst, burst_error / (rate * window), upper
 
+    def __init__(self) -> None:
+        self._last_slot = -math.inf
+        self._gate = trio.Lock()
 
-def _lower_bound(
-    times: list[float], since: float | None, episode: int, burst: float, tuning: LimiterTuning
-) -> tuple[float, float, bool]:
-    """The largest lower bound of R that the successes ``times`` (the last of ``episode``) give.
-
-    After the i-th success the bucket held at most ``burst - 1`` tokens, so the N
-    successes sent after it, up to the j-th, show R >= (N - burst + 1) / T.
-    From an empty bucket (``since``, a throttle) nothing was in hand: R >= N / T.
-
-    Returns:
-        The bound, the length T of the window that gave it, and whether that window
-        starts at the empty bucket (``since``).
-    """
-    count = len(times)
-    skipped = episode - count  # sent in the episode, no longer in the tail
-    min_window = tuning.min_window
-    best, best_window, from_empty = 0.0, min_window, False
-    stride = 1 + count // tuning.windows
-    for j in range(count - 1, max(-1, count - 4), -1):
-        last = times[j]
-        if since is not None:
-            window = max(last - since, min_window)
-            if (bound := (skipped + j + 1) / window) > best:
-                best, best_window, from_empty = bound, window, True
-        for i in range(0, j, stride):
-            # Successes sent strictly after the i-th (requests sent at the same instant
-            # reach the destination together: none of them is "after" another).
-            after = j + 1 - bisect.bisect_right(times, times[i], i, j + 1)
-            window = max(last - times[i], min_window)
-            if (bound := (after - burst + 1) / window) > best:
-                best, best_window, from_empty = bound, window, False
-    return best, best_window, from_empty
+    async def wait(self, rate: Callable[[], float | None], allowance: Callable[[float], float]) -> None:
+        """Wait for the next slot at the current ``rate()`` (None: unlimited)."""
+        async with self._gate:
+            while (current := rate()) is not None:
+                now = trio.current_time()
+                slot = max(self._last_slot + 1.0 / current, now - (allowance(current) - 1.0) / current)
+                if slot <= now:
+                    self._last_slot = slot
+                    return
+                await trio.sleep_until(min(slot, now + 0.1))
