@@ -19,7 +19,125 @@ from etl_core import ConfigError, FatalError, InputSample, PluginOptions, Record
 
 from ._reader import CsvReader, NotRegularFileError, open_regular_file
 
-__all__ = ["CsvSource"]
+__all__ = ["CsvOptions", "CsvSource"]
+
+
+class CsvOptions(PluginOptions):
+    """Options of the csv source."""
+
+    path: str = Field(min_length=1, description="Path of the CSV file to read.")
+    delimiter: str = Field(
+        ",",
+        min_length=1,
+        max_length=1,
+        description="The character separating fields, e.g. ',', ';', '|' or a tab.",
+    )
+    quotechar: str = Field(
+        '"',
+        min_length=1,
+        max_length=1,
+        description=(
+            "The character quoting fields that contain the delimiter, quotes or line breaks; "
+            "inside a quoted field it is written twice."
+        ),
+    )
+    encoding: str = Field(
+        "utf-8",
+        description=(
+            "Text encoding of the file (a Python codec name: utf-8, latin-1, cp1252, utf-16...). "
+            "A UTF-8 byte-order mark is always skipped. With an encoding that keeps ASCII bytes as "
+            "they are (utf-8, latin-1, cp1252...), undecodable bytes reject only their row; with "
+            "others (utf-16, utf-32...) the file is decoded as a whole and undecodable bytes stop "
+            "the run with an error naming the line."
+        ),
+    )
+    header: bool = Field(
+        True,
+        description=(
+            "Whether the first non-blank line holds the column names. It must name every column, "
+            "with no empty or duplicate name, unless 'columns' renames them."
+        ),
+    )
+    columns: list[str] | None = Field(
+        None,
+        description=(
+            "Column names. Required when 'header' is false. When 'header' is true, these names "
+            "replace the header's (which must have the same number of columns), e.g. to fix "
+            "awkward or duplicate names in an export."
+        ),
+    )
+    max_field_size: int = Field(
+        1_048_576,
+        ge=1,
+        description="Most characters allowed in one field; a row with a longer field is rejected.",
+    )
+    max_line_length: int = Field(
+        8 * 1_048_576,
+        ge=1,
+        description=(
+            "Most characters allowed in one record, line breaks inside quoted fields included; "
+            "a longer record is rejected whole without being held in memory, and reading resumes "
+            "after it (after the closing quote of a quoted field that spans lines)."
+        ),
+    )
+    max_fields: int = Field(
+        16_384,
+        ge=1,
+        description=(
+            "Most fields allowed in one record (16,384 is a spreadsheet's column limit); a record "
+            "with more is rejected before its fields are built, so a row of a million empty "
+            "cells costs no more memory than its text."
+        ),
+    )
+    skip_blank_lines: bool = Field(
+        True,
+        description=(
+            "Skip empty lines. When false, an empty line is a rejected row (or, in a one-column "
+            "file, a row with an empty value)."
+        ),
+    )
+
+    @field_validator("delimiter", "quotechar")
+    @classmethod
+    def _usable_character(cls, value: str) -> str:
+        if value in ("\r", "\n", "\0"):
+            raise ValueError("must not be a line break or NUL")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+            "".encode(value)
+        except LookupError:
+            # The value is not quoted: after interpolation, any value may be a secret.
+            raise ValueError("unknown text encoding (a Python codec name such as utf-8, latin-1 or cp1252)") from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _valid_columns(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must list at least one column name")
+        seen: dict[str, int] = {}
+        for position, name in enumerate(value, 1):
+            if not name.strip():
+                raise ValueError("column names must not be empty")
+            if name in seen:
+                raise ValueError(f"duplicate column name (names {seen[name]} and {position})")
+            seen[name] = position
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.delimiter == self.quotechar:
+            raise ValueError("delimiter and quotechar must differ")
+        if not self.header and self.columns is None:
+            raise ValueError("columns is required when header is false")
+        return self
 
 
 class CsvSource(Source):
@@ -56,127 +174,10 @@ class CsvSource(Source):
     """
 
     name = "csv"
+    Options = CsvOptions
+    options: CsvOptions
 
-    class Options(PluginOptions):
-        """Options of the csv source."""
-
-        path: str = Field(min_length=1, description="Path of the CSV file to read.")
-        delimiter: str = Field(
-            ",",
-            min_length=1,
-            max_length=1,
-            description="The character separating fields, e.g. ',', ';', '|' or a tab.",
-        )
-        quotechar: str = Field(
-            '"',
-            min_length=1,
-            max_length=1,
-            description=(
-                "The character quoting fields that contain the delimiter, quotes or line breaks; "
-                "inside a quoted field it is written twice."
-            ),
-        )
-        encoding: str = Field(
-            "utf-8",
-            description=(
-                "Text encoding of the file (a Python codec name: utf-8, latin-1, cp1252, utf-16...). "
-                "A UTF-8 byte-order mark is always skipped. With an encoding that keeps ASCII bytes as "
-                "they are (utf-8, latin-1, cp1252...), undecodable bytes reject only their row; with "
-                "others (utf-16, utf-32...) the file is decoded as a whole and undecodable bytes stop "
-                "the run with an error naming the line."
-            ),
-        )
-        header: bool = Field(
-            True,
-            description=(
-                "Whether the first non-blank line holds the column names. It must name every column, "
-                "with no empty or duplicate name, unless 'columns' renames them."
-            ),
-        )
-        columns: list[str] | None = Field(
-            None,
-            description=(
-                "Column names. Required when 'header' is false. When 'header' is true, these names "
-                "replace the header's (which must have the same number of columns), e.g. to fix "
-                "awkward or duplicate names in an export."
-            ),
-        )
-        max_field_size: int = Field(
-            1_048_576,
-            ge=1,
-            description="Most characters allowed in one field; a row with a longer field is rejected.",
-        )
-        max_line_length: int = Field(
-            8 * 1_048_576,
-            ge=1,
-            description=(
-                "Most characters allowed in one record, line breaks inside quoted fields included; "
-                "a longer record is rejected whole without being held in memory, and reading resumes "
-                "after it (after the closing quote of a quoted field that spans lines)."
-            ),
-        )
-        max_fields: int = Field(
-            16_384,
-            ge=1,
-            description=(
-                "Most fields allowed in one record (16,384 is a spreadsheet's column limit); a record "
-                "with more is rejected before its fields are built, so a row of a million empty "
-                "cells costs no more memory than its text."
-            ),
-        )
-        skip_blank_lines: bool = Field(
-            True,
-            description=(
-                "Skip empty lines. When false, an empty line is a rejected row (or, in a one-column "
-                "file, a row with an empty value)."
-            ),
-        )
-
-        @field_validator("delimiter", "quotechar")
-        @classmethod
-        def _usable_character(cls, value: str) -> str:
-            if value in ("\r", "\n", "\0"):
-                raise ValueError("must not be a line break or NUL")
-            return value
-
-        @field_validator("encoding")
-        @classmethod
-        def _known_encoding(cls, value: str) -> str:
-            try:
-                codecs.lookup(value)
-                "".encode(value)
-            except LookupError:
-                # The value is not quoted: after interpolation, any value may be a secret.
-                raise ValueError("unknown text encoding (a Python codec name such as utf-8, latin-1 or cp1252)") from None
-            return value
-
-        @field_validator("columns")
-        @classmethod
-        def _valid_columns(cls, value: list[str] | None) -> list[str] | None:
-            if value is None:
-                return None
-            if not value:
-                raise ValueError("must list at least one column name")
-            seen: dict[str, int] = {}
-            for position, name in enumerate(value, 1):
-                if not name.strip():
-                    raise ValueError("column names must not be empty")
-                if name in seen:
-                    raise ValueError(f"duplicate column name (names {seen[name]} and {position})")
-                seen[name] = position
-            return value
-
-        @model_validator(mode="after")
-        def _consistent(self) -> Self:
-            if self.delimiter == self.quotechar:
-                raise ValueError("delimiter and quotechar must differ")
-            if not self.header and self.columns is None:
-                raise ValueError("columns is required when header is false")
-            return self
-
-    options: Options
-
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: CsvOptions) -> None:
         super().__init__(options)
         self._reader: CsvReader | None = None
 
