@@ -18,6 +18,7 @@ from ._errors import (
 )
 from ._headers import parse_rate_limit, parse_retry_after
 from ._outcome import Outcome
+from ._regular_file import NotRegularFileError, open_regular_file
 from ._version import __version__
 from .base import (
     InputSample,
@@ -42,6 +43,7 @@ __all__ = [
     "EtlError",
     "FatalError",
     "InputSample",
+    "NotRegularFileError",
     "Outcome",
     "PermanentError",
     "Plugin",
@@ -61,6 +63,7 @@ __all__ = [
     "TransientError",
     "__version__",
     "hookimpl",
+    "open_regular_file",
     "parse_rate_limit",
     "parse_retry_after",
     "register_secret",

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from ._errors import ConfigError, PluginError
+from ._regular_file import NotRegularFileError, open_regular_file
 from ._spelling import closest
 from ._yaml import MAX_BYTES, Path, load_yaml
 from .base import PluginOptions, Sink, Source, Transform
@@ -274,15 +275,17 @@ def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path
 def read_config(path: str) -> tuple[Any, dict[Path, int]]:
     """Read a config file's YAML (not yet validated) and the line of every key.
 
-    At most :data:`MAX_BYTES` are read, so a huge file (or ``/dev/zero``) is refused
-    quickly and in little memory.
+    At most :data:`MAX_BYTES` are read, so a huge file is refused quickly and in little
+    memory; a named pipe or a device (``/dev/zero``) is refused unread.
 
     Raises:
         ConfigError: The file cannot be read, is too large, or is not valid YAML.
     """
     try:
-        with open(path, "rb") as file:
+        with open_regular_file(path) as file:
             data = file.read(MAX_BYTES + 1)
+    except NotRegularFileError as exc:
+        raise ConfigError(f"cannot read config file: it is {exc.strerror}, not a regular file", source=path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
     if len(data) > MAX_BYTES:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,9 @@ CXONE_SINK_OPTIONS = {
 
 #: The usual validate rules: a uuid key, and a well-formed email where there is one.
 CONTACT_RULES = {"contactId": "[required, uuid]", "email": "[email]"}
+
+#: The user property under which a hostile test reports its runs' peak RSS and time.
+HOSTILE_RUN = "hostile_run"
 
 
 def pipeline_config(
@@ -123,3 +127,22 @@ def _reset_logging():
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The hostile suite's worst peak RSS and wall time, gathered from every process's reports."""
+    runs = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "teardown"
+        for name, value in getattr(report, "user_properties", ())
+        if name == HOSTILE_RUN
+    ]
+    if runs:
+        heaviest = max(runs, key=lambda run: run["rss_mb"])
+        slowest = max(runs, key=lambda run: run["seconds"])
+        terminalreporter.write_line(
+            f"hostile runs: {len(runs)}; worst peak RSS {heaviest['rss_mb']:.0f} MB ({heaviest['test']}); "
+            f"worst wall time {slowest['seconds']:.1f} s ({slowest['test']})"
+        )

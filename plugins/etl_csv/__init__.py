@@ -15,9 +15,19 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from etl_core import ConfigError, FatalError, InputSample, PluginOptions, Record, Source, hookimpl
+from etl_core import (
+    ConfigError,
+    FatalError,
+    InputSample,
+    NotRegularFileError,
+    PluginOptions,
+    Record,
+    Source,
+    hookimpl,
+    open_regular_file,
+)
 
-from ._reader import CsvReader, NotRegularFileError, open_regular_file
+from ._reader import CsvReader
 
 __all__ = ["CsvOptions", "CsvSource"]
 

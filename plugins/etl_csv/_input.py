@@ -10,55 +10,12 @@ UTF-8 on the fly.
 from __future__ import annotations
 
 import codecs
-import errno
-import os
-import stat
 from typing import BinaryIO, Protocol
 
 from etl_core import FatalError
 
 _UTF8_BOM = codecs.BOM_UTF8
 _ASCII = bytes(range(128))
-
-#: What a path that is not a regular file is, for messages.
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-class NotRegularFileError(OSError):
-    """The path names a directory, a named pipe, a device or a socket, not a regular file."""
-
-
-def open_regular_file(path: str) -> BinaryIO:
-    """Open ``path`` for reading in binary, unbuffered, refusing anything but a regular file.
-
-    The file is opened without blocking, so a named pipe with no writer cannot hang the
-    caller, and checked before a byte is read: a pipe or a device such as ``/dev/zero``
-    could otherwise keep a run reading forever.
-
-    Raises:
-        NotRegularFileError: The path is not a regular file (its message says what it is).
-        OSError: The file cannot be opened.
-    """
-    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX; elsewhere there are no named pipes to open
-    fd = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
-            raise NotRegularFileError(errno.EINVAL, kind)
-        if nonblocking:
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
-    except BaseException:
-        os.close(fd)
-        raise
-
 
 def _is_ascii_compatible(encoding: str) -> bool:
     """Tell whether ``encoding`` maps every ASCII byte to itself and back.

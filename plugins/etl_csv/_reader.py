@@ -15,9 +15,9 @@ import os
 from collections.abc import Generator, Iterator, Sequence
 from typing import BinaryIO, Protocol
 
-from etl_core import FatalError, Record
+from etl_core import FatalError, NotRegularFileError, Record, open_regular_file
 
-from ._input import Input, NotRegularFileError, open_input, open_regular_file
+from ._input import Input, open_input
 from ._lines import END_OF_DATA, LineFeeder
 
 

@@ -222,9 +222,14 @@ class CxoneSink(Sink):
                 check()
             except ValueError as exc:
                 raise ConfigError(str(exc), path=f"sink.{key}") from None
-        if options.ca_bundle is not None and not os.path.isfile(options.ca_bundle):
+        if options.ca_bundle is not None:
             # The path is not quoted: after interpolation, any value may be a secret.
-            raise ConfigError("not a file (a PEM file of CA certificates is expected)", path="sink.ca_bundle")
+            if not os.path.isfile(options.ca_bundle):
+                raise ConfigError("not a file (a PEM file of CA certificates is expected)", path="sink.ca_bundle")
+            try:
+                ssl.create_default_context(cafile=options.ca_bundle)
+            except (ssl.SSLError, ValueError):
+                raise ConfigError("holds no certificate that can be read (a PEM file of CA certificates is expected)", path="sink.ca_bundle") from None
 
     async def open(self, context: RunContext) -> None:
         """Open the connection pool and fetch the first token.

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ETL
+from tests.conftest import ETL, HOSTILE_RUN
 from tests.e2e.conftest import start_sandbox  # noqa: F401 - a fixture for this package
 
 #: What any run here may use at its peak.
@@ -376,11 +376,10 @@ def read_out(tmp_path: Path) -> tuple[dict[str, Any], str]:
     return report, rejects.read_text(encoding="utf-8") if rejects.exists() else ""
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _MEASURED:
-        test, rss, _ = max(_MEASURED, key=lambda m: m[1])
-        slowest, _, seconds = max(_MEASURED, key=lambda m: m[2])
-        terminalreporter.write_line(
-            f"hostile runs: {len(_MEASURED)}; worst peak RSS {rss:.0f} MB ({test}); "
-            f"worst wall time {seconds:.1f} s ({slowest})"
-        )
+@pytest.fixture(autouse=True)
+def _publish_measurements(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hand each run's peak RSS and time to the report, which reaches the main process under xdist."""
+    already = len(_MEASURED)
+    yield
+    for test, rss, seconds in _MEASURED[already:]:
+        request.node.user_properties.append((HOSTILE_RUN, {"test": test, "rss_mb": rss, "seconds": seconds}))

@@ -101,6 +101,16 @@ def test_a_pipe_or_device_as_the_input_is_refused(tmp_path, command, name, kind)
     assert outcome.stderr == f"etl: error: {SHIPPED_CONFIG}:{line}: source.path: is {kind}, not a regular file\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs a FIFO")
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_a_pipe_as_the_config_file_is_refused_without_waiting_for_a_writer(tmp_path, command):
+    config = tmp_path / "config.yaml"
+    os.mkfifo(config)  # nobody ever writes to it: opening it for reading would block forever
+    outcome = run_measured(command, str(config), cwd=tmp_path, env=ENV, timeout=20)
+    assert outcome.returncode == 2
+    assert outcome.stderr == f"etl: error: {config}: cannot read config file: it is a named pipe (FIFO), not a regular file\n"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -610,6 +610,19 @@ def test_missing_ca_bundle_is_a_config_error(tmp_path: Any) -> None:
     assert str(caught.value) == "sink.ca_bundle: not a file (a PEM file of CA certificates is expected)"
 
 
+@pytest.mark.parametrize("text", ["not a certificate\n", "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", ""])
+def test_a_ca_bundle_that_holds_no_certificate_is_a_config_error(tmp_path: Any, text: str) -> None:
+    bundle = tmp_path / "s3cr3t-name.pem"
+    bundle.write_text(text)
+    sink = CxoneSink(CxoneSink.Options(**base(ca_bundle=str(bundle))))
+    with pytest.raises(ConfigError) as caught:
+        sink.check()
+    assert caught.value.path == "sink.ca_bundle"
+    assert str(caught.value) == (
+        "sink.ca_bundle: holds no certificate that can be read (a PEM file of CA certificates is expected)"
+    )
+
+
 def test_unknown_option_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError):
         CxoneSink.Options(**base(base_uri="https://x"))
