@@ -11,8 +11,9 @@ means the bucket had a token when the request arrived; a throttle means it was
 empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
 and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
 measures R as the largest of these lower bounds over the successes since the
-last throttle, and B from the first wave (sent unlimited until the first throttle:
-B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
+last throttle, and B from the first wave (sent unlimited until the first throttle,
+which ran the bucket dry as the first throttled request arrived: from any of its
+successes to its last, the n sent in a stretch T show B >= n - R*T). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
 up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
 
 Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
@@ -265,6 +266,7 @@ class AdaptiveRateLimiter:
                 self.throttle_events += 1
                 self._reacted_at = now
             return False
+        resumed_at = self._clock.paused_until  # when sending last resumed after a pause
         if retry_after:
             self._clock.pause(now, retry_after)
         if sent_at <= self._reacted_at:
@@ -279,19 +281,24 @@ class AdaptiveRateLimiter:
         episode, self._episode = self._episode - later, later
         self._empty_at = sent_at
         if since is None and self._base is None:
-            # The first wave, sent unlimited, ran the bucket dry: it held B + R*T0. Its
-            # requests are all those sent before now: over a network their order of
-            # arrival is not their order of sending (each opens its own connection).
-            self._wave_end = self._empty_at = now
-            self._episode = 0
+            # The first wave, sent unlimited, ran the bucket dry when this request
+            # arrived: it held B + R*T0. Successes sent after it spent tokens the bucket
+            # gained since (over a high latency, many): they begin the next episode.
+            self._wave_end = sent_at
+            self._wave_successes -= later
+            wave = self._tail[: len(self._tail) - later]
+            self._wave_sends = (self._wave_sends[0], wave[-1]) if wave else (math.inf, -math.inf)
             self._phase(self._ramp_start(), self.tuning.ramp_growth)
             return True
         held = None if self._growth else self.rate
         recent = self._clock.active(now) - self._phase_start < 2.0
-        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
-            # Throttled right after sending resumed: what the limiter lets out at once was
-            # more than the bucket held. Let out half as much; the rate stands. (Once it
-            # lets out one at a time, a throttle right after a pause is the rate's.)
+        allowance = self._allowance(held) if held is not None else 1.0
+        since_resumed = bisect.bisect_right(self._tail, sent_at) - bisect.bisect_left(self._tail, resumed_at)
+        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and 1.0 < allowance and since_resumed <= allowance:
+            # Throttled right after sending resumed, before more got through than the
+            # limiter lets out at once: that was more than the bucket held. Let out half
+            # as much; the rate stands. (Once it lets out one at a time, or when more got
+            # through, a throttle right after a pause is the rate's.)
             self._burst_scale /= 2.0
             self._phase(held, 0.0)
             return True
@@ -312,7 +319,9 @@ class AdaptiveRateLimiter:
             # quota dropped during the episode (then its windows overstate the new rate,
             # and the next episode, all after the drop, measures it). Throttled again
             # within a minute: the margin is too thin (jitter against a strict spacing).
-            rate = min(rate, held)
+            # A few successes bound the rate too loosely to measure it: the margin alone
+            # takes the hold down.
+            rate = held if episode < 10 else min(rate, held)
             if now - self._held_throttle_at < 60.0:
                 self._margin = min(self.tuning.max_margin, 2.0 * self._margin)
             self._held_throttle_at = now
@@ -339,7 +348,8 @@ class AdaptiveRateLimiter:
         if self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a
             # measurement pins it down.
-            first_wave = (self._wave_successes, self._wave_sends[1] - self._wave_sends[0])
+            wave = tail[: bisect.bisect_right(tail, self._wave_sends[1])] or [self._wave_sends[1]]
+            first_wave = (self._wave_successes, self._wave_sends[0], wave)
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
 
