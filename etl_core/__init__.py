@@ -29,6 +29,7 @@ from .base import (
     RunContext,
     SendResult,
     Sink,
+    SinkField,
     Source,
     Transform,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "RunContext",
     "SendResult",
     "Sink",
+    "SinkField",
     "Source",
     "ThrottledError",
     "Transform",

@@ -19,6 +19,7 @@ import trio
 from ._breaker import OutageBreaker
 from ._concurrency import Concurrency
 from ._errors import FatalError, RecordError, ThrottledError, TransientError
+from ._log_stage import mark_stage
 from ._outcome import Outcome, Result
 from .base import RateLimitHint, Record, Sink
 from .config import RunSettings
@@ -36,6 +37,7 @@ class DeliveryStatistics:
 
     Attributes:
         in_flight: Records being sent now.
+        retrying: Of those, records waiting to be sent again now (a backoff, a pause).
         concurrency: Records that may be sent at once now.
         attempts: Send attempts, retries included.
         retries: Attempts that were retries.
@@ -55,6 +57,7 @@ class DeliveryStatistics:
     """
 
     in_flight: int
+    retrying: int
     concurrency: int
     attempts: int
     retries: int
@@ -127,6 +130,7 @@ class Delivery:
         self._dry_run_shown = 0
         self._last_of_key: dict[str, trio.Event] = {}  # set when the last record with that key is done
         self._in_flight_count = 0
+        self._retrying: set[int] = set()  # id() of the records waiting to be sent again
         self._attempts = 0
         self._retries = 0
         self._throttled = 0
@@ -153,32 +157,36 @@ class Delivery:
             return self._describe(record)
         key = record.key
         if key is None:
-            self._in_flight_count += 1
-            try:
-                return await self._send_with_retries(record)
-            finally:
-                self._in_flight_count -= 1
+            return await self._send_counted(record)
         # A chain per key: each record waits for the one before it with that key.
         earlier = self._last_of_key.get(key)
         done = self._last_of_key[key] = trio.Event()
         try:
             if earlier is not None:
                 await earlier.wait()
-            self._in_flight_count += 1
-            try:
-                return await self._send_with_retries(record)
-            finally:
-                self._in_flight_count -= 1
+            return await self._send_counted(record)
         finally:
             done.set()
             if self._last_of_key.get(key) is done:
                 del self._last_of_key[key]
+
+    async def _send_counted(self, record: Record) -> Result | None:
+        """Send ``record``, counted in flight (and retrying, between its attempts) meanwhile."""
+        self._in_flight_count += 1
+        try:
+            return await self._send_with_retries(record)
+        finally:
+            self._in_flight_count -= 1
+            self._retrying.discard(id(record))
 
     def _describe(self, record: Record) -> Result:
         try:
             request = self.sink.describe(record)
         except RecordError as exc:
             return self._failure(exc, attempts=0)
+        except Exception as exc:  # FatalError, or a bug in the sink: the run stops, the sink's doing
+            mark_stage(exc, "sink")
+            raise
         self._dry_run_shown += 1
         level = "info" if self._dry_run_shown <= _DRY_RUN_SHOWN else "debug"
         getattr(self._log, level)("dry_run_request", line=record.line, key=record.key, request=request)
@@ -192,6 +200,7 @@ class Delivery:
                 probe = await self._wait_for_slot()
             except DestinationUnavailable:
                 return None
+            self._retrying.discard(id(record))
             sent_at = trio.current_time()
             attempts += 1
             self._attempts += 1
@@ -240,7 +249,8 @@ class Delivery:
                 self._count_status(exc.status)
                 self.breaker.on_alive(probe=probe)
                 return self._failure(exc, attempts)
-            except FatalError:
+            except FatalError as exc:
+                mark_stage(exc, "sink")
                 raise
             except Exception as exc:  # noqa: BLE001 - a sink bug: fail this record, keep the run going
                 if probe:
@@ -324,6 +334,7 @@ class Delivery:
             reason = f"retry budget exhausted (last error: {exc.reason})"
         else:
             self._retries += 1
+            self._retrying.add(id(record))
             return None
         self._log.warning("give_up", key=record.key, line=record.line, attempt=attempts, status=exc.status, reason=reason)
         return self._failure(TransientError(reason, status=exc.status, detail=exc.detail), attempts)
@@ -348,6 +359,7 @@ class Delivery:
         pause, budget, breaker = self.pause, self.budget, self.breaker
         return DeliveryStatistics(
             in_flight=self._in_flight_count,
+            retrying=len(self._retrying),
             concurrency=self.concurrency.limit,
             attempts=self._attempts,
             retries=self._retries,

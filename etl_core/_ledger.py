@@ -85,6 +85,8 @@ class Ledger:
         self._settings = settings
         self._on_limit = on_limit
         self._log = get_logger()
+        # The guards stop the run as a whole, whichever task booked the record that tripped them.
+        self._run_log = get_logger(stage="run")
         self._hook_record_done = bool(pm.hook.record_done.get_hookimpls())
         self._committed = trio.lowlevel.ParkingLot()
         self._stopped = False
@@ -144,7 +146,7 @@ class Ledger:
         if self._stopped:
             return
         self._stopped = True
-        self._log.error("all_rejected", records=first)
+        self._run_log.error("all_rejected", records=first)
         self._on_limit(
             f"the first {first} records were all rejected before sending (run.stop_if_first_rejected): the "
             "mapping or the validation does not fit the input; the rejects file says why"
@@ -158,7 +160,7 @@ class Ledger:
         share = (counts.failed + counts.rejected) / counts.done
         if share > limit:
             self._stopped = True
-            self._log.error("failure_rate_exceeded", share=round(share, 4), records=counts.done, max_failure_rate=limit)
+            self._run_log.error("failure_rate_exceeded", share=round(share, 4), records=counts.done, max_failure_rate=limit)
             self._on_limit(
                 f"{share:.0%} of the first {counts.done} records were rejected or failed "
                 f"(run.max_failure_rate is {limit:.0%}): check the mapping and the credentials"
@@ -185,7 +187,7 @@ class Ledger:
         if self.state is not None and self.state.failed and not self._stopped:
             # Without checkpoints a crash would lose track of what was sent: stop now.
             self._stopped = True
-            self._log.error("state_write_failed", path=self.state.path)
+            self._run_log.error("state_write_failed", path=self.state.path)
             self._on_limit("the state file could not be written; stopped to keep reruns safe")
 
     async def wait_for_commit(self) -> None:

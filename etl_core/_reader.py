@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-import structlog
 import trio
 
 from ._errors import RecordRejected
 from ._ledger import Ledger
+from ._log_stage import bind_stage, staged
 from ._outcome import Outcome, Result, Stage
 from .base import Record, Source, Transform
 from .config import RunSettings
@@ -74,6 +75,8 @@ class Reader:
         self._refilling = False
         self._refilled = trio.lowlevel.ParkingLot()
         self._end_of_input = False
+        #: True once the source has yielded its last record (the records read are then all of them).
+        self.all_read = False
         # Until a record passes the source and the transforms, every record read was
         # rejected (run.stop_if_first_rejected).
         self._passed_any = False
@@ -82,8 +85,8 @@ class Reader:
 
     async def run(self) -> None:
         """Read the whole source into the channel, booking the records decided on the way."""
-        structlog.contextvars.bind_contextvars(stage="source")
-        self._records = iter(self.source.read())
+        bind_stage("source")
+        self._records = staged("source", self.source.read)  # its errors stop the run as the source's
         async with self._send:
             with self._scope:
                 while True:
@@ -96,6 +99,7 @@ class Reader:
                         self._ledger.stop_for_rejections(first)  # the config does not fit the input
                         return
                     if not batch.read:
+                        self.all_read = True
                         return
                     if batch.to_send:
                         try:
@@ -138,16 +142,10 @@ class Reader:
 
     def _transform(self, record: Record) -> Result | None:
         """Apply the transforms to ``record``; return its rejection, if one refused it."""
-        data = record.data
-        for transform in self.transforms:
-            try:
-                data = transform.apply(data)
-            except RecordRejected as exc:
-                return _rejected("transform", transform.name, exc.reason)
-            except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the run
-                return _rejected("transform", transform.name, f"unexpected error: {type(exc).__name__}: {exc}")
-        record.data = data
-        return None
+        data, rejection = apply_transforms(record.data, self.transforms)
+        if rejection is None:
+            record.data = data
+        return rejection
 
     def _dedupe_and_resume(self, batch: _Batch) -> None:
         assert self._seen is not None
@@ -160,8 +158,7 @@ class Reader:
             first_line = duplicates.get(record.line)
             if first_line is not None:
                 if reject_duplicates:
-                    reason = f"duplicate key {self._key_field}: first seen at line {first_line}"
-                    batch.decided.append((record, _rejected("pipeline", "duplicate_keys", reason)))
+                    batch.decided.append((record, duplicate_rejection(self._key_field, first_line)))
                 else:
                     # The last one wins: send it (after the earlier one), whatever the state says.
                     batch.to_send.append(record)
@@ -216,6 +213,34 @@ class Reader:
         """Drop the duplicate-key index (blocks; call from a thread)."""
         if self._seen is not None:
             self._seen.close()
+
+
+def apply_transforms(data: dict[str, Any], transforms: Sequence[Transform]) -> tuple[dict[str, Any], Result | None]:
+    """Apply ``transforms`` in order to a record's fields, as a run does.
+
+    Args:
+        data: The record's fields as read.
+        transforms: The transforms, in order.
+
+    Returns:
+        The fields as the last transform that accepted them returned them, and the
+        rejection of the transform that refused them (None when none did). A transform
+        that raises anything other than :class:`RecordRejected` (a plugin bug) rejects
+        the record too, with the error as its reason.
+    """
+    for transform in transforms:
+        try:
+            data = transform.apply(data)
+        except RecordRejected as exc:
+            return data, _rejected("transform", transform.name, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - a plugin bug must not kill the run
+            return data, _rejected("transform", transform.name, f"unexpected error: {type(exc).__name__}: {exc}")
+    return data, None
+
+
+def duplicate_rejection(key_field: str | None, first_line: int) -> Result:
+    """The rejection of a record whose key an earlier one had (``run.duplicate_keys: reject``)."""
+    return _rejected("pipeline", "duplicate_keys", f"duplicate key {key_field}: first seen at line {first_line}")
 
 
 def _rejected(stage: Stage, plugin: str, reason: str) -> Result:

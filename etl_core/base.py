@@ -92,6 +92,24 @@ class SendResult:
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
+class SinkField:
+    """A field a sink takes, as :meth:`Sink.guess_fields` describes it for ``etl guess``.
+
+    Attributes:
+        name: The field's name in the records the sink receives.
+        rules: Rules of the ``validate`` transform its values should pass (``"uuid"``,
+            ``"email"``, ``"e164"``, ``"integer"``); ``etl guess`` proposes each one the
+            input's sample passes.
+        key: Whether the field identifies the record: ``etl guess`` makes it the
+            pipeline's ``key`` and ``required``.
+    """
+
+    name: str
+    rules: tuple[str, ...] = ()
+    key: bool = False
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
 class RunContext:
     """Facts about the current run, handed to sinks when they open.
 
@@ -175,6 +193,24 @@ class Source(Plugin):
         """
         return (0, None)
 
+    def count(self, time_limit: float) -> int | None:
+        """Count the records :meth:`read` will yield, quickly, for the progress bar's total.
+
+        Called once per run, in a worker thread while :meth:`read` runs in another, and
+        only when a progress bar or a ``run_progress`` hook is in use. Read the input on
+        your own (e.g. open the file again) without parsing it: a quick estimate is
+        wanted, and one that counts too many (the CSV source counts line breaks, so blank
+        lines and line breaks inside quoted fields too) rather than too few. Once
+        :meth:`read` has yielded its last record, the records read replace the count.
+
+        Args:
+            time_limit: Seconds after which to give up and return None.
+
+        Returns:
+            How many records the input holds, or None when unknown (the default).
+        """
+        return None
+
 
 class Transform(Plugin):
     """A pure, synchronous function of one record's fields."""
@@ -250,6 +286,16 @@ class Sink(Plugin):
             FatalError: The destination refused the credentials.
         """
         return None
+
+    @classmethod
+    def guess_fields(cls) -> tuple[SinkField, ...]:
+        """Describe the fields this sink takes, for ``etl guess`` to map a CSV's columns to.
+
+        Returns:
+            The fields, in the order a generated config lists them. The default, ``()``,
+            says nothing: ``etl guess`` then maps every column to a field of its own name.
+        """
+        return ()
 
     @classmethod
     def open_sandbox(cls) -> AbstractAsyncContextManager[dict[str, Any]]:

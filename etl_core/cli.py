@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._commands import CommandLine
 from ._errors import ConfigError, PluginError, RunLockedError
+from ._guess_command import add_guess_command
+from ._log_formats import LOG_FORMATS
+from ._plugin_loading import add_plugin_commands, log_skipped_plugins
+from ._preview import add_preview_command
+from ._scaffold import add_init_command
+from ._state_command import add_state_command
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -36,7 +42,7 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
     from .registry import make_plugin_manager
 
     try:
-        pm = make_plugin_manager(extra_plugins=extra_plugins)
+        pm = make_plugin_manager(extra_plugins=extra_plugins, report=_warning)
         parser = _parser(pm)
     except PluginError as exc:
         _error(exc)
@@ -76,6 +82,13 @@ def _error(message: object) -> None:
     print(f"etl: error: {redact(str(message))}", file=sys.stderr)
 
 
+def _warning(message: str) -> None:
+    """Report a problem that does not stop the command (a plugin skipped) on stderr, secrets masked."""
+    from .logging import redact
+
+    print(f"etl: warning: {redact(message)}", file=sys.stderr)
+
+
 def _first_leaf(group: BaseExceptionGroup[Any]) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
@@ -110,12 +123,18 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
     _add_logging_args(validate)
     validate.set_defaults(handler=functools.partial(_cmd_validate, pm=pm))
 
+    add_preview_command(sub, pm)
+    add_guess_command(sub, pm)
+
     plugins = sub.add_parser("plugins", help="list installed sources, transforms and sinks")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     plugins.set_defaults(handler=functools.partial(_cmd_plugins, pm=pm))
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the config file (for editors)")
     schema.set_defaults(handler=functools.partial(_cmd_schema, pm=pm))
+
+    add_state_command(sub)
+    add_init_command(sub, pm)
 
     sandbox = sub.add_parser(
         "sandbox",
@@ -126,14 +145,7 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
     sandbox.set_defaults(handler=functools.partial(_usage, sandbox))
     sandboxes = sandbox.add_subparsers(dest="sandbox_name", metavar="NAME", title="installed sandboxes")
 
-    cli = CommandLine(sub, sandboxes)
-    for impl in pm.hook.register_commands.get_hookimpls():
-        try:
-            # An implementation may leave out the argument, like any hook implementation.
-            impl.function(**{name: cli for name in impl.argnames})
-        except Exception as exc:  # any failure of plugin code
-            provider = pm.get_name(impl.plugin)
-            raise PluginError(f"plugin {provider!r}: register_commands() raised {type(exc).__name__}: {exc}") from exc
+    add_plugin_commands(pm, CommandLine(sub, sandboxes), (sub, sandboxes))
     return parser
 
 
@@ -144,7 +156,7 @@ def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _add_logging_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=("auto", "json", "console"), help="log format (default: config, else auto)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, help="log format (default: config, else auto)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="lowest log level written")
 
 
@@ -171,10 +183,9 @@ def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str,
         mask_pii=logging_settings.mask_pii,
         pii_fields=tuple(logging_settings.pii_fields),
     )
-    for _, options in (config.source, *config.transforms, config.sink):
-        for value in options.model_dump().values():
-            if hasattr(value, "get_secret_value"):
-                register_secret(value.get_secret_value())
+    for secret in config.secrets():
+        register_secret(secret)
+    log_skipped_plugins(pm)
     return config
 
 
@@ -213,6 +224,12 @@ async def _run(config: Any, pm: PluginManager, args: argparse.Namespace, *, outp
         _error(f"run stopped: {result.report['aborted']}")
     if result.report_error:
         _error(result.report_error)
+    if options.show_progress:  # where the progress bar was drawn: a summary for a person
+        from ._summary import run_summary
+        from .progress import terminal_console
+
+        if (console := terminal_console()) is not None:
+            console.print(run_summary(result.report, resumes=not args.sandbox))
     return result.exit_code
 
 
@@ -258,21 +275,10 @@ def _cmd_validate(args: argparse.Namespace, pm: PluginManager) -> int:
 
 
 def _cmd_plugins(args: argparse.Namespace, pm: PluginManager) -> int:
-    from .registry import Registry
+    from ._plugin_listing import plugin_rows, plugin_table
 
-    infos = Registry(pm).infos()
-    rows = [
-        {"kind": i.kind, "name": i.name, "package": i.package, "version": i.version, "plugin": i.provider,
-         "description": (i.cls.__doc__ or "").strip().splitlines()[0] if i.cls.__doc__ else ""}
-        for i in infos
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    widths = {key: max(len(key), *(len(str(row[key])) for row in rows)) for key in ("kind", "name", "package", "version")}
-    print("  ".join(key.upper().ljust(widths[key]) for key in widths) + "  DESCRIPTION")
-    for row in rows:
-        print("  ".join(str(row[key]).ljust(widths[key]) for key in widths) + "  " + row["description"])
+    rows = plugin_rows(pm)
+    print(json.dumps(rows, indent=2) if args.json else plugin_table(rows))
     return 0
 
 

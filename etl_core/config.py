@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from ._errors import ConfigError, PluginError
+from ._log_formats import LogFormat
 from ._regular_file import NotRegularFileError, open_regular_file
 from ._spelling import closest
 from ._yaml import MAX_BYTES, Path, load_yaml
@@ -157,8 +158,10 @@ class LoggingSettings(_Model):
     """Log output. Command-line flags win over these."""
 
     level: Literal["debug", "info", "warning", "error"] = pydantic.Field("info", description="Lowest level written.")
-    format: Literal["auto", "json", "console"] = pydantic.Field(
-        "auto", description="json, console, or auto (console on a terminal, JSON otherwise)."
+    format: LogFormat = pydantic.Field(
+        "auto",
+        description="json, console, ecs (Elastic Common Schema), otel (OpenTelemetry log data model), "
+        "or auto (console on a terminal, json otherwise).",
     )
     mask_pii: bool = pydantic.Field(
         False, description="Mask personal data in log lines: the values of pii_fields, and email addresses anywhere."
@@ -234,6 +237,15 @@ class PipelineConfig:
         ]
         data["sink"] = {"type": self.model.sink.type, **self.sink[1].model_dump(mode="json")}
         return data
+
+    def secrets(self) -> list[str]:
+        """Return the values of the plugins' secret options (:class:`pydantic.SecretStr`), to mask in any output."""
+        return [
+            value.get_secret_value()
+            for _, options in (self.source, *self.transforms, self.sink)
+            for value in options.model_dump().values()
+            if isinstance(value, pydantic.SecretStr)
+        ]
 
 
 def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path: Path = (), source: str | None = None) -> Any:

@@ -1,4 +1,4 @@
-"""structlog configuration: JSON lines for log pipelines, console output for humans.
+"""structlog configuration: JSON lines for log pipelines (plain, ECS or OpenTelemetry), console output for humans.
 
 Secrets never reach the output: values registered with :func:`register_secret` are
 replaced wherever they appear, and text fields whose names look like credentials are
@@ -12,9 +12,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 import structlog
+
+from ._log_formats import LAYOUTS, LOG_FORMATS, exception_fields, stamp_unix_nanos
+from ._log_messages import add_message
 
 _MASK = "***"
 _CREDENTIAL_NAME = r"secret|password|token|authorization|api[_-]?key|credential"
@@ -81,8 +85,18 @@ def _redact_url(url: str) -> str:
     return _URL_CREDENTIAL_PARAM.sub(rf"\1{_MASK}", url)
 
 
+def redact_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``fields`` masked as a log line's fields are, at any depth.
+
+    Text under a credential-like name (``Authorization``, ``client_secret``, ``token``...)
+    is masked whole, the credentials a URL under a ``url`` name may carry are masked, and
+    so is every registered secret.
+    """
+    return {key: _redact_value(str(key), value) for key, value in fields.items()}
+
+
 def _redact_processor(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+    return redact_fields(event_dict)
 
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-])[A-Za-z0-9.-]*(\.[A-Za-z]{2,})")
@@ -112,11 +126,14 @@ class _PiiMasker:
         return value
 
 
-def _leading_fields(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    # timestamp, level and event first: easier to read raw, and what log shippers expect.
-    ordered: dict[str, Any] = {key: event_dict.pop(key) for key in ("timestamp", "level", "event") if key in event_dict}
-    ordered.update(event_dict)
-    return ordered
+def mask_personal_data(fields: Mapping[str, Any], pii_fields: Sequence[str] = DEFAULT_PII_FIELDS) -> dict[str, Any]:
+    """Return ``fields`` masked as log lines are with ``logging.mask_pii``, at any depth.
+
+    Args:
+        fields: The values to mask, by name.
+        pii_fields: Names whose values are masked whole; email addresses are masked anywhere.
+    """
+    return _PiiMasker(tuple(pii_fields))(None, "", dict(fields))
 
 
 def configure_logging(
@@ -129,40 +146,51 @@ def configure_logging(
 ) -> None:
     """Configure structlog for the whole process.
 
+    Every line gets a ``message`` for people (see :mod:`._log_messages`); secrets are
+    masked in every format, and so is personal data with ``mask_pii``.
+
     Args:
         level: Lowest level written: debug, info, warning or error.
-        fmt: ``json``, ``console``, or ``auto`` (console when ``stream`` is a terminal).
+        fmt: ``json``, ``console``, ``ecs`` (Elastic Common Schema), ``otel``
+            (OpenTelemetry log data model), or ``auto`` (console when ``stream`` is a
+            terminal, else json).
         stream: Where log lines go (default: stdout).
         mask_pii: Mask personal data: the values of ``pii_fields`` and any email address.
         pii_fields: Field names whose values are masked when ``mask_pii`` is on.
+
+    Raises:
+        ValueError: ``fmt`` is none of those.
     """
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    shared: list[Any] = [
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}: expected one of {', '.join(LOG_FORMATS)}")
+    processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        stamp_unix_nanos if fmt == "otel" else structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if mask_pii:
-        shared.append(_PiiMasker(pii_fields))
-    if fmt == "json":
-        renderer: list[Any] = [
-            # Locals of stack frames may hold credentials: never render them.
-            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
-            _redact_processor,
-            _leading_fields,
-            structlog.processors.JSONRenderer(sort_keys=False),
+        processors.append(_PiiMasker(pii_fields))
+    # Exceptions are rendered before masking, so that it applies to them, and never with
+    # the values of frame locals (they may hold credentials). The message is made from
+    # the masked fields: it cannot show what they hide.
+    exceptions: Any
+    if fmt == "console":
+        exceptions = structlog.processors.format_exc_info
+        render: list[Any] = [
+            structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
         ]
     else:
-        renderer = [
-            # Render the traceback as text first, without frame locals, so masking applies to it.
-            structlog.processors.format_exc_info,
-            _redact_processor,
-            structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback),
-        ]
+        if fmt == "json":
+            exceptions = structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        else:
+            exceptions = exception_fields
+        render = [LAYOUTS[fmt], structlog.processors.JSONRenderer(sort_keys=False)]
+    processors += [exceptions, _redact_processor, add_message, *render]
     structlog.configure(
-        processors=shared + renderer,
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,

@@ -30,11 +30,12 @@ from ._errors import FatalError, PluginError
 from ._files import RunFiles
 from ._input_check import check_before_sending
 from ._ledger import Ledger, RecordCounts
+from ._log_stage import bind_stage, in_stage, stage_of
 from ._reader import Reader
 from .base import RunContext, Sink, Source, Transform
 from .config import PipelineConfig, RunSettings
 from .logging import get_logger, redact_data
-from .progress import ProgressBar
+from .progress import InputCount, ProgressBar
 from .ratelimit import AdaptiveRateLimiter
 from .report import run_report, write_report
 
@@ -163,6 +164,7 @@ class _Run:
         self.log = get_logger()
         self.progress_bar = ProgressBar.for_terminal(dry_run=options.dry_run) if options.show_progress else None
         self._hook_run_progress = bool(pm.hook.run_progress.get_hookimpls())
+        self._input_count = InputCount(source)
         self._workers_scope = trio.CancelScope()
         self._open_scope = trio.CancelScope()
         self._stopping = False
@@ -190,7 +192,7 @@ class _Run:
 
     async def _run_leased(self) -> RunResult:
         model = self.config.model
-        structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=model.pipeline)
+        structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=model.pipeline, stage="run")
         started_at = datetime.datetime.now(datetime.UTC)
         self._started = trio.current_time()
         self.log.info(
@@ -208,8 +210,7 @@ class _Run:
                 if self.options.handle_signals:
                     nursery.start_soon(self._watch_signals)
                 if not self.options.dry_run:
-                    structlog.contextvars.bind_contextvars(stage="sink")
-                    with self._open_scope:  # a signal cancels a slow open (e.g. token retries)
+                    with self._open_scope, in_stage("sink"):  # a signal cancels a slow open (e.g. token retries)
                         await self.sink.open(RunContext(self.run_id, model.pipeline, self.files.output_dir, False))
                 nursery.start_soon(self._report_progress)
                 if not self._stopping:
@@ -217,17 +218,17 @@ class _Run:
                 nursery.cancel_scope.cancel()
         except* FatalError as group:
             aborted = "; ".join(dict.fromkeys(str(exc) for exc in _leaves(group)))
-            self.log.error("run_aborted", reason=aborted)
+            self.log.error("run_aborted", reason=aborted, stage=stage_of(next(_leaves(group))))
         except* Exception as group:
             # A bug in a plugin or in the core: still write the report and keep the state
             # consistent, so that nothing done so far is lost and a rerun resumes.
             first = next(_leaves(group))
             aborted = f"internal error: {type(first).__name__}: {first}"
-            self.log.error("run_crashed", reason=aborted, exc_info=first)
+            self.log.error("run_crashed", reason=aborted, stage=stage_of(first), exc_info=first)
         finally:
             # Shielded from a second Ctrl-C, but bounded: a peer that never answers the
             # close must not keep the report and the checkpoints from being written.
-            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            with trio.move_on_after(_CLOSE_TIMEOUT, shield=True), in_stage("sink"):
                 try:
                     await self.sink.aclose()
                 except Exception:
@@ -237,7 +238,6 @@ class _Run:
                 close_error = await trio.to_thread.run_sync(self._close_files, quota)
             if close_error is not None and aborted is None:
                 aborted = str(close_error)
-            structlog.contextvars.unbind_contextvars("stage")
         return self._finish(started_at, aborted)
 
     async def _pump(self) -> None:
@@ -253,7 +253,7 @@ class _Run:
 
     async def _work(self) -> None:
         """One worker: take a record, deliver it, book the result, wait for its checkpoint."""
-        structlog.contextvars.bind_contextvars(stage="sink")
+        bind_stage("sink")
         slots = self.delivery.concurrency.slots
         sent = 0
         while not self._stopping:
@@ -339,28 +339,32 @@ class _Run:
         """Return the run's statistics now (see the ``run_progress`` hook)."""
         sent = self.delivery.statistics()
         done, total = self.source.progress()
+        records, all_read = self.ledger.summary(), self.reader.all_read
+        total_records = self._input_count.total(records["read"], all_read)
         return {
-            "records": {**self.ledger.summary(), "in_flight": sent.in_flight},
+            "records": {**records, "in_flight": sent.in_flight, "retrying": sent.retrying, "total": total_records},
             "requests": sent.requests(),
             "retry_budget": {"balance": sent.budget_balance, "capacity": sent.budget_capacity},
             "rate_limit_per_s": sent.rate_limit_per_s,
             "paused_s": sent.pause_remaining_s,
             "paused_total_s": sent.paused_s,
             "outage_s": sent.outage_now_s,
-            "progress": {"done": done, "total": total},
+            "progress": {"done": done, "total": total, "end_of_input": all_read},
             "elapsed_s": round(trio.current_time() - self._started, 3),
         }
 
     async def _report_progress(self) -> None:
         if self.progress_bar is None and not self._hook_run_progress:
             return
-        with self.progress_bar if self.progress_bar is not None else contextlib.nullcontext():
-            try:
-                while True:
-                    self._publish_progress()
-                    await trio.sleep(_PROGRESS_INTERVAL)
-            finally:
-                self._publish_progress()  # the final figures, when the run ends
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._input_count.run)  # the total, for the bar's percentage
+            with self.progress_bar if self.progress_bar is not None else contextlib.nullcontext():
+                try:
+                    while True:
+                        self._publish_progress()
+                        await trio.sleep(_PROGRESS_INTERVAL)
+                finally:
+                    self._publish_progress()  # the final figures, when the run ends
 
     def _publish_progress(self) -> None:
         snapshot = self.snapshot()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.metadata
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import pluggy
 
 from . import hookspecs
 from ._errors import PluginError
+from ._plugin_loading import (
+    DISABLE_VARIABLE,
+    PluginLoader,
+    PluginManager,
+    disabled_from_environment,
+    register_strictly,
+)
 from .base import Plugin, Sink, Source, Transform
 
 #: First-party plugins: ordinary plugin modules, registered like any other.
@@ -25,62 +32,51 @@ _HOOKS: dict[Kind, str] = {
 }
 
 
-class PluginManager(pluggy.PluginManager):
-    """A pluggy plugin manager that remembers which distribution provided each plugin."""
-
-    def __init__(self, project_name: str) -> None:
-        super().__init__(project_name)
-        #: plugin name -> (distribution name, version), for entry-point plugins.
-        self.distributions: dict[str, tuple[str, str]] = {}
-
-
-def make_plugin_manager(*, load_entrypoints: bool = True, extra_plugins: tuple[object, ...] = ()) -> PluginManager:
+def make_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    extra_plugins: tuple[object, ...] = (),
+    disabled: Collection[str] | None = None,
+    report: Callable[[str], None] | None = None,
+) -> PluginManager:
     """Create a plugin manager with the built-in plugins and installed third-party ones.
+
+    A built-in or installed plugin that fails to load (its import raises, a hook does not
+    match its specification, a ``register_*`` hook raises or returns something wrong) is
+    skipped: it is listed in ``pm.broken`` with the reason, and ``report`` is told.
 
     Args:
         load_entrypoints: Also load plugins from the ``etl`` entry-point group.
         extra_plugins: Plugin objects (modules, classes) to register as well, e.g. in tests.
+            They are never skipped or disabled: their mistakes raise.
+        disabled: Names of plugins not to load: built-in module names, entry-point names
+            or distribution names (default: those in ``ETL_DISABLE_PLUGINS``).
+        report: Called with a one-line warning for each plugin skipped.
 
     Returns:
         A plugin manager whose hook implementations have been checked against the specs.
 
     Raises:
-        PluginError: A plugin fails to import or implements a hook with a wrong signature.
+        PluginError: A plugin of ``extra_plugins`` implements a hook wrongly, or claims a
+            name already taken.
     """
-    pm = PluginManager(hookspecs.PROJECT_NAME)
+    pm = PluginManager(hookspecs.PROJECT_NAME, report=report)
     pm.add_hookspecs(hookspecs)
+    loader = PluginLoader(pm, disabled_from_environment() if disabled is None else disabled)
     for module_name in DEFAULT_PLUGINS:
-        _register(pm, importlib.import_module(module_name), module_name)
+        loader.load_module(module_name)
     for plugin in extra_plugins:
-        _register(pm, plugin, None)
+        register_strictly(pm, plugin)
     if load_entrypoints:
         for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
-            dist = ep.dist.name if ep.dist else "unknown distribution"
-            if pm.get_plugin(ep.name) is not None:
-                owner = pm.distributions.get(ep.name, ("etl (built in)",))[0]
-                raise PluginError(f"plugin name {ep.name!r} is claimed twice: by {owner} and by {dist}")
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # any import failure of third-party code
-                raise PluginError(f"plugin {ep.name!r} from {dist} failed to load: {type(exc).__name__}: {exc}") from exc
-            _register(pm, plugin, ep.name, dist)
-            if ep.dist is not None:
-                pm.distributions[ep.name] = (ep.dist.name, ep.dist.version)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {pm.get_name(exc.plugin)!r} implements an unknown hook: {exc}") from exc
+            loader.load_entry_point(ep)
+        if report is not None and (unmatched := loader.unmatched_names()):
+            report(f"{DISABLE_VARIABLE} names no installed plugin: {', '.join(unmatched)}")
+    loader.check_hooks()
+    # Call the register_* hooks once now: a plugin that fails there is skipped before
+    # its commands are added or a config is read.
+    Registry(pm)
     return pm
-
-
-def _register(pm: pluggy.PluginManager, plugin: object, name: str | None, dist: str | None = None) -> None:
-    try:
-        pm.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        owner = f"{name!r}" + (f" from {dist}" if dist else "")
-        raise PluginError(f"plugin {owner} has a hook that does not match its spec: {exc}") from exc
-    except ValueError as exc:
-        raise PluginError(f"plugin name clash: {exc}") from exc
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,47 +94,84 @@ class PluginInfo:
 class Registry:
     """Sources, transforms and sinks by name, collected from a plugin manager.
 
+    A built-in or installed plugin whose ``register_*`` hooks fail (raise, return
+    something other than a list of the right classes, or claim a name already taken) is
+    switched off (see :func:`make_plugin_manager`): none of its classes are added.
+
     Args:
         pm: The plugin manager, from :func:`make_plugin_manager`.
 
     Raises:
-        PluginError: Two plugins claim the same name, or a hook returns something
-            other than a list of the right plugin classes.
+        PluginError: A plugin given in code (``extra_plugins``) fails that way.
     """
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
         self._by_kind: dict[Kind, dict[str, PluginInfo]] = {kind: {} for kind in _BASES}
-        dists = getattr(pm, "distributions", {})
-        for kind, hook_name in _HOOKS.items():
-            hook = getattr(pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                provider = pm.get_name(impl.plugin) or repr(impl.plugin)
-                try:
-                    classes = impl.function()
-                except Exception as exc:
-                    raise PluginError(f"plugin {provider!r}: {hook_name}() raised {type(exc).__name__}: {exc}") from exc
-                self._add(kind, provider, impl.plugin, classes, dists.get(provider))
+        for provider, plugin in pm.list_name_plugin():
+            if plugin is not None:  # None: a name pluggy blocks
+                self._add_plugin(provider, plugin)
 
-    def _add(self, kind: Kind, provider: str, plugin: object, classes: object, dist: tuple[str, str] | None) -> None:
-        base = _BASES[kind]
+    def _add_plugin(self, provider: str, plugin: object) -> None:
+        """Add the classes of one plugin: all of them, or none if one is wrong."""
+        dist = getattr(self.pm, "distributions", {}).get(provider)
+        found: list[PluginInfo] = []
+        provides: dict[str, frozenset[str] | None] = {}
+        problem: PluginError | None = None
+        for kind, hook_name in _HOOKS.items():
+            impls = [impl for impl in getattr(self.pm.hook, hook_name).get_hookimpls() if impl.plugin is plugin]
+            try:
+                infos = [info for impl in impls for info in self._infos(kind, provider, plugin, impl.function, dist)]
+            except PluginError as exc:
+                provides[kind] = None
+                problem = problem or exc
+                continue
+            provides[kind] = frozenset(info.name for info in infos)
+            found += infos
+        problem = problem or self._clash(found)
+        if problem is None:
+            for info in found:
+                self._by_kind[info.kind][info.name] = info
+            if isinstance(self.pm, PluginManager):
+                self.pm.remember_provides(provider, provides)
+        elif isinstance(self.pm, PluginManager) and self.pm.isolates(provider):
+            self.pm.switch_off(provider, str(problem), provides)
+        else:
+            raise PluginError(f"plugin {provider!r}: {problem}") from problem.__cause__
+
+    def _infos(
+        self, kind: Kind, provider: str, plugin: object, hook: Callable[[], object], dist: tuple[str, str] | None
+    ) -> list[PluginInfo]:
+        hook_name, base = _HOOKS[kind], _BASES[kind]
+        try:
+            classes = hook()
+        except Exception as exc:  # any failure of plugin code
+            raise PluginError(f"{hook_name}() raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(classes, (list, tuple)):
-            raise PluginError(f"plugin {provider!r}: {_HOOKS[kind]}() must return a list of {base.__name__} classes")
+            raise PluginError(f"{hook_name}() must return a list of {base.__name__} classes")
+        infos = []
         for cls in classes:
             if not (isinstance(cls, type) and issubclass(cls, base)):
-                raise PluginError(f"plugin {provider!r}: {_HOOKS[kind]}() returned {cls!r}, not a {base.__name__} subclass")
+                raise PluginError(f"{hook_name}() returned {cls!r}, not a {base.__name__} subclass")
             name = getattr(cls, "name", None)
             if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {provider!r}: {cls.__qualname__} has no 'name'")
-            existing = self._by_kind[kind].get(name)
+                raise PluginError(f"{cls.__qualname__} has no 'name'")
+            infos.append(PluginInfo(kind, name, cls, provider, *_package_of(plugin, dist)))
+        return infos
+
+    def _clash(self, found: list[PluginInfo]) -> PluginError | None:
+        """A name of ``found`` that is already taken (by another plugin, or twice by this one)."""
+        claimed: dict[tuple[Kind, str], PluginInfo] = {}
+        for info in found:
+            existing = self._by_kind[info.kind].get(info.name) or claimed.get((info.kind, info.name))
             if existing is not None:
-                raise PluginError(
-                    f"{kind} name {name!r} is claimed twice: by plugin {existing.provider!r} "
-                    f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {provider!r} "
-                    f"({cls.__module__}.{cls.__qualname__})"
+                return PluginError(
+                    f"{info.kind} name {info.name!r} is claimed twice: by plugin {existing.provider!r} "
+                    f"({existing.cls.__module__}.{existing.cls.__qualname__}) and by plugin {info.provider!r} "
+                    f"({info.cls.__module__}.{info.cls.__qualname__})"
                 )
-            package, version = _package_of(plugin, dist)
-            self._by_kind[kind][name] = PluginInfo(kind, name, cls, provider, package, version)
+            claimed[info.kind, info.name] = info
+        return None
 
     def get(self, kind: Kind, name: str) -> type[Plugin]:
         """Return the plugin class registered under ``name``.
@@ -150,7 +183,8 @@ class Registry:
             return self._by_kind[kind][name].cls
         except KeyError:
             known = ", ".join(sorted(self._by_kind[kind])) or "none"
-            raise PluginError(f"unknown {kind} type {name!r} (installed: {known})") from None
+            hint = self.pm.unknown_type_hint(kind, name) if isinstance(self.pm, PluginManager) else ""
+            raise PluginError(f"unknown {kind} type {name!r} (installed: {known}){hint}") from None
 
     def names(self, kind: Kind) -> list[str]:
         """Return the registered names of one kind, sorted."""

@@ -209,6 +209,35 @@ class StateStore:
         self.has_history = False
         return deleted
 
+    def forget_keys(self, keys: Sequence[str]) -> list[str]:
+        """Delete the checkpoints of ``keys`` (in one transaction): the next run sends them again.
+
+        Returns:
+            The keys that had a checkpoint, in the order given, each once.
+        """
+        with self._transaction() as db:
+            delete = "DELETE FROM records WHERE pipeline = ? AND key = ?"
+            return [key for key in dict.fromkeys(keys) if db.execute(delete, (self.pipeline, key)).rowcount]
+
+    def forget_quotas(self) -> list[tuple[str, float, float]]:
+        """Delete the quota remembered for every destination; return each (destination, rate, burst)."""
+        with self._transaction() as db:
+            quotas = db.execute("SELECT destination, rate, burst FROM quotas ORDER BY destination").fetchall()
+            db.execute("DELETE FROM quotas")
+        return [(str(destination), float(rate), float(burst)) for destination, rate, burst in quotas]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the reading connection (between runs: no writer thread)."""
+        with self._failing("written"):
+            self._read.execute("BEGIN")
+            try:
+                yield self._read
+                self._read.execute("COMMIT")
+            finally:
+                if self._read.in_transaction:
+                    self._read.execute("ROLLBACK")
+
     def lookup(self, keys: Sequence[str]) -> dict[str, PreviousOutcome]:
         """Return the stored outcome of each of ``keys`` that has one."""
         found: dict[str, PreviousOutcome] = {}

@@ -486,6 +486,23 @@ def test_event_fields_are_documented():
         assert not undocumented, f"{where}: fields of {event} missing from docs/logging.md: {', '.join(undocumented)}"
 
 
+def test_every_event_row_gives_its_message():
+    from etl_core._log_messages import TEMPLATES, message_for
+
+    documented: dict[str, list[str]] = {}
+    for cells in _table_rows(_section(_doc("logging.md"), "Event reference")):
+        match = re.fullmatch(r"`(\w+)`", cells[0])
+        if match:
+            assert len(cells) == 5, f"docs/logging.md: the row of {match.group(1)} has no message column"
+            documented.setdefault(match.group(1), []).append(cells[3])
+    for event, messages in documented.items():
+        forms = TEMPLATES.get(event, (message_for(event, {}),))
+        shown = " ".join(messages)
+        missing = [form for form in forms if f"`{form}`" not in shown]
+        assert not missing, f"docs/logging.md: the message of {event} is {', '.join(missing)}"
+    assert not set(TEMPLATES) - set(documented), "docs/logging.md lacks events that have a message"
+
+
 def test_plain_messages_are_mentioned():
     _, messages, _ = _scan()
     text = _doc("logging.md")

@@ -148,8 +148,8 @@ def render_block(name: str, *, source: str = "document") -> str:
 
 
 def builtin_registry() -> Registry:
-    """Return the registry of the built-in plugins only (no entry points)."""
-    return Registry(make_plugin_manager(load_entrypoints=False))
+    """Return the registry of the built-in plugins only (no entry points), whatever ETL_DISABLE_PLUGINS says."""
+    return Registry(make_plugin_manager(load_entrypoints=False, disabled=()))
 
 
 def render_schema() -> str:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.metadata
 import os
 import tempfile
-import types
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import trio
 
-from .. import hookspecs
 from ..base import (
     Plugin,
     Sink,
@@ -21,7 +18,7 @@ from ..base import (
 )
 from ..config import parse_config
 from ..pipeline import RunOptions, RunResult, run_pipeline
-from ..registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
+from ..registry import Registry, make_plugin_manager
 from ._plugins import _ClassesPlugin, plugin_of
 
 _P = ParamSpec("_P")
@@ -78,7 +75,8 @@ async def run_pipeline_from_dict(
         given = data.setdefault(section, {"type": plugin.name})
         if given != {"type": plugin.name}:
             raise ValueError(f"{section} is given as an instance: leave its options out of the config (or give only its type)")
-    pm = make_plugin_manager(extra_plugins=_new_plugins([*plugins, *_classes_of(instances, plugins)]))
+    # A module that is also built in or installed is registered once (its own tests pass it).
+    pm = make_plugin_manager(extra_plugins=(*plugins, *_classes_of(instances, plugins)))
     output = data.get("output")
     if output is None or (isinstance(output, dict) and not output.get("dir")):
         directory = tmp_dir if tmp_dir is not None else tempfile.mkdtemp(prefix="etl-test-")
@@ -113,16 +111,3 @@ def _classes_of(instances: Sequence[Plugin], plugins: Iterable[object]) -> list[
     missing = list(dict.fromkeys(type(instance) for instance in instances if type(instance) not in registered))
     return [plugin_of(*missing)] if missing else []
 
-
-def _new_plugins(plugins: Iterable[object]) -> tuple[object, ...]:
-    """Leave out modules the plugin manager registers anyway (built in or installed)."""
-    loaded = set(DEFAULT_PLUGINS)
-    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
-        module, _, attr = ep.value.partition(":")
-        if not attr:
-            loaded.add(module.strip())
-    return tuple(
-        plugin
-        for plugin in plugins
-        if not (isinstance(plugin, types.ModuleType) and plugin.__name__ in loaded)
-    )

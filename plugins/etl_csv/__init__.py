@@ -27,6 +27,7 @@ from etl_core import (
     open_regular_file,
 )
 
+from ._count import count_records
 from ._reader import CsvReader
 
 __all__ = ["CsvOptions", "CsvSource"]
@@ -283,6 +284,11 @@ class CsvSource(Source):
         if self._reader is None:
             return (0, None)
         return self._reader.progress()
+
+    def count(self, time_limit: float) -> int | None:
+        """Count the records from the file's line breaks, without parsing it (see :func:`count_records`)."""
+        opts = self.options
+        return count_records(opts.path, encoding=opts.encoding, header=opts.header, time_limit=time_limit)
 
 
 #: Most characters of fields :meth:`CsvSource.sample` holds (it stops after the row that passes it).

@@ -27,6 +27,7 @@ from etl_core import (
     RunContext,
     SendResult,
     Sink,
+    SinkField,
     ThrottledError,
     TransientError,
     __version__,
@@ -50,6 +51,18 @@ _REASONS = {
     422: "unprocessable entity",
 }
 _OPEN_ATTEMPTS = 3
+#: The contact fields a PATCH may set (besides the key), for ``etl guess``.
+_CONTACT_FIELDS = (
+    SinkField("firstName"),
+    SinkField("lastName"),
+    SinkField("email", rules=("email",)),
+    SinkField("phone", rules=("e164",)),
+    SinkField("city"),
+    SinkField("country"),
+    SinkField("externalId"),
+)
+#: The validate rule that checks a key of each ``key_format``.
+_KEY_RULES: dict[KeyFormat, tuple[str, ...]] = {"uuid": ("uuid",), "integer": ("integer",), "any": ()}
 
 
 class CxoneOptions(PluginOptions):
@@ -307,6 +320,18 @@ class CxoneSink(Sink):
             ``token_url``, ``client_id``, ``client_secret``) that point the sink at it.
         """
         return _sandbox_overrides()
+
+    @classmethod
+    def guess_fields(cls) -> tuple[SinkField, ...]:
+        """The key field and the contact fields a PATCH may set, with the default options.
+
+        Returns:
+            ``key_field`` (``contactId``, a uuid), then ``firstName``, ``lastName``, ``email``,
+            ``phone`` (E.164), ``city``, ``country`` and ``externalId``.
+        """
+        fields = CxoneOptions.model_fields
+        key_format = fields["key_format"].default
+        return (SinkField(fields["key_field"].default, rules=_KEY_RULES[key_format], key=True), *_CONTACT_FIELDS)
 
     def destination(self) -> str:
         """The endpoint and the API client whose quota the sends count against."""

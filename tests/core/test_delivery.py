@@ -121,3 +121,19 @@ async def test_the_limiter_learns_when_the_sink_says_a_request_left(autojump_clo
     await send.deliver(record("b", 2))
     assert limiter.throttles == [7.0]
     assert limiter.successes[0] == 9.0 and limiter.successes[1] == handed_over
+
+
+async def test_retrying_counts_the_records_waiting_to_be_sent_again_now(autojump_clock):
+    throttled = ThrottledError("slow down", status=429, retry_after=2.0)
+    sink = RecordingSink(failures={"a": [throttled], "b": [throttled, throttled]})
+    send = delivery(sink)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send.deliver, record("a"))
+        await trio.sleep(1.0)  # "a" waits out the pause its 429 asked for
+        waiting = send.statistics()
+    assert (waiting.in_flight, waiting.retrying, waiting.retries) == (1, 1, 1)
+    done = send.statistics()
+    assert (done.in_flight, done.retrying, done.retries) == (0, 0, 1)  # retries add up; retrying is now
+    with trio.move_on_after(3.0):  # cancelled while waiting for its retry (a stop, the drain deadline)
+        await send.deliver(record("b", 2))
+    assert send.statistics().retrying == 0

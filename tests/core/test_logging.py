@@ -1,10 +1,15 @@
 import io
 import json
+import time
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from etl_core._log_formats import ECS_VERSION
+from etl_core._log_messages import message_for
 from etl_core.logging import configure_logging, get_logger, redact_data, register_secret
+from tests.conftest import run_etl
 
 
 def lines(stream: io.StringIO) -> list[dict]:
@@ -139,3 +144,182 @@ def test_redact_data_masks_registered_secrets_in_strings_at_any_depth():
     }
     # Unlike log fields, nothing is masked by its name: a report's text is not a credential.
     assert redact_data({"token_url": "https://auth.example.com/token"}) == {"token_url": "https://auth.example.com/token"}
+
+
+# -- the message -----------------------------------------------------------------------
+
+
+def test_every_line_has_a_message_for_people_after_the_event_name():
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    get_logger().info("record_rejected", line=42, stage="transform", plugin="validate", reason="email: not a valid address")
+    get_logger().info(
+        "run_finished", exit_code=1, duration_s=12.3, records_ok=980, records_rejected=12, records_failed=8
+    )
+    rejected, finished = lines(stream)
+    assert list(rejected)[:4] == ["timestamp", "level", "event", "message"]
+    assert rejected["message"] == "line 42 rejected by validate: email: not a valid address"
+    assert finished["message"] == "run finished: 980 ok, 12 rejected, 8 failed in 12.3 s"
+
+
+def test_a_message_uses_the_first_template_whose_fields_are_all_there():
+    assert message_for("paused", {"seconds": 2.5, "status": 429, "key": "k"}) == "every worker paused for 2.5 s: HTTP 429"
+    assert message_for("paused", {"seconds": 4, "status": None, "reason": "rate limit window spent"}) == (
+        "every worker paused for 4 s: rate limit window spent"
+    )
+    assert message_for("run_started", {"source": "csv", "sink": "jsonl", "workers": "auto", "dry_run": True}) == (
+        "run started: csv to jsonl, workers: auto, dry run: yes"
+    )
+    assert message_for("failure_rate_exceeded", {"share": 0.25, "records": 200, "max_failure_rate": 0.1}) == (
+        "run stopping: 25% of 200 records rejected or failed, over 10%"
+    )
+
+
+def test_an_event_without_a_template_or_its_fields_gets_its_name_as_a_sentence():
+    assert message_for("plugin_disabled", {"plugin": "x"}) == "plugin disabled"
+    assert message_for("record_rejected", {"line": 3}) == "record rejected"
+    assert message_for("failure_rate_exceeded", {"share": "most", "records": 3, "max_failure_rate": 0.1}) == (
+        "failure rate exceeded"
+    )
+    assert message_for("sandbox: a plain sentence", {}) == "sandbox: a plain sentence"
+
+
+def test_the_message_shows_nothing_the_masking_hides():
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream, mask_pii=True)
+    register_secret("msg-secret-4f1e2d")
+    get_logger().info("record_rejected", line=7, plugin="validate", reason="ann@example.com refused by msg-secret-4f1e2d")
+    (event,) = lines(stream)
+    assert event["message"] == "line 7 rejected by validate: a***@e***.com refused by ***"
+
+
+# -- ECS and OpenTelemetry -------------------------------------------------------------
+
+
+def test_ecs_lines_use_the_elastic_common_schema_names():
+    stream = io.StringIO()
+    configure_logging(fmt="ecs", stream=stream)
+    structlog.contextvars.bind_contextvars(run_id="r1", pipeline="p", stage="sink")
+    get_logger().warning("record_failed", key="k1", line=28, status=404, reason="HTTP 404: contact not found", source="csv")
+    (event,) = lines(stream)
+    assert list(event)[:4] == ["@timestamp", "log.level", "message", "ecs.version"]
+    assert event["@timestamp"].endswith("Z") and event["log.level"] == "warning"
+    assert event["message"] == "line 28 failed: HTTP 404: contact not found"
+    assert event["ecs.version"] == ECS_VERSION
+    assert event["event"]["action"] == "record_failed"
+    assert event["labels"] == {"run_id": "r1", "pipeline": "p", "stage": "sink"}
+    # The event's own fields keep their names, under etl: `source` is an ECS field set.
+    assert event["etl"] == {"key": "k1", "line": 28, "status": 404, "reason": "HTTP 404: contact not found", "source": "csv"}
+
+
+def test_otel_lines_follow_the_log_data_model():
+    stream = io.StringIO()
+    configure_logging(fmt="otel", stream=stream, level="debug")
+    structlog.contextvars.bind_contextvars(run_id="r1", pipeline="p", stage="run")
+    before = time.time_ns()
+    for method in ("debug", "info", "warning", "error", "critical"):
+        getattr(get_logger(), method)("run_aborted", reason="token refused")
+    after = time.time_ns()
+    events = lines(stream)
+    assert [(e["severity_text"], e["severity_number"]) for e in events] == [
+        ("debug", 5), ("info", 9), ("warning", 13), ("error", 17), ("critical", 21)
+    ]
+    event = events[0]
+    assert list(event) == ["timestamp", "severity_text", "severity_number", "body", "event_name", "attributes", "resource"]
+    assert isinstance(event["timestamp"], str) and before <= int(event["timestamp"]) <= after
+    assert event["body"] == "run aborted: token refused" and event["event_name"] == "run_aborted"
+    assert event["attributes"] == {"reason": "token refused", "run_id": "r1", "pipeline": "p", "stage": "run"}
+    assert event["resource"] == {"service.name": "etl"}
+
+
+@pytest.mark.parametrize(
+    ("fmt", "fields_of"),
+    [
+        ("ecs", lambda event: (event["error"]["type"], event["error"]["message"], event["error"]["stack_trace"])),
+        ("otel", lambda event: tuple(event["attributes"][f"exception.{k}"] for k in ("type", "message", "stacktrace"))),
+    ],
+)
+def test_exceptions_in_ecs_and_otel_are_text_without_frame_locals(fmt, fields_of):
+    stream = io.StringIO()
+    configure_logging(fmt=fmt, stream=stream)
+    register_secret("exc-secret-77aa01")
+
+    def fail(password="hunter2-hunter2"):
+        raise ValueError("refused exc-secret-77aa01")
+
+    try:
+        fail()
+    except ValueError:
+        get_logger().exception("sink_error", key="k", line=3)
+    assert "hunter2" not in stream.getvalue() and "exc-secret-77aa01" not in stream.getvalue()
+    exc_type, exc_message, stacktrace = fields_of(lines(stream)[0])
+    assert (exc_type, exc_message) == ("ValueError", "refused ***")
+    assert "in fail" in stacktrace and stacktrace.endswith("ValueError: refused ***")
+
+
+@pytest.mark.parametrize("fmt", ["json", "console", "ecs", "otel"])
+def test_secrets_and_personal_data_are_masked_in_every_format(fmt):
+    stream = io.StringIO()
+    configure_logging(fmt=fmt, stream=stream, mask_pii=True)
+    register_secret("fmt-secret-0a9b8c7d")
+    get_logger().info(
+        "dry_run_request",
+        line=2,
+        key="ann.lee@example.com",
+        request={"url": "https://u:pw-in-url@api.example.com/c?access_token=tok-in-url", "body": {"lastName": "Leeford"}},
+        reason="refused fmt-secret-0a9b8c7d",
+        client_secret="plain-credential",
+    )
+    text = stream.getvalue()
+    for hidden in ("fmt-secret-0a9b8c7d", "pw-in-url", "tok-in-url", "plain-credential", "ann.lee@example.com", "Leeford"):
+        assert hidden not in text, (fmt, hidden)
+    assert "line 2 would be sent (key a***@e***.com)" in text
+
+
+def test_an_unknown_format_is_refused():
+    with pytest.raises(ValueError, match="unknown log format 'xml'"):
+        configure_logging(fmt="xml", stream=io.StringIO())
+
+
+# -- from the command line ---------------------------------------------------------------
+
+
+def csv_to_jsonl(tmp_path, logging_section=""):
+    (tmp_path / "contacts.csv").write_text(
+        "id,email\n1,ann@example.com\n2,not an address\n3,cy@example.com\n", encoding="utf-8"
+    )
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline: logs\n"
+        "key: id\n"
+        "source: {type: csv, path: contacts.csv}\n"
+        "transforms:\n"
+        "  - {type: validate, fields: {email: [email]}}\n"
+        "sink: {type: jsonl, path: out/contacts.jsonl}\n"
+        "output: {dir: out}\n" + logging_section,
+        encoding="utf-8",
+    )
+
+
+def test_etl_run_with_ecs_logs_writes_one_ecs_object_per_line(tmp_path):
+    csv_to_jsonl(tmp_path)
+    done = run_etl("run", "pipeline.yaml", "--log-format", "ecs", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # one row rejected
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events
+    for event in events:
+        assert {"@timestamp", "log.level", "message", "ecs.version", "event", "labels"} <= set(event), event
+        assert event["labels"]["pipeline"] == "logs" and event["labels"]["stage"] in ("run", "transform", "sink")
+    actions = [event["event"]["action"] for event in events]
+    assert actions[0] == "run_started" and actions[-1] == "run_finished"
+    (rejected,) = [event for event in events if event["event"]["action"] == "record_rejected"]
+    assert rejected["labels"]["stage"] == "transform" and rejected["etl"]["line"] == 3
+    assert events[-1]["message"].startswith("run finished: 2 ok, 1 rejected, 0 failed in ")
+
+
+def test_the_config_file_can_choose_the_otel_format(tmp_path):
+    csv_to_jsonl(tmp_path, "logging: {format: otel}\n")
+    done = run_etl("run", "pipeline.yaml", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [event["event_name"] for event in (events[0], events[-1])] == ["run_started", "run_finished"]
+    assert all(event["attributes"]["pipeline"] == "logs" and int(event["timestamp"]) > 0 for event in events)

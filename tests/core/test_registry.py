@@ -6,6 +6,7 @@ import types
 import pytest
 
 from etl_core import PluginError, PluginOptions, Record, Sink, Source, hookimpl
+from etl_core._plugin_loading import BrokenPlugin, DisabledPlugin
 from etl_core.config import parse_config
 from etl_core.pipeline import RunOptions, run_pipeline
 from etl_core.registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
@@ -148,3 +149,166 @@ def test_entry_point_discovery_with_installed_distribution(tmp_path):
     greeted = run_etl("hello", "--name", "Ada", cwd=tmp_path, env=env)
     assert (greeted.returncode, greeted.stdout) == (0, "hello Ada\n"), greeted.stderr
     assert run_etl("hello", "--name", "", cwd=tmp_path, env=env).returncode == 1
+
+
+# -- broken and disabled plugins ---------------------------------------------------------
+
+SHAKY = """
+from etl_core import Sink, Source, hookimpl
+
+
+class ShakySource(Source):
+    '''A source.'''
+
+    name = "shaky_source"
+
+
+class ShakySink(Sink):
+    '''A sink.'''
+
+    name = "shaky"
+
+{hooks}
+"""
+
+
+def shaky(**hooks: str) -> str:
+    """The code of a plugin registering ShakySource and ShakySink, with these hook bodies."""
+    bodies = {"register_sources": "return [ShakySource]", "register_sinks": "return [ShakySink]", **hooks}
+    return SHAKY.format(hooks="\n".join(f"@hookimpl\ndef {hook}():\n    {body}\n" for hook, body in bodies.items()))
+
+
+def test_an_installed_plugin_that_fails_to_import_is_skipped_and_reported_once(install_plugin):
+    install_plugin("etl_shaky", "import etl_shaky_missing_dependency\n", entry_point="shaky")
+    warnings: list[str] = []
+    pm = make_plugin_manager(report=warnings.append, disabled=())
+    assert pm.broken == [
+        BrokenPlugin("shaky", "etl-shaky", "1.0", "ModuleNotFoundError: No module named 'etl_shaky_missing_dependency'")
+    ]
+    assert warnings == [
+        "plugin 'shaky' (etl-shaky 1.0) failed to load and was skipped: ModuleNotFoundError: No module named "
+        "'etl_shaky_missing_dependency' (ETL_DISABLE_PLUGINS=shaky switches it off)"
+    ]
+    registry = Registry(pm)
+    assert registry.get("source", "csv") is not None  # everything else works
+    with pytest.raises(PluginError) as info:
+        registry.get("sink", "shaky")
+    assert str(info.value) == (
+        "unknown sink type 'shaky' (installed: cxone, discard, jsonl); plugin 'shaky' (etl-shaky 1.0) failed to load "
+        "and may provide it: ModuleNotFoundError: No module named 'etl_shaky_missing_dependency'"
+    )
+    assert len(warnings) == 1  # building the registry again reports nothing new
+
+
+def test_a_raising_register_hook_skips_every_class_of_the_plugin(install_plugin):
+    install_plugin("etl_shaky", shaky(register_sinks="raise RuntimeError('SHAKY_HOME is not set')"))
+    pm = make_plugin_manager(disabled=())
+    [broken] = pm.broken
+    assert broken.reason == "register_sinks() raised RuntimeError: SHAKY_HOME is not set"
+    assert pm.get_plugin("etl_shaky") is None  # unregistered: no other hook of it runs
+    registry = Registry(pm)
+    assert "shaky_source" not in registry.names("source")
+    # Its register_sources answered: it provides that source for sure.
+    with pytest.raises(PluginError, match=r"source 'shaky_source' comes from plugin 'etl_shaky' \(etl-shaky 1.0\), "
+                       r"which failed to load: register_sinks\(\) raised RuntimeError: SHAKY_HOME is not set$"):
+        registry.get("source", "shaky_source")
+    with pytest.raises(PluginError, match="failed to load and may provide it"):
+        registry.get("sink", "webhook")
+    # It has no register_transforms: an unknown transform is only a typo.
+    with pytest.raises(PluginError) as info:
+        registry.get("transform", "mapp")
+    assert "etl_shaky" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "reason"),
+    [
+        ({"register_sinks": "return ShakySink"}, "register_sinks() must return a list of Sink classes"),
+        ({"register_sinks": "return [ShakySource]"}, "register_sinks() returned <class 'etl_shaky.ShakySource'>, not a Sink subclass"),
+        ({"register_sinks": "return [type('Nameless', (ShakySink,), {'name': ''})]"}, "Nameless has no 'name'"),
+        (
+            {"register_sinks": "return [type('Discard', (ShakySink,), {'name': 'discard'})]"},
+            "sink name 'discard' is claimed twice: by plugin 'etl_files' (etl_files.DiscardSink) and by plugin 'etl_shaky' (etl_shaky.Discard)",
+        ),
+    ],
+    ids=["not-a-list", "wrong-kind", "no-name", "name-taken"],
+)
+def test_a_register_hook_returning_the_wrong_thing_skips_the_plugin(install_plugin, hooks, reason):
+    install_plugin("etl_shaky", shaky(**hooks))
+    pm = make_plugin_manager(disabled=())
+    assert [(b.name, b.reason) for b in pm.broken] == [("etl_shaky", reason)]
+    assert Registry(pm).get("sink", "discard").__module__ == "etl_files"
+
+
+def test_a_hook_that_does_not_match_its_spec_skips_the_plugin(install_plugin):
+    install_plugin("etl_shaky", shaky(register_sinks="return []").replace("def register_sinks()", "def register_sinks(options)"))
+    pm = make_plugin_manager(disabled=())
+    [broken] = pm.broken
+    assert broken.reason.startswith("a hook does not match its specification: Plugin 'etl_shaky' for hook 'register_sinks'; ")
+    assert "\n" not in broken.reason
+    assert pm.get_plugin("etl_shaky") is None and "shaky_source" not in Registry(pm).names("source")
+
+
+def test_an_unknown_hook_skips_the_plugin(install_plugin):
+    install_plugin("etl_shaky", shaky(register_sink="return [ShakySink]"))
+    pm = make_plugin_manager(disabled=())
+    module = sys.modules["etl_shaky"]
+    assert [broken.reason for broken in pm.broken] == [f"unknown hook 'register_sink' in plugin {module!r}"]
+    assert pm.get_plugin("etl_shaky") is None
+
+
+def test_an_entry_point_name_already_taken_is_skipped(install_plugin):
+    install_plugin("etl_shaky", shaky(), entry_point="etl_csv")
+    warnings: list[str] = []
+    pm = make_plugin_manager(report=warnings.append, disabled=())
+    assert [(b.name, b.package, b.reason) for b in pm.broken] == [("etl_csv", "etl-shaky", "its name is already taken by etl (built in)")]
+    assert warnings[0].endswith("(ETL_DISABLE_PLUGINS=etl-shaky switches it off)")
+    assert Registry(pm).get("source", "csv").__module__.startswith("etl_csv")
+
+
+def test_a_built_in_that_fails_to_import_is_skipped(monkeypatch):
+    monkeypatch.setattr("etl_core.registry.DEFAULT_PLUGINS", ("etl_files", "etl_not_shipped"))
+    pm = make_plugin_manager(load_entrypoints=False, disabled=())
+    assert [(b.name, b.package, b.reason) for b in pm.broken] == [
+        ("etl_not_shipped", "etl", "ModuleNotFoundError: No module named 'etl_not_shipped'")
+    ]
+    assert Registry(pm).names("sink") == ["discard", "jsonl"]
+
+
+@pytest.mark.parametrize("name", ["shaky", "etl-shaky", "ETL_Shaky", "etl.shaky"])
+def test_a_disabled_plugin_is_not_imported(install_plugin, name):
+    install_plugin("etl_shaky", "raise SystemExit('imported!')\n", entry_point="shaky")
+    warnings: list[str] = []
+    pm = make_plugin_manager(report=warnings.append, disabled=[name])
+    assert "etl_shaky" not in sys.modules
+    assert pm.disabled == [DisabledPlugin("shaky", "etl-shaky", "1.0")]
+    assert pm.broken == [] and warnings == []
+    with pytest.raises(PluginError, match=r"; plugins switched off by ETL_DISABLE_PLUGINS: shaky$"):
+        Registry(pm).get("sink", "shaky")
+
+
+def test_etl_disable_plugins_switches_off_built_ins_and_names_the_unknown(monkeypatch):
+    monkeypatch.setenv("ETL_DISABLE_PLUGINS", " etl_files, etl_metrics ,,not_installed,etl")
+    warnings: list[str] = []
+    pm = make_plugin_manager(report=warnings.append)
+    assert [plugin.name for plugin in pm.disabled] == ["etl_files", "etl_metrics"]
+    assert pm.get_plugin("etl_files") is None and pm.get_plugin("etl_metrics") is None
+    assert Registry(pm).names("sink") == ["cxone"]
+    # The core (the distribution "etl") is not a plugin: it cannot be switched off.
+    assert warnings == ["ETL_DISABLE_PLUGINS names no installed plugin: etl, not_installed"]
+
+
+def test_plugins_given_in_code_are_never_disabled_nor_skipped():
+    import etl_files
+
+    pm = make_plugin_manager(load_entrypoints=False, extra_plugins=(etl_files,), disabled=["etl_files"])
+    assert Registry(pm).names("sink") == ["cxone", "discard", "jsonl"]
+
+    class Raising:
+        @hookimpl
+        def register_sinks(self):
+            raise RuntimeError("a bug")
+
+    with pytest.raises(PluginError, match=r"^plugin '\d+': register_sinks\(\) raised RuntimeError: a bug$") as info:
+        make_plugin_manager(load_entrypoints=False, extra_plugins=(Raising(),), disabled=())
+    assert isinstance(info.value.__cause__, RuntimeError)  # the test shows where it failed

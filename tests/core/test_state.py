@@ -410,3 +410,38 @@ def test_reasons_are_kept_with_registered_secrets_masked(tmp_path):
     finally:
         again.close()
 
+
+
+def test_forget_keys_deletes_only_those_checkpoints_of_its_pipeline(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    for key in ("a", "b", "c"):
+        store.record(outcome(key))
+    store.close()
+    other = open_store(path, pipeline="q")
+    other.record(outcome("a"))
+    other.close()
+
+    again = open_store(path, run_id="run-2", start=False)
+    try:
+        assert again.forget_keys(["b", "missing", "b", "a"]) == ["b", "a"]
+        assert set(again.lookup(["a", "b", "c"])) == {"c"}
+    finally:
+        again.close()
+    other = open_store(path, pipeline="q", start=False)
+    try:
+        assert set(other.lookup(["a"])) == {"a"}
+    finally:
+        other.close()
+
+
+def test_forget_quotas_deletes_every_destination_s_and_says_which(tmp_path):
+    store = open_store(tmp_path / "state.db", start=False)
+    try:
+        store.remember_quota("dest-b", 12.5, 20)
+        store.remember_quota("dest-a", 3.0, 1)
+        assert store.forget_quotas() == [("dest-a", 3.0, 1.0), ("dest-b", 12.5, 20.0)]
+        assert store.quota("dest-a") is None and store.quota("dest-b") is None
+        assert store.forget_quotas() == []
+    finally:
+        store.close()
