@@ -11,10 +11,11 @@ means the bucket had a token when the request arrived; a throttle means it was
 empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
 and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
 measures R as the largest of these lower bounds over the successes since the
-last throttle, and B from the first wave (sent unlimited until the first throttle,
-which ran the bucket dry as the first throttled request arrived: from any of its
-successes to its last, the n sent in a stretch T show B >= n - R*T). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
-up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
+last throttle, and B from the first wave (sent unlimited until the first throttle
+came back, having run the bucket dry: from any of its successes to its last, the n
+sent in a stretch T show B >= n - R*T). It paces requests with GCRA at
+``(1 - margin) * R`` and lets out up to ``burst_share * B`` at once, so it never
+spends more than the bucket holds.
 
 Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
 not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
@@ -281,13 +282,11 @@ class AdaptiveRateLimiter:
         episode, self._episode = self._episode - later, later
         self._empty_at = sent_at
         if since is None and self._base is None:
-            # The first wave, sent unlimited, ran the bucket dry when this request
-            # arrived: it held B + R*T0. Successes sent after it spent tokens the bucket
-            # gained since (over a high latency, many): they begin the next episode.
-            self._wave_end = sent_at
-            self._wave_successes -= later
-            wave = self._tail[: len(self._tail) - later]
-            self._wave_sends = (self._wave_sends[0], wave[-1]) if wave else (math.inf, -math.inf)
+            # The first wave, sent unlimited, ran the bucket dry: it held B + R*T0. Its
+            # requests are all those sent before now: over a network their order of
+            # arrival is not their order of sending (each opens its own connection).
+            self._wave_end = self._empty_at = now
+            self._episode = 0
             self._phase(self._ramp_start(), self.tuning.ramp_growth)
             return True
         held = None if self._growth else self.rate

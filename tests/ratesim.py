@@ -378,9 +378,8 @@ class Shortfall:
 
 _STRICT = (
     "a strict spacing (burst 1) with 3 ms of blur in arrival times: requests sent 1/R apart arrive closer, so no "
-    "client holds much more than R / (1 + R x blur) (0.77 R at 100/s); the first wave shows this blur as a burst "
-    "of 2, the limiter lets one request out at a time after the first throttle that follows a pause, and holds "
-    "a few per cent under the blurred rate, probing up once a minute"
+    "client holds much more than R / (1 + R x blur) (0.77 R at 100/s); the limiter takes the throttles this blur "
+    "causes while holding for a quota that moved, and probes every 5 s"
 )
 _BLURRED_WAVE = (
     "connection set-up blurs the first wave's send times, so the burst it shows is a request or more off and the "
@@ -394,21 +393,18 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=100, burst=20, workers=4),
         Shortfall(
-            0.86,
+            0.84,
             "four workers take 0.25 s to run the bucket dry, so the first wave cannot tell the burst from the rate: "
             "the first hold is a lower bound until a probe 2 s later",
         ),
     ),
     (Cell(rate=100, burst=20, workers=16), None),
     (Cell(rate=100, burst=20, workers=16, retry_after="http-date"), None),
-    (Cell(rate=100, burst=1, workers=32), Shortfall(0.67, _STRICT)),
+    (Cell(rate=100, burst=1, workers=32), Shortfall(0.6, _STRICT)),
     (
         Cell(rate=500, burst=50, workers=128, rows=10_000),
         Shortfall(
-            0.91,
-            "the 128 requests in flight when the first wave runs the bucket dry are 1.3 % of the run, and the wave's "
-            "connections blur its arrivals: the burst it shows is 6 requests over, the first hold 7 % under the rate",
-            throttled=0.015,
+            0.94, "the 128 requests in flight when the first wave runs the bucket dry are 1.3 % of the run", throttled=0.015
         ),
     ),
     (Cell(rate=100, burst=20, workers=32, retry_after="none"), None),
@@ -418,7 +414,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     # R in {10, 100, 500, 2,000}; burst 1, 0.1 s, 1 s, 10 s of R; auto workers.
     (Cell(rate=10, burst=1, workers=0), Shortfall(0.8, _STRICT)),
     (Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05), None),
-    (Cell(rate=100, burst=10, workers=0), Shortfall(0.9, _BLURRED_WAVE + " (6 % under it here, and the probe comes after 25 s)")),
+    (Cell(rate=100, burst=10, workers=0), Shortfall(0.88, _BLURRED_WAVE + " (5 % under it here, and the probe comes after 25 s)")),
     (
         Cell(rate=100, burst=100, workers=0, latency=0.1),
         Shortfall(
@@ -432,25 +428,27 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=500, burst=50, workers=0, latency=0.1, jitter=0.05),
         Shortfall(
-            0.78,
-            "auto concurrency starts at 64, which carries 512/s at 125 ms: slow start sends the first wave over "
-            "100 ms, so its successes overstate the burst and the first hold is 18 % under the rate; the requests "
-            "in flight at its two throttles are 5 % of a 2,000-row run",
-            throttled=0.055,
+            0.48,
+            "auto concurrency starts at 64, which carries 512/s at 125 ms: slow start sends the first wave over 100 "
+            "ms, and the bucket refills while its 429s come back, so its successes read as burst and the rate is "
+            "overstated; the hold throttles again and again. (Ending the wave at the throttled request's send time "
+            "fixes this here, 0.80 of the best, but against the sandbox the first wave's arrivals are too scrambled "
+            "for that: 16 workers measured 112/s for 100/s.)",
+            throttled=0.11,
         ),
     ),
     (
         Cell(rate=2000, burst=200, workers=0, rows=20_000),
         Shortfall(
-            0.93,
-            "a 10-second run: two 1 s learning pauses are a fifth of it; the first wave's requests in flight are "
-            "1.1 % of the run",
+            0.89,
+            "a 10-second run: two 1 s learning pauses are a fifth of it, and the blurred first wave (436 successes "
+            "for a burst of 200) puts the first hold 15 % under the rate; its requests in flight are 1.1 % of the run",
             throttled=0.015,
         ),
     ),
     # Too few workers to reach R, and many more than needed.
     (Cell(rate=500, burst=50, workers=5), None),
-    (Cell(rate=100, burst=10, workers=256), Shortfall(0.9, _BLURRED_WAVE + " (7 % under it here)")),
+    (Cell(rate=100, burst=10, workers=256), Shortfall(0.92, _BLURRED_WAVE + " (6 % under it here)")),
     # Other shapes: a penalty for hammering, a concurrency cap, windows, 503 overload.
     (Cell(rate=100, burst=10, workers=32, penalty=1.0), None),
     (
@@ -465,10 +463,10 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
         Cell(rate=100, burst=10, workers=0, rows=20_000),
         Shortfall(0.94, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate"),
     ),
-    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.71, _STRICT, events=10)),
+    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.65, _STRICT, events=35)),
     (
         Cell(rate=200, burst=20, workers=64, rows=12_000, moves=((20, 100), (40, 200))),
-        Shortfall(0.72, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),
+        Shortfall(0.74, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),
     ),
 )
 
