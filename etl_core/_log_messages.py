@@ -42,6 +42,8 @@ TEMPLATES: Mapping[str, tuple[str, ...]] = {
     "input_count_failed": ("cannot count the input's records for the progress bar: {reason}",),
     "run_aborted": ("run aborted: {reason}",),
     "hook_failed": ("a plugin's {hook} hook failed",),
+    "plugin_broken": ("plugin {plugin} ({package} {version}) failed to load and was skipped: {reason}", "plugin {plugin} failed to load and was skipped: {reason}"),
+    "plugin_disabled": ("plugin {plugin} ({package} {version}) switched off by ETL_DISABLE_PLUGINS", "plugin {plugin} switched off by ETL_DISABLE_PLUGINS"),
     "sink_close_failed": ("the sink failed to close",),
     "file_write_failed": ("cannot write {path}: {reason}",),
     "state_write_failed": ("cannot write the state file {path}: {reason}", "cannot write the state file {path}"),

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._arguments import positive_int
+
 if TYPE_CHECKING:
     from ._outcome import Result
     from .base import Record, Sink, Source, Transform
@@ -46,22 +48,11 @@ def add_preview_command(commands: argparse._SubParsersAction[Any], pm: PluginMan
     )
     parser.add_argument("config", help="pipeline config file (YAML)")
     parser.add_argument(
-        "-n", "--records", type=_record_count, default=DEFAULT_RECORDS, metavar="N",
+        "-n", "--records", type=positive_int, default=DEFAULT_RECORDS, metavar="N",
         help=f"records to show (default: {DEFAULT_RECORDS})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per record (JSON Lines)")
     parser.set_defaults(handler=functools.partial(_cmd_preview, pm=pm))
-
-
-def _record_count(text: str) -> int:
-    """``-n``: a whole number of records, at least one."""
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return count
 
 
 def _cmd_preview(args: argparse.Namespace, pm: PluginManager) -> int:

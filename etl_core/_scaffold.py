@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _scaffold_templates as templates
+from . import _scaffold_test_templates as test_templates
 from ._errors import ConfigError
 from ._version import __version__
 
@@ -91,7 +92,7 @@ def scaffold_plugin(names: PluginNames, kind: str, directory: Path) -> list[Path
         Path("README.md"): templates.README,
         Path("src", names.package, "__init__.py"): templates.INIT,
         Path("src", names.package, f"{module}.py"): templates.MODULES[kind],
-        Path("tests", f"test_{names.type}.py"): templates.TESTS[kind],
+        Path("tests", f"test_{names.type}.py"): test_templates.TESTS[kind],
     }
     written = []
     for relative, template in files.items():

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ._arguments import positive_int, show_usage
 from ._errors import ConfigError, RunLockedError
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def add_state_command(commands: argparse._SubParsersAction[Any]) -> None:
         description="Show, list or clear what earlier runs of a pipeline remember: each key's checkpoint "
         "and the quota measured at each destination. `etl state ACTION --help` shows the options of one.",
     )
-    state.set_defaults(handler=functools.partial(_usage, state))
+    state.set_defaults(handler=functools.partial(show_usage, state))
     actions = state.add_subparsers(dest="state_action", metavar="ACTION")
 
     show = actions.add_parser(
@@ -78,7 +79,7 @@ def add_state_command(commands: argparse._SubParsersAction[Any]) -> None:
     )
     listing.add_argument("config", help="pipeline config file (YAML)")
     listing.add_argument("--outcome", choices=tuple(_LABELS), help="only the checkpoints with this outcome")
-    listing.add_argument("--limit", type=_positive, metavar="N", help="at most N checkpoints")
+    listing.add_argument("--limit", type=positive_int, metavar="N", help="at most N checkpoints")
     listing.add_argument("--json", action="store_true", help="print one JSON object per line instead of a table")
     listing.add_argument("--sandbox", action="store_true", help=_SANDBOX_HELP)
     listing.set_defaults(handler=_list)
@@ -94,24 +95,6 @@ def add_state_command(commands: argparse._SubParsersAction[Any]) -> None:
     clear.add_argument("--all", action="store_true", help="forget the checkpoint of every key of the pipeline")
     clear.add_argument("--quota", action="store_true", help="forget the quota remembered for every destination")
     clear.set_defaults(handler=_clear)
-
-
-def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The handler of ``etl state`` without an action."""
-    from .cli import EXIT_USAGE
-
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
-
-
-def _positive(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return number
 
 
 # -- the pipeline's state file ---------------------------------------------------------

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._arguments import EXIT_USAGE, show_usage
 from ._commands import CommandLine
 from ._errors import ConfigError, PluginError, RunLockedError
 from ._guess_command import add_guess_command
@@ -26,7 +27,6 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .registry import PluginManager
 
-EXIT_USAGE = 2
 #: Another run is using the output directory (EX_CANTCREAT of sysexits.h: the run's
 #: files cannot be made).
 EXIT_LOCKED = 73
@@ -142,17 +142,11 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
         description="Serve a local stand-in for a sink's service until Ctrl-C. "
         "`etl sandbox NAME --help` shows the options of one.",
     )
-    sandbox.set_defaults(handler=functools.partial(_usage, sandbox))
+    sandbox.set_defaults(handler=functools.partial(show_usage, sandbox))
     sandboxes = sandbox.add_subparsers(dest="sandbox_name", metavar="NAME", title="installed sandboxes")
 
     add_plugin_commands(pm, CommandLine(sub, sandboxes), (sub, sandboxes))
     return parser
-
-
-def _usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """The handler of ``etl sandbox`` without a sandbox's name."""
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
 
 
 def _add_logging_args(parser: argparse.ArgumentParser) -> None:

@@ -10,10 +10,11 @@ are masked.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -192,9 +193,42 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _LogStream(stream))),  # write and flush are all it uses
         cache_logger_on_first_use=True,
     )
+
+
+class _LogStream:
+    """Where log lines go: once their reader has gone (``etl run ... | head``), lines are dropped and the run goes on.
+
+    A closed pipe must not stop a run half way, nor end it with a traceback.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        # Point the file at /dev/null, so that what is buffered, and what comes, goes
+        # nowhere without an error (the interpreter's own flush at exit included).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+        print("etl: warning: the log output was closed; the run goes on without its log lines", file=sys.stderr)
 
 
 def get_logger(**bindings: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -117,6 +118,25 @@ def run_etl(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     return subprocess.run(
         [*ETL, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+def install_distribution(source: Path, work: Path) -> Path:
+    """Install the distribution at ``source`` into a directory of its own, as pip would.
+
+    Built from a copy (an in-tree build would leave ``build/`` and ``*.egg-info`` beside
+    the sources), with this environment's pip, offline.
+
+    Returns:
+        The directory it was installed into: put it on ``PYTHONPATH`` to use it.
+    """
+    copy, site = work / "src", work / "site"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(site), str(copy)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return site
 
 
 @pytest.fixture(autouse=True)

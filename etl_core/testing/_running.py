@@ -6,20 +6,19 @@ import copy
 import functools
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import trio
 
 from ..base import (
-    Plugin,
     Sink,
     Source,
 )
 from ..config import parse_config
 from ..pipeline import RunOptions, RunResult, run_pipeline
 from ..registry import Registry, make_plugin_manager
-from ._plugins import _ClassesPlugin, plugin_of
+from ._plugins import plugin_of
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -72,16 +71,25 @@ async def run_pipeline_from_dict(
     for section, plugin in (("source", source), ("sink", sink)):
         if plugin is None:
             continue
-        given = data.setdefault(section, {"type": plugin.name})
+        given = data.get(section, {"type": plugin.name})
         if given != {"type": plugin.name}:
             raise ValueError(f"{section} is given as an instance: leave its options out of the config (or give only its type)")
+        # The config is validated with the instance's own options (which may have required keys).
+        data[section] = {**plugin.options.model_dump(exclude_unset=True), "type": plugin.name}
     # A module that is also built in or installed is registered once (its own tests pass it).
-    pm = make_plugin_manager(extra_plugins=(*plugins, *_classes_of(instances, plugins)))
+    plugins = tuple(plugins)
+    pm = make_plugin_manager(extra_plugins=plugins)
+    registry = Registry(pm)
+    missing = [plugin for plugin in instances if type(plugin) not in {info.cls for info in registry.infos()}]
+    if missing:
+        # Instances of classes no plugin registers (a test's own): registered for this run.
+        pm = make_plugin_manager(extra_plugins=(*plugins, plugin_of(*dict.fromkeys(type(plugin) for plugin in missing))))
+        registry = Registry(pm)
     output = data.get("output")
     if output is None or (isinstance(output, dict) and not output.get("dir")):
         directory = tmp_dir if tmp_dir is not None else tempfile.mkdtemp(prefix="etl-test-")
         data["output"] = {**(output or {}), "dir": str(directory)}
-    parsed = parse_config(data, {}, Registry(pm), env=os.environ if env is None else env, source="<dict>")
+    parsed = parse_config(data, {}, registry, env=os.environ if env is None else env, source="<dict>")
     options = RunOptions(dry_run=dry_run, handle_signals=False)
     return await run_pipeline(parsed, pm, options, source=source, sink=sink)
 
@@ -103,11 +111,3 @@ run_pipeline_sync.__doc__ = """Run :func:`run_pipeline_from_dict` in a new trio 
 Takes the same arguments. It cannot be called from inside a running event loop
 (an async test): await :func:`run_pipeline_from_dict` there.
 """
-
-
-def _classes_of(instances: Sequence[Plugin], plugins: Iterable[object]) -> list[object]:
-    """A plugin registering the classes of ``instances`` that no plugin in ``plugins`` registers."""
-    registered = {cls for plugin in plugins if isinstance(plugin, _ClassesPlugin) for cls in plugin.classes}
-    missing = list(dict.fromkeys(type(instance) for instance in instances if type(instance) not in registered))
-    return [plugin_of(*missing)] if missing else []
-

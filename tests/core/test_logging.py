@@ -1,5 +1,6 @@
 import io
 import json
+import subprocess
 import time
 
 import pytest
@@ -9,7 +10,7 @@ from structlog.testing import capture_logs
 from etl_core._log_formats import ECS_VERSION
 from etl_core._log_messages import message_for
 from etl_core.logging import configure_logging, get_logger, redact_data, register_secret
-from tests.conftest import run_etl
+from tests.conftest import ETL, run_etl
 
 
 def lines(stream: io.StringIO) -> list[dict]:
@@ -176,7 +177,7 @@ def test_a_message_uses_the_first_template_whose_fields_are_all_there():
 
 
 def test_an_event_without_a_template_or_its_fields_gets_its_name_as_a_sentence():
-    assert message_for("plugin_disabled", {"plugin": "x"}) == "plugin disabled"
+    assert message_for("cache_warmed", {"entries": 3}) == "cache warmed"
     assert message_for("record_rejected", {"line": 3}) == "record rejected"
     assert message_for("failure_rate_exceeded", {"share": "most", "records": 3, "max_failure_rate": 0.1}) == (
         "failure rate exceeded"
@@ -323,3 +324,22 @@ def test_the_config_file_can_choose_the_otel_format(tmp_path):
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [event["event_name"] for event in (events[0], events[-1])] == ["run_started", "run_finished"]
     assert all(event["attributes"]["pipeline"] == "logs" and int(event["timestamp"]) > 0 for event in events)
+
+
+def test_a_run_whose_log_reader_goes_away_finishes_without_a_traceback(tmp_path):
+    # `etl run ... | head -1`: the pipe closes after the first line, long before the end.
+    (tmp_path / "contacts.csv").write_text("id,email\n" + "".join(f"{i},p{i}@example.com\n" for i in range(2000)), encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline: logs\nkey: id\nsource: {type: csv, path: contacts.csv}\n"
+        "sink: {type: jsonl, path: out/contacts.jsonl}\noutput: {dir: out}\nlogging: {level: debug}\n",
+        encoding="utf-8",
+    )
+    process = subprocess.Popen([*ETL, "run", "pipeline.yaml"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["event"] == "run_started"
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 0, stderr
+    assert stderr == "etl: warning: the log output was closed; the run goes on without its log lines\n"
+    assert len((tmp_path / "out" / "contacts.jsonl").read_text(encoding="utf-8").splitlines()) == 2000
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["records"]["ok"] == 2000

@@ -1,7 +1,7 @@
 import json
-import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +10,7 @@ from etl_core._plugin_loading import BrokenPlugin, DisabledPlugin
 from etl_core.config import parse_config
 from etl_core.pipeline import RunOptions, run_pipeline
 from etl_core.registry import DEFAULT_PLUGINS, Registry, make_plugin_manager
-from tests.conftest import run_etl
+from tests.conftest import install_distribution, run_etl
 
 
 class ListSource(Source):
@@ -122,13 +122,7 @@ def test_hook_returning_wrong_type():
 
 def test_entry_point_discovery_with_installed_distribution(tmp_path):
     """Install a real distribution (tests/fixtures/etl-hello-plugin) and use it from the CLI."""
-    target = tmp_path / "site"
-    fixture = __import__("pathlib").Path(__file__).parents[1] / "fixtures" / "etl-hello-plugin"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(fixture)],
-        check=True, capture_output=True, timeout=300,
-    )
+    target = install_distribution(Path(__file__).parents[1] / "fixtures" / "etl-hello-plugin", tmp_path)
     env = {"PYTHONPATH": str(target)}
     listed = run_etl("plugins", "--json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr

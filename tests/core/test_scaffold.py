@@ -7,6 +7,7 @@ import re
 import pytest
 
 from etl_core import _scaffold_templates as templates
+from etl_core import _scaffold_test_templates as test_templates
 from etl_core._scaffold import PluginNames, render
 
 
@@ -32,7 +33,7 @@ def test_unusable_names_are_refused(given):
 def test_every_placeholder_of_the_templates_is_known():
     keys = {"type", "package", "distribution", "kind", "Kind", "Class", "hook", "module", "ENV", "dependencies", "config"}
     texts = [templates.PYPROJECT, templates.INIT, templates.README, *templates.CONFIGS.values(),
-             *templates.MODULES.values(), *templates.TESTS.values()]
+             *templates.MODULES.values(), *test_templates.TESTS.values()]
     used = {key for text in texts for key in re.findall(r"\{\{(\w+)\}\}", text)}
     assert used == keys
     with pytest.raises(KeyError):

@@ -158,6 +158,17 @@ async def test_a_sink_made_from_the_config_records_too(tmp_path: Path) -> None:
     assert result.report["records"]["ok"] == 3 and result.report["records"]["failed"] == 1
 
 
+async def test_a_sink_instance_whose_options_have_required_keys(tmp_path: Path) -> None:
+    # The jsonl sink requires `path`: given as an instance, the config leaves its section out.
+    out = tmp_path / "people.jsonl"
+    sink = JsonlSink(JsonlSink.Options(path=str(out)))
+    result = await run_pipeline_from_dict(
+        {**pipeline(), "sink": {"type": "jsonl"}}, plugins=[plugin_of(ListSource)], sink=sink, env={}, tmp_dir=tmp_path
+    )
+    assert result.report["records"]["ok"] == 3
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ["1", "2", "4"]
+
+
 async def test_default_output_dir_is_a_temporary_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # anything written relative to the cwd would land here
     sink = RecordingSink()

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_etl
+from tests.conftest import install_distribution, run_etl
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "etl-broken-plugin"
 MISSING = "ModuleNotFoundError: No module named 'etl_broken_missing_dependency'"
@@ -25,17 +22,7 @@ USING_IT = "pipeline: p\nsource:\n  type: csv\n  path: in.csv\nsink:\n  type: sh
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The plugin installed into its own directory (use it with PYTHONPATH)."""
-    work = tmp_path_factory.mktemp("broken-plugin")
-    # Build from a copy: an in-tree build would leave build/ and *.egg-info in tests/fixtures.
-    source = work / "src"
-    shutil.copytree(FIXTURE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True, capture_output=True, timeout=300,
-    )
-    return target
+    return install_distribution(FIXTURE, tmp_path_factory.mktemp("broken-plugin"))
 
 
 @pytest.fixture

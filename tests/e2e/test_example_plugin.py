@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_etl
+from tests.conftest import install_distribution, run_etl
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = PROJECT_ROOT / "examples" / "etl-jsonl-source"
@@ -42,17 +41,7 @@ output:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example installed into its own directory (use it with PYTHONPATH)."""
-    work = tmp_path_factory.mktemp("example-plugin")
-    # Build from a copy: an in-tree build would leave build/ and *.egg-info in examples/.
-    source = work / "src"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", ".pytest_cache"))
-    target = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True, capture_output=True, timeout=300,
-    )
-    return target
+    return install_distribution(EXAMPLE, tmp_path_factory.mktemp("example-plugin"))
 
 
 def test_listed_by_etl_plugins(site: Path, tmp_path: Path) -> None:

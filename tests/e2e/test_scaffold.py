@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_etl
+from tests.conftest import install_distribution, run_etl
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,12 +55,7 @@ def test_the_pyproject_declares_the_entry_point_and_depends_on_etl(tmp_path: Pat
 def test_etl_finds_the_package_once_installed(tmp_path: Path) -> None:
     """Installed into a directory of its own (on PYTHONPATH, as the other plugin tests do), not into this environment."""
     assert run_etl("init", "plugin", "acme", "--kind", "sink", cwd=tmp_path).returncode == 0
-    site = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(site), str(tmp_path / "etl-acme")],
-        check=True, capture_output=True, timeout=300,
-    )
+    site = install_distribution(tmp_path / "etl-acme", tmp_path / "install")
     env = {"PYTHONPATH": str(site), "ETL_DISABLE_PLUGINS": ""}
     listed = run_etl("plugins", "--json", cwd=tmp_path, env=env)
     assert (listed.returncode, listed.stderr) == (0, "")
