@@ -144,15 +144,9 @@ def _rule_check(registry: Registry) -> RuleCheck:
 
 def _read_start(path: str, size: int) -> tuple[bytes, bool]:
     """The first ``size`` bytes of the file, and whether that is all of it."""
-    from ._regular_file import NotRegularFileError, open_regular_file
+    from ._regular_file import read_start
 
-    try:
-        with open_regular_file(path) as file:
-            data = file.read(size + 1)
-    except NotRegularFileError as exc:
-        raise ConfigError(f"cannot read it: it is {exc.strerror}, not a regular file", source=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read it: {exc.strerror}", source=path) from None
+    data = read_start(path, size + 1, what="it")
     if not data:
         raise ConfigError("the file is empty", source=path)
     return data[:size], len(data) <= size

@@ -45,3 +45,25 @@ def open_regular_file(path: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_start(path: str, size: int, *, what: str) -> bytes:
+    """Read at most ``size`` bytes from the start of the regular file ``path``.
+
+    Args:
+        path: The file.
+        size: How many bytes at most.
+        what: What the file is, for the message (``config file``).
+
+    Raises:
+        ConfigError: The file cannot be opened or read, or is not a regular file.
+    """
+    from ._errors import ConfigError
+
+    try:
+        with open_regular_file(path) as file:
+            return file.read(size)
+    except NotRegularFileError as exc:
+        raise ConfigError(f"cannot read {what}: it is {exc.strerror}, not a regular file", source=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", source=path) from None

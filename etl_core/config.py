@@ -18,7 +18,7 @@ import pydantic
 
 from ._errors import ConfigError, PluginError
 from ._log_formats import LogFormat
-from ._regular_file import NotRegularFileError, open_regular_file
+from ._regular_file import read_start
 from ._spelling import closest
 from ._yaml import MAX_BYTES, Path, load_yaml
 from .base import PluginOptions, Sink, Source, Transform
@@ -293,13 +293,7 @@ def read_config(path: str) -> tuple[Any, dict[Path, int]]:
     Raises:
         ConfigError: The file cannot be read, is too large, or is not valid YAML.
     """
-    try:
-        with open_regular_file(path) as file:
-            data = file.read(MAX_BYTES + 1)
-    except NotRegularFileError as exc:
-        raise ConfigError(f"cannot read config file: it is {exc.strerror}, not a regular file", source=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
+    data = read_start(path, MAX_BYTES + 1, what="config file")
     if len(data) > MAX_BYTES:
         raise ConfigError(
             f"config file is larger than {MAX_BYTES >> 20} MiB (a config is a few kilobytes); refusing to load it",
