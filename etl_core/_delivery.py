@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -128,6 +129,8 @@ class Delivery:
         self._retry = settings.retry
         self._dry_run = dry_run
         self._dry_run_shown = 0
+        self._dry_run_debug: bool | None = None  # whether dry_run_request is logged after the first few
+        self._dry_run_result = Result(Outcome.DRY_RUN, "sink", sink.name)  # immutable: one for every record
         self._last_of_key: dict[str, trio.Event] = {}  # set when the last record with that key is done
         self._in_flight_count = 0
         self._retrying: set[int] = set()  # id() of the records waiting to be sent again
@@ -154,7 +157,7 @@ class Delivery:
             FatalError: The sink says the run cannot go on.
         """
         if self._dry_run:
-            return self._describe(record)
+            return self.describe(record)
         key = record.key
         if key is None:
             return await self._send_counted(record)
@@ -179,7 +182,15 @@ class Delivery:
             self._in_flight_count -= 1
             self._retrying.discard(id(record))
 
-    def _describe(self, record: Record) -> Result:
+    def describe(self, record: Record) -> Result:
+        """Describe ``record`` instead of sending it (a dry run), logging the request.
+
+        Returns:
+            A dry-run result, or the failure of a record the sink cannot describe.
+
+        Raises:
+            FatalError: The sink says the run cannot go on.
+        """
         try:
             request = self.sink.describe(record)
         except RecordError as exc:
@@ -188,9 +199,14 @@ class Delivery:
             mark_stage(exc, "sink")
             raise
         self._dry_run_shown += 1
-        level = "info" if self._dry_run_shown <= _DRY_RUN_SHOWN else "debug"
-        getattr(self._log, level)("dry_run_request", line=record.line, key=record.key, request=request)
-        return Result(Outcome.DRY_RUN, "sink", self.sink.name)
+        if self._dry_run_shown <= _DRY_RUN_SHOWN:
+            self._log.info("dry_run_request", line=record.line, key=record.key, request=request)
+        else:
+            if self._dry_run_debug is None:  # asked once, when the logging is set up: a filtered call still costs
+                self._dry_run_debug = self._log.is_enabled_for(logging.DEBUG)
+            if self._dry_run_debug:
+                self._log.debug("dry_run_request", line=record.line, key=record.key, request=request)
+        return self._dry_run_result
 
     async def _send_with_retries(self, record: Record) -> Result | None:
         retry = self._retry

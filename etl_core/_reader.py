@@ -205,6 +205,24 @@ class Reader:
                 self._refilled.unpark_all()
         return queue.popleft()
 
+    async def take_batch(self) -> list[Record] | None:
+        """Return every record ready to send at once, or None at the end of the input.
+
+        For a single consumer that needs no per-record hand-over (a dry run); do not
+        mix with :meth:`take` from other tasks.
+        """
+        if self._queue:
+            records = list(self._queue)
+            self._queue.clear()
+            return records
+        if self._end_of_input:
+            return None
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._end_of_input = True
+            return None
+
     async def aclose(self) -> None:
         """Close the workers' end: a reader still sending stops."""
         await self._receive.aclose()

@@ -246,10 +246,28 @@ class _Run:
             with self._workers_scope:
                 try:
                     async with trio.open_nursery() as workers:
-                        for _ in range(self.delivery.concurrency.pool_size):
-                            workers.start_soon(self._work)
+                        if self.options.dry_run:
+                            workers.start_soon(self._describe_all)
+                        else:
+                            for _ in range(self.delivery.concurrency.pool_size):
+                                workers.start_soon(self._work)
                 finally:
                     await self.reader.aclose()
+
+    async def _describe_all(self) -> None:
+        """A dry run's one worker: describe and book the records, a batch at a time.
+
+        Describing waits on nothing, so a pool of workers would only add a hand-over
+        per record; a checkpoint per batch keeps signals and progress going.
+        """
+        bind_stage("sink")
+        describe, book = self.delivery.describe, self.ledger.record
+        while not self._stopping and (records := await self.reader.take_batch()) is not None:
+            for record in records:
+                book(record, describe(record))
+                if self._stopping:  # a guard tripped: the rest are not processed
+                    return
+            await trio.lowlevel.checkpoint()
 
     async def _work(self) -> None:
         """One worker: take a record, deliver it, book the result, wait for its checkpoint."""

@@ -11,6 +11,8 @@ from pydantic import Discriminator, Field, Tag
 
 from etl_core import PluginOptions, RecordRejected, Transform
 
+from ._codegen import Namespace, RecordFunction, build
+
 Normalizer = Literal["strip", "lower", "upper", "title", "collapse_whitespace", "digits_only", "none_if_empty"]
 
 _NORMALIZER_DOC = (
@@ -121,34 +123,65 @@ class MapOptions(PluginOptions):
     )
 
 
-def _chain(names: list[str]) -> Callable[[Any], Any] | None:
-    """Compose normalisers into one function, or None when there are none."""
+def _normalize_lines(names: list[str], namespace: Namespace) -> list[str]:
+    """Lines that apply normalisers in order to the string ``v``."""
     # Every normaliser is idempotent, so a repeat (e.g. a field's own strip after the
     # transform-wide strip) is dropped rather than run twice per record.
-    steps = tuple(_NORMALIZERS[name] for i, name in enumerate(names) if i == 0 or names[i - 1] != name)
-    if not steps:
-        return None
-    if len(steps) == 1:
-        step = steps[0]
-        return lambda value: step(value) if isinstance(value, str) else value
+    steps = [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
+    lines: list[str] = []
+    may_be_none = False
+    for step in steps:
+        call = f"v = {namespace.name(_NORMALIZERS[step], 'normalize')}(v)"
+        # Only none_if_empty leaves a non-string, which no later step would change.
+        lines.append(f"if v is not None: {call}" if may_be_none else call)
+        may_be_none = may_be_none or step == "none_if_empty"
+    return lines
 
-    def run(value: Any) -> Any:
-        if isinstance(value, str):
-            for step in steps:
-                value = step(value)
-                # Only none_if_empty leaves a non-string, which no later step would change.
-                if value is None:
-                    break
-        return value
 
-    return run
+def _compile(options: MapOptions, consumed: frozenset[str]) -> RecordFunction:
+    """Unroll the mapping into one function of a record's fields (see :mod:`._codegen`)."""
+    namespace = Namespace(_MISSING=_MISSING, RecordRejected=RecordRejected)
+    body = ["get = data.get", "out = {}", "missing = ()"]
+    keep = "if not (v is None or v == ''): " if options.drop_empty else ""
+    for out_name, spec in options.fields.items():
+        if isinstance(spec, str):
+            spec = FieldSpec.model_validate({"from": spec})
+        store = f"{keep}out[{namespace.name(out_name, 'out')}] = v"
+        if spec.from_ is None:
+            body += [f"v = {namespace.name(spec.value, 'constant')}", store]
+            continue
+        normalize = _normalize_lines([*options.normalize, *spec.normalize], namespace)
+        body.append(f"v = get({namespace.name(spec.from_, 'column')}, _MISSING)")
+        if "default" in spec.model_fields_set:
+            # A default is used as is: it is not normalised.
+            body += ["if v is _MISSING:", f"    v = {namespace.name(spec.default, 'default')}"]
+            if normalize:
+                body += ["elif isinstance(v, str):", *(f"    {line}" for line in normalize)]
+            body.append(store)
+        else:
+            reason = namespace.name(f"{spec.from_}: column missing from input", "reason")
+            body += ["if v is _MISSING:", f"    missing += ({reason},)", "else:"]
+            if normalize:
+                body += ["    if isinstance(v, str):", *(f"        {line}" for line in normalize)]
+            body.append(f"    {store}")
+    body += ["if missing:", "    raise RecordRejected('; '.join(missing))"]
+    if options.keep_unmapped:
+        # Passed-through fields exclude the source columns (they were mapped) and the
+        # output names (the mapped value wins).
+        body += [
+            "for key, v in data.items():",
+            f"    if key not in {namespace.name(consumed, 'consumed')}:",
+            f"        {keep}out[key] = v",
+        ]
+    body.append("return out")
+    return build("map_record", body, namespace)
 
 
 class MapTransform(Transform):
     """Build each output record from input columns and constants.
 
-    The mapping is compiled once into a flat list of steps so that :meth:`apply`
-    only does dictionary look-ups and the normalisers' string operations.
+    The mapping is compiled once into one function of a record's fields, so that
+    :meth:`apply` only does dictionary look-ups and the normalisers' string operations.
     """
 
     name = "map"
@@ -157,20 +190,9 @@ class MapTransform(Transform):
 
     def __init__(self, options: MapOptions) -> None:
         super().__init__(options)
-        # (output name, input column or None for a constant, normaliser, default or constant)
-        self._steps: list[tuple[str, str | None, Callable[[Any], Any] | None, Any]] = []
-        for out_name, spec in options.fields.items():
-            if isinstance(spec, str):
-                spec = FieldSpec.model_validate({"from": spec})
-            if spec.from_ is None:
-                self._steps.append((out_name, None, None, spec.value))
-            else:
-                default = spec.default if "default" in spec.model_fields_set else _MISSING
-                normalize = _chain([*options.normalize, *spec.normalize])
-                self._steps.append((out_name, spec.from_, normalize, default))
-        # Passed-through fields exclude the source columns (they were mapped) and the
-        # output names (the mapped value wins).
-        self._consumed = frozenset(options.fields) | {column for _, column, _, _ in self._steps if column}
+        columns = {spec if isinstance(spec, str) else spec.from_ for spec in options.fields.values()}
+        consumed = frozenset(options.fields) | {column for column in columns if column is not None}
+        self._map = _compile(options, consumed)
 
     def required_fields(self) -> dict[str, tuple[str | int, ...]]:
         """The ``from`` columns without a ``default``: a record without one is rejected."""
@@ -189,30 +211,4 @@ class MapTransform(Transform):
             RecordRejected: A `from` column without a default is absent; the reason
                 names every such column.
         """
-        drop_empty = self.options.drop_empty
-        out: dict[str, Any] = {}
-        missing: list[str] = []
-        for out_name, column, normalize, default in self._steps:
-            if column is None:
-                value = default
-            else:
-                value = data.get(column, _MISSING)
-                if value is _MISSING:
-                    if default is _MISSING:
-                        missing.append(f"{column}: column missing from input")
-                        continue
-                    value = default
-                elif normalize is not None:
-                    value = normalize(value)
-            if drop_empty and (value is None or value == ""):
-                continue
-            out[out_name] = value
-        if missing:
-            raise RecordRejected("; ".join(missing))
-        if self.options.keep_unmapped:
-            consumed = self._consumed
-            for key, value in data.items():
-                if key in consumed or (drop_empty and (value is None or value == "")):
-                    continue
-                out[key] = value
-        return out
+        return self._map(data)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -11,12 +11,12 @@ from pydantic import BeforeValidator, Discriminator, Field, Tag
 
 from etl_core import PluginOptions, RecordRejected, Transform
 
+from ._codegen import Namespace, RecordFunction, build
+
 RuleName = Literal["required", "email", "uuid", "e164", "integer"]
 
 #: A compiled rule: truthy when the (non-empty, string) value passes.
 Check = Callable[[str], object]
-#: A field's compiled rules: name, required reason or None, all-rules check or None, (check, reason) pairs.
-_CompiledField = tuple[str, str | None, Check | None, tuple[tuple[Check, str], ...]]
 
 # Explicit ASCII classes throughout: \d and case-insensitive matching would accept
 # non-ASCII digits and letters that no API takes.
@@ -131,15 +131,6 @@ class ValidateOptions(PluginOptions):
     )
 
 
-def _all(checks: list[Check]) -> Check:
-    """Combine checks into one that passes when all of them do (a single call per field)."""
-    first, *rest = checks
-    if not rest:
-        return first
-    others = _all(rest)
-    return lambda value: first(value) and others(value)
-
-
 def _compile(field: str, rule: RuleName | PluginOptions) -> tuple[Check | None, str]:
     """Return a rule's check (None for ``required``) and its full failure reason."""
     if isinstance(rule, str):
@@ -157,12 +148,59 @@ def _compile(field: str, rule: RuleName | PluginOptions) -> tuple[Check | None, 
     return re.compile(rule.regex).fullmatch, f"{field}: does not match {rule.regex} (rule: regex)"
 
 
+def _failures(value: str, checks: tuple[tuple[Check, str], ...]) -> tuple[str, ...]:
+    """The reasons of the checks ``value`` fails."""
+    return tuple(reason for check, reason in checks if not check(value))
+
+
+def _test(rule: RuleName | PluginOptions, check: Check, namespace: Namespace) -> str:
+    """An expression of the string ``v`` that is truthy when ``v`` passes ``rule``."""
+    # The length rules are inlined: a call per field costs more than the comparison.
+    if isinstance(rule, MaxLengthRule):
+        return f"len(v) <= {namespace.name(rule.max_length, 'limit')}"
+    if isinstance(rule, MinLengthRule):
+        return f"len(v) >= {namespace.name(rule.min_length, 'limit')}"
+    return f"{namespace.name(check, 'check')}(v)"
+
+
+def _compile_fields(fields: Mapping[str, Sequence[RuleName | PluginOptions]]) -> RecordFunction:
+    """Unroll the rules into one function of a record's fields (see :mod:`._codegen`)."""
+    namespace = Namespace(RecordRejected=RecordRejected, _failures=_failures)
+    body = ["get = data.get", "errors = ()"]
+    for field, rules in fields.items():
+        required: str | None = None
+        checks: list[tuple[Check, str]] = []
+        tests: list[str] = []
+        for rule in rules:
+            check, reason = _compile(field, rule)
+            if check is None:
+                required = reason
+            else:
+                checks.append((check, reason))
+                tests.append(_test(rule, check, namespace))
+        if required is None and not checks:
+            continue
+        body += [f"v = get({namespace.name(field, 'field')})", "if v is None or v == '':"]
+        body.append(f"    errors += ({namespace.name(required, 'reason')},)" if required is not None else "    pass")
+        if checks:
+            body += [
+                "else:",
+                # Values from typed sources (JSON numbers, booleans) are checked as text.
+                "    if not isinstance(v, str): v = str(v)",
+                f"    if not ({' and '.join(tests)}):",
+                # Only a failing field pays for running its rules one by one to name them.
+                f"        errors += _failures(v, {namespace.name(tuple(checks), 'checks')})",
+            ]
+    body += ["if errors:", "    raise RecordRejected('; '.join(errors))", "return data"]
+    return build("validate_record", body, namespace)
+
+
 class ValidateTransform(Transform):
     """Check fields against rules and reject the record listing every failure.
 
-    Rules are compiled once into checks with their reason text already formatted, and
-    each field's checks are combined into one, so a record that passes costs one
-    look-up and one call per field.
+    Rules are compiled once, with their reason text already formatted, into one
+    function of a record's fields, so a record that passes costs one look-up per field
+    and its checks.
     Reasons never quote the value: they end up in logs, where the value may be personal data.
     """
 
@@ -172,18 +210,7 @@ class ValidateTransform(Transform):
 
     def __init__(self, options: ValidateOptions) -> None:
         super().__init__(options)
-        self._fields: list[_CompiledField] = []
-        for field, rules in options.fields.items():
-            required: str | None = None
-            checks: list[tuple[Check, str]] = []
-            for rule in rules:
-                check, reason = _compile(field, rule)
-                if check is None:
-                    required = reason
-                else:
-                    checks.append((check, reason))
-            passes = _all([check for check, _ in checks]) if checks else None
-            self._fields.append((field, required, passes, tuple(checks)))
+        self._validate = _compile_fields(options.fields)
 
     def apply(self, data: dict[str, Any]) -> dict[str, Any]:
         """Return the record unchanged if every rule passes.
@@ -192,21 +219,4 @@ class ValidateTransform(Transform):
             RecordRejected: At least one rule failed; the reason lists all failures,
                 joined by ``"; "``, each naming the field and the rule.
         """
-        errors: list[str] = []
-        for field, required, passes, checks in self._fields:
-            value = data.get(field)
-            if value is None or value == "":
-                if required is not None:
-                    errors.append(required)
-                continue
-            if passes is None:
-                continue
-            if not isinstance(value, str):
-                # Values from typed sources (JSON numbers, booleans) are checked as text.
-                value = str(value)
-            if not passes(value):
-                # Only a failing field pays for running its rules one by one to name them.
-                errors.extend(reason for check, reason in checks if not check(value))
-        if errors:
-            raise RecordRejected("; ".join(errors))
-        return data
+        return self._validate(data)

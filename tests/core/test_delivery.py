@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
+
+import pytest
 import trio
 
 from etl_core import Outcome, PermanentError, Record, SendResult, ThrottledError, TransientError
 from etl_core._delivery import Delivery
 from etl_core.config import RunSettings
+from etl_core.logging import configure_logging
 from etl_core.pipeline import make_limiter
 from etl_core.ratelimit import RateLimiterStatistics
 from etl_core.testing import RecordingSink
@@ -80,6 +85,19 @@ async def test_a_dry_run_describes_instead_of_sending(autojump_clock):
     settings = RunSettings()
     result = await Delivery(sink, settings, limiter=make_limiter(settings), dry_run=True).deliver(record("a"))
     assert result.outcome is Outcome.DRY_RUN and result.attempts == 0 and sink.attempts == {}
+
+
+@pytest.mark.parametrize(("level", "logged"), [("info", [1, 2, 3, 4, 5]), ("debug", list(range(1, 9)))])
+def test_a_dry_run_logs_the_first_five_requests_at_info_and_the_rest_at_debug(level: str, logged: list[int]) -> None:
+    stream = io.StringIO()
+    configure_logging(level=level, fmt="json", stream=stream)
+    settings = RunSettings()
+    describe = Delivery(RecordingSink(), settings, limiter=make_limiter(settings), dry_run=True).describe
+    assert all(describe(record(str(line), line)).outcome is Outcome.DRY_RUN for line in range(1, 9))
+    lines = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert [(line["line"], line["level"]) for line in lines if line["event"] == "dry_run_request"] == [
+        (n, "info" if n <= 5 else "debug") for n in logged
+    ]
 
 
 class SendTimes:

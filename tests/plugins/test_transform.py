@@ -544,3 +544,27 @@ def test_map_requires_its_from_columns_without_a_default() -> None:
         }
     )
     assert transform.required_fields() == {"contact_id": ("fields", "contactId"), "email": ("fields", "email", "from")}
+
+
+# --- names that look like code ----------------------------------------------------------------
+
+CODE_LIKE_NAMES = ["a'b", 'x"); raise SystemExit("', "line\nbreak", "{data}", "\\"]
+
+
+@pytest.mark.parametrize("name", CODE_LIKE_NAMES)
+def test_map_takes_any_column_and_field_name_literally(name: str) -> None:
+    transform = make_map(
+        fields={name: {"from": name, "normalize": ["strip"]}, "k": {"value": name}, "d": {"from": f"{name}!", "default": name}},
+        keep_unmapped=True,
+    )
+    assert transform.apply({name: f" {name} ", "other": name}) == {name: name, "k": name, "d": name, "other": name}
+    assert rejection(make_map(fields={"f": name}), {}) == f"{name}: column missing from input"
+
+
+@pytest.mark.parametrize("name", CODE_LIKE_NAMES)
+def test_validate_takes_any_field_name_literally(name: str) -> None:
+    transform = make_validate({name: ["required", {"enum": [name]}, {"max_length": 3}]})
+    assert rejection(transform, {name: name * 4}) == (
+        f"{name}: not one of {name} (rule: enum); {name}: longer than 3 characters (rule: max_length)"
+    )
+    assert rejection(transform, {}) == f"{name}: missing or empty (rule: required)"
