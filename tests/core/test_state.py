@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from etl_core import Outcome
+from etl_core import Outcome, state
 from etl_core.logging import register_secret
 from etl_core.state import Checkpoint, PreviousOutcome, SeenKeys, StateError, StateStore, content_hash
 
@@ -65,6 +65,29 @@ def test_recorded_outcomes_are_found_by_the_next_run(tmp_path):
             "c": PreviousOutcome("hc", FAILED, False, 404, "HTTP 404: contact not found"),
         }
         assert again.lookup([]) == {}
+    finally:
+        again.close()
+
+
+def test_the_writer_copies_its_log_into_the_file_as_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "_CHECKPOINT_ROWS", 5)
+    path = tmp_path / "state.db"
+    store = open_store(path, start=False)
+    committed = threading.Semaphore(0)
+    store.on_commit = committed.release
+    store.start()
+    try:
+        # 300 commits of one row each: without a checkpoint every 5 rows the log would
+        # hold at least a page (4 KiB) per commit.
+        for i in range(300):
+            store.record(outcome(f"k{i:03}", line=i + 2))
+            assert committed.acquire(timeout=30)
+        assert (tmp_path / "state.db-wal").stat().st_size < 100 * 4096
+    finally:
+        store.close()
+    again = open_store(path, start=False)
+    try:
+        assert len(again.lookup([f"k{i:03}" for i in range(300)])) == 300
     finally:
         again.close()
 
@@ -307,6 +330,49 @@ def test_seen_keys_with_batches_larger_than_one_query():
         assert again == {5_000 + i: i + 2 for i in range(0, 1_200, 2)}
     finally:
         seen.close()
+
+
+class _CollidingSeenKeys(SeenKeys):
+    """Every key has the same hash: each is told apart by its bytes alone."""
+
+    _hash = staticmethod(lambda key: 0x1234_5678_0000_0000)
+
+
+def test_seen_keys_tell_apart_keys_whose_hashes_collide():
+    seen = _CollidingSeenKeys()
+    try:
+        assert seen.add([("a", 2), ("b", 3), ("ab", 4), ("Zoë", 5), ("a", 6)]) == {6: 2}
+        assert seen.add([("ab", 7), ("b", 8), ("abc", 9), ("Zoë", 10), ("Zoe", 11)]) == {7: 4, 8: 3, 10: 5}
+    finally:
+        seen.close()
+
+
+class _SmallSeenKeys(SeenKeys):
+    """A table that stops growing at once: most keys go to the overflow database."""
+
+    _MAX_BITS = 16
+
+
+@pytest.mark.parametrize("seen_keys", [SeenKeys, _SmallSeenKeys])
+def test_seen_keys_match_a_dictionary_as_the_table_grows(seen_keys):
+    # 300,000 keys, a third of them repeats (200,003 distinct): the table grows several
+    # times, or fills up and sends the keys past 45,875 to the overflow database.
+    keys = [f"key-{i * 7919 % 200_003}-é" for i in range(300_000)]
+    first: dict[str, int] = {}
+    expected = {}
+    for line, key in enumerate(keys, start=2):
+        if key in first:
+            expected[line] = first[key]
+        else:
+            first[key] = line
+    seen = seen_keys()
+    found: dict[int, int] = {}
+    try:
+        for start in range(0, len(keys), 1_000):
+            found.update(seen.add([(key, line) for line, key in enumerate(keys[start : start + 1_000], start=start + 2)]))
+    finally:
+        seen.close()
+    assert found == expected and len(found) == 300_000 - 200_003
 
 
 def test_seen_keys_instances_are_independent():
