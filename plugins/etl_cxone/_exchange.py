@@ -87,7 +87,7 @@ async def exchange(
 
     Args:
         client: The client to send with (redirects are not followed).
-        request: The request, from ``client.build_request``.
+        request: The request (its ``extensions`` get the ``trace`` callback).
         limits: The deadline and the byte budget.
         what: The start of every error message (e.g. ``"token request to URL: "``), or ``""``.
         oversize: The error for an answer over the byte budget.
@@ -102,6 +102,7 @@ async def exchange(
         EtlError: ``oversize``, when the body is larger than ``limits.max_bytes``.
     """
     sent_at: float | None = None
+    extensions = request.extensions  # the request's own dict, which httpcore reads too
 
     async def trace(event: str, info: dict[str, Any]) -> None:
         # The moment the request leaves, not the moment it was handed over: opening a
@@ -109,16 +110,19 @@ async def exchange(
         nonlocal sent_at
         if event.endswith("send_request_headers.started"):
             sent_at = trio.current_time()
+            # Nothing later is wanted: spare httpcore the calls for the other events.
+            extensions.pop("trace", None)
 
-    request.extensions = {**request.extensions, "trace": trace}
+    extensions["trace"] = trace
     with trio.move_on_after(limits.deadline):
         try:
             response = await client.send(request, stream=True)
             try:
                 body, unreadable = await _read_body(response, limits.max_bytes, what, oversize)
             finally:
-                with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-                    await response.aclose()
+                if not response.is_closed:  # reading the whole body closed it already
+                    with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                        await response.aclose()
         except httpx.TransportError as exc:
             raise _transport_error(exc, request, what) from None
         return Answer(response.status_code, response.reason_phrase, response.headers, body, unreadable, sent_at)

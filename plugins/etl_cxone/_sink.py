@@ -215,6 +215,10 @@ class CxoneSink(Sink):
         self._tokens: TokenProvider | None = None
         self._missing: CsvFile | None = None
         self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
+        # Built once per run (per token for the headers): what every API request shares.
+        self._timeout_extension: dict[str, float | None] = {}
+        self._static_headers = httpx.Headers()
+        self._headers: tuple[str, httpx.Headers] | None = None  # (token, headers with it)
 
     def check(self) -> None:
         """Check the URLs and the path template.
@@ -269,6 +273,7 @@ class CxoneSink(Sink):
             verify = httpx.create_ssl_context(verify=True, trust_env=True)
         timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
         headers = {"User-Agent": f"etl/{__version__}", "Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
+        self._timeout_extension = timeout.as_dict()
         self._client = httpx.AsyncClient(
             timeout=timeout,
             limits=httpx.Limits(
@@ -279,6 +284,9 @@ class CxoneSink(Sink):
             headers=headers,
             transport=self._transport,
         )
+        # httpx's defaults (e.g. Connection: keep-alive) with ours, as every client sends them.
+        self._static_headers = self._client.headers.copy()
+        self._static_headers["Content-Type"] = "application/json"
         self._pool = ClientPool(
             lambda: httpx.AsyncClient(
                 timeout=timeout,
@@ -440,10 +448,20 @@ class CxoneSink(Sink):
     async def _request(self, url: str, content: bytes, token: str) -> Answer:
         pool = self._pool
         assert pool is not None
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        headers = self._headers
+        if headers is None or headers[0] != token:
+            with_token = self._static_headers.copy()
+            with_token["Authorization"] = f"Bearer {token}"
+            headers = self._headers = (token, with_token)
+        # What client.build_request would make, without merging the client's defaults
+        # into a new request each time: the headers and timeout above already hold them.
+        request = httpx.Request(
+            self.options.method, url, content=content, headers=headers[1], extensions={"timeout": self._timeout_extension}
+        )
         client = await pool.take()
         try:
-            request = client.build_request(self.options.method, url, content=content, headers=headers)
+            if client.cookies:  # as build_request would: cookies a server set on this client
+                client.cookies.set_cookie_header(request)
             return await exchange(client, request, self._limits, what="", oversize=TransientError)
         finally:
             pool.give(client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import re
 import time
 import urllib.parse
@@ -711,3 +712,42 @@ async def test_the_sink_says_when_each_request_left(sandbox: Sandbox, tmp_path: 
         with pytest.raises(ThrottledError) as caught:
             await sink.send(record(firstName="B"))
         assert caught.value.sent_at is not None and answered < caught.value.sent_at < trio.current_time()
+
+
+async def test_each_request_carries_the_client_headers_the_current_token_and_its_cookies(tmp_path: Any) -> None:
+    # Requests are built once per token, not per send: they must still hold what
+    # client.build_request would have merged in, and follow a token change.
+    tokens: list[str] = []
+    seen: list[httpx.Request] = []
+    # Answers are streams, as a server's are (the sink streams them; a mock's ready-made body cannot be).
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            tokens.append(f"token-{len(tokens) + 1}")
+            payload = {"access_token": tokens[-1], "token_type": "Bearer", "expires_in": 3600}
+            return httpx.Response(200, stream=httpx.ByteStream(json.dumps(payload).encode()))
+        seen.append(request)
+        if request.headers["Authorization"] == "Bearer token-1":
+            return httpx.Response(401, stream=httpx.ByteStream(b""))
+        return httpx.Response(200, headers={"Set-Cookie": "route=b7; Path=/"}, stream=httpx.ByteStream(b"{}"))
+
+    options = CxoneSink.Options(
+        base_url="https://api.example.com", token_url="https://api.example.com/oauth/token", client_id="c", client_secret=SECRET
+    )
+    sink = CxoneSink(options, transport=httpx.MockTransport(handler))
+    try:
+        await sink.open(context(tmp_path))
+        for name in ("A", "B"):
+            assert (await sink.send(record(firstName=name))).status == 200
+    finally:
+        await sink.aclose()
+    assert [r.headers["Authorization"] for r in seen] == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
+    for request in seen:
+        assert request.method == "PATCH"
+        assert request.url == f"https://api.example.com/api/v2/contacts/{contact_id(0)}"
+        assert request.headers["User-Agent"].startswith("etl/")
+        assert (request.headers["Accept"], request.headers["Accept-Encoding"]) == ("application/json", "gzip")
+        assert request.headers["Content-Type"] == "application/json"
+        assert request.extensions["timeout"] == {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 30.0}
+    assert [json.loads(r.content) for r in seen[1:]] == [{"firstName": "A"}, {"firstName": "B"}]
+    assert "Cookie" not in seen[1].headers and seen[2].headers["Cookie"] == "route=b7"
