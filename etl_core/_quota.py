@@ -19,7 +19,7 @@ def measure_quota(
     since: float | None,
     episode: int,
     burst: float,
-    first_wave: tuple[int, float, list[float]] | None,
+    first_wave: tuple[int, float] | None,
     tuning: LimiterTuning,
 ) -> tuple[float, float, float, float | None] | None:
     """Measure a token bucket's rate (and burst) from the send times of its successes.
@@ -32,8 +32,7 @@ def measure_quota(
         episode: Successes sent in the episode (some may no longer be in ``times``).
         burst: The burst as known so far.
         first_wave: For the first wave (sent unlimited until the first throttle): how
-            many of its requests succeeded, when the first of them was sent, and the
-            send times of the latest of them (sorted; the last is the wave's last success).
+            many of its requests succeeded, and the seconds from the first to the last.
 
     Returns:
         (R, B, overstated, upper): the rate, the burst, by how much of R the rate may be
@@ -48,16 +47,12 @@ def measure_quota(
     spread = 0.0
     if first_wave is not None:
         # The burst and the rate together: the first wave emptied a full bucket, and
-        # the rate let more through while it was being sent. From any of its successes
-        # to its last, the bucket held at most B: the n successes sent in that stretch T
-        # show B >= n - R*T. The densest stretch tells most (a wave sent slowly at first,
-        # as slow start does, wasted tokens while the bucket was full). Solved by
-        # iterating from below, which settles on the lowest (safe) solution.
-        successes, first, wave = first_wave
-        last = wave[-1]
-        spread = max(0.0, last - first)
+        # the rate let more through while it was being sent: B = N0 - R*T0, with T0
+        # the time from its first to its last successful send. Solved by iterating
+        # from below, which settles on the lowest (safe) solution.
+        successes, spread = first_wave[0], max(0.0, first_wave[1])
         for _ in range(8):
-            burst = max(1.0, successes - rate * spread, *(len(wave) - i - rate * (last - sent) for i, sent in enumerate(wave)))
+            burst = max(1.0, successes - rate * spread)
             rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
     if rate <= 0:
         return None

@@ -11,11 +11,9 @@ means the bucket had a token when the request arrived; a throttle means it was
 empty. So in any stretch of time T in which N requests got through, N <= B + R*T,
 and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
 measures R as the largest of these lower bounds over the successes since the
-last throttle, and B from the first wave (sent unlimited until the first throttle
-came back, having run the bucket dry: from any of its successes to its last, the n
-sent in a stretch T show B >= n - R*T). It paces requests with GCRA at
-``(1 - margin) * R`` and lets out up to ``burst_share * B`` at once, so it never
-spends more than the bucket holds.
+last throttle, and B from the first wave (sent unlimited until the first throttle:
+B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
+up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
 
 Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
 not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
@@ -347,8 +345,7 @@ class AdaptiveRateLimiter:
         if self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a
             # measurement pins it down.
-            wave = tail[: bisect.bisect_right(tail, self._wave_sends[1])] or [self._wave_sends[1]]
-            first_wave = (self._wave_successes, self._wave_sends[0], wave)
+            first_wave = (self._wave_successes, self._wave_sends[1] - self._wave_sends[0])
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from etl_core._quota import measure_quota
-from etl_core.ratelimit import AdaptiveRateLimiter, LimiterTuning
+from etl_core.ratelimit import AdaptiveRateLimiter
 from tests.ratesim import Cell, simulate
 
 
@@ -176,21 +175,6 @@ def test_every_row_is_delivered_once_with_few_throttles(cell):
     if outcome.final_rate is not None:
         # The limit ends near the quota: neither far above it nor starved below it.
         assert 0.5 * cell.capacity <= outcome.final_rate <= 1.5 * cell.capacity
-
-
-def test_the_burst_comes_from_the_densest_stretch_of_the_first_wave():
-    # R = 100/s, B = 30. Slow start sent the first wave sparsely (tokens were thrown away
-    # while the bucket was full), then densely: 40 in 0.1 s ran the bucket dry at 0.6 s.
-    # After a 1 s pause the bucket is full again: 30 go out within 10 ms, then 100/s.
-    wave = [0.0, 0.1, 0.2, 0.3, 0.4] + [0.5 + i * 0.0025 for i in range(40)]
-    episode = [1.6 + i * 0.0003 for i in range(30)] + [1.61 + i * 0.01 for i in range(100)]
-    rate, burst, _, _ = measure_quota(
-        episode, since=0.6, episode=len(episode), burst=len(wave), first_wave=(len(wave), 0.0, wave), tuning=LimiterTuning()
-    )
-    # From the first success to the last, 45 - R * 0.6 < 1 would make the burst 1 and
-    # the episode's opening burst would read as 129/s.
-    assert 29 <= burst <= 31
-    assert 98 <= rate <= 100
 
 
 def test_a_sender_bound_run_is_never_limited():
