@@ -265,7 +265,6 @@ class AdaptiveRateLimiter:
                 self.throttle_events += 1
                 self._reacted_at = now
             return False
-        resumed_at = self._clock.paused_until  # when sending last resumed after a pause
         if retry_after:
             self._clock.pause(now, retry_after)
         if sent_at <= self._reacted_at:
@@ -289,13 +288,10 @@ class AdaptiveRateLimiter:
             return True
         held = None if self._growth else self.rate
         recent = self._clock.active(now) - self._phase_start < 2.0
-        allowance = self._allowance(held) if held is not None else 1.0
-        since_resumed = bisect.bisect_right(self._tail, sent_at) - bisect.bisect_left(self._tail, resumed_at)
-        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and 1.0 < allowance and since_resumed <= allowance:
-            # Throttled right after sending resumed, before more got through than the
-            # limiter lets out at once: that was more than the bucket held. Let out half
-            # as much; the rate stands. (Once it lets out one at a time, or when more got
-            # through, a throttle right after a pause is the rate's.)
+        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
+            # Throttled right after sending resumed: what the limiter lets out at once was
+            # more than the bucket held. Let out half as much; the rate stands. (Once it
+            # lets out one at a time, a throttle right after a pause is the rate's.)
             self._burst_scale /= 2.0
             self._phase(held, 0.0)
             return True
@@ -316,9 +312,7 @@ class AdaptiveRateLimiter:
             # quota dropped during the episode (then its windows overstate the new rate,
             # and the next episode, all after the drop, measures it). Throttled again
             # within a minute: the margin is too thin (jitter against a strict spacing).
-            # A few successes bound the rate too loosely to measure it: the margin alone
-            # takes the hold down.
-            rate = held if episode < 10 else min(rate, held)
+            rate = min(rate, held)
             if now - self._held_throttle_at < 60.0:
                 self._margin = min(self.tuning.max_margin, 2.0 * self._margin)
             self._held_throttle_at = now

@@ -393,18 +393,18 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=100, burst=20, workers=4),
         Shortfall(
-            0.84,
+            0.82,
             "four workers take 0.25 s to run the bucket dry, so the first wave cannot tell the burst from the rate: "
             "the first hold is a lower bound until a probe 2 s later",
         ),
     ),
     (Cell(rate=100, burst=20, workers=16), None),
     (Cell(rate=100, burst=20, workers=16, retry_after="http-date"), None),
-    (Cell(rate=100, burst=1, workers=32), Shortfall(0.6, _STRICT)),
+    (Cell(rate=100, burst=1, workers=32), Shortfall(0.54, _STRICT)),
     (
         Cell(rate=500, burst=50, workers=128, rows=10_000),
         Shortfall(
-            0.94, "the 128 requests in flight when the first wave runs the bucket dry are 1.3 % of the run", throttled=0.015
+            0.92, "the 128 requests in flight when the first wave runs the bucket dry are 1.3 % of the run", throttled=0.015
         ),
     ),
     (Cell(rate=100, burst=20, workers=32, retry_after="none"), None),
@@ -412,13 +412,13 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (Cell(rate=100, burst=20, workers=32, retry_after="fractional"), None),
     (Cell(rate=100, burst=1000, workers=32, rows=10_000), None),
     # R in {10, 100, 500, 2,000}; burst 1, 0.1 s, 1 s, 10 s of R; auto workers.
-    (Cell(rate=10, burst=1, workers=0), Shortfall(0.8, _STRICT)),
+    (Cell(rate=10, burst=1, workers=0), Shortfall(0.75, _STRICT)),
     (Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05), None),
-    (Cell(rate=100, burst=10, workers=0), Shortfall(0.88, _BLURRED_WAVE + " (5 % under it here, and the probe comes after 25 s)")),
+    (Cell(rate=100, burst=10, workers=0), Shortfall(0.83, _BLURRED_WAVE + " (9 % under it here, and the probe comes after 25 s)")),
     (
         Cell(rate=100, burst=100, workers=0, latency=0.1),
         Shortfall(
-            0.93,
+            0.92,
             "slow start at 100 ms opens slots until the 100-request bucket runs dry: the requests in flight then "
             "are answered 429, 10 % of a 2,000-row run",
             throttled=0.11,
@@ -428,19 +428,16 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=500, burst=50, workers=0, latency=0.1, jitter=0.05),
         Shortfall(
-            0.48,
-            "auto concurrency starts at 64, which carries 512/s at 125 ms: slow start sends the first wave over 100 "
-            "ms, and the bucket refills while its 429s come back, so its successes read as burst and the rate is "
-            "overstated; the hold throttles again and again. (Ending the wave at the throttled request's send time "
-            "fixes this here, 0.80 of the best, but against the sandbox the first wave's arrivals are too scrambled "
-            "for that: 16 workers measured 112/s for 100/s.)",
+            0.46,
+            "auto concurrency starts at 64, which carries 512/s at 125 ms: the first wave is not sent at once, its "
+            "burst is overstated, the rate understated, and the hold throttles again and again",
             throttled=0.11,
         ),
     ),
     (
         Cell(rate=2000, burst=200, workers=0, rows=20_000),
         Shortfall(
-            0.89,
+            0.82,
             "a 10-second run: two 1 s learning pauses are a fifth of it, and the blurred first wave (436 successes "
             "for a burst of 200) puts the first hold 15 % under the rate; its requests in flight are 1.1 % of the run",
             throttled=0.015,
@@ -448,7 +445,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     ),
     # Too few workers to reach R, and many more than needed.
     (Cell(rate=500, burst=50, workers=5), None),
-    (Cell(rate=100, burst=10, workers=256), Shortfall(0.92, _BLURRED_WAVE + " (6 % under it here)")),
+    (Cell(rate=100, burst=10, workers=256), Shortfall(0.85, _BLURRED_WAVE + " (10 % under it here)")),
     # Other shapes: a penalty for hammering, a concurrency cap, windows, 503 overload.
     (Cell(rate=100, burst=10, workers=32, penalty=1.0), None),
     (
@@ -457,16 +454,16 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     ),
     (Cell(rate=100, shape="fixed_window", window=60, workers=0, rows=20_000), None),
     (Cell(rate=100, shape="sliding_window", window=10, workers=32, rows=20_000), None),
-    (Cell(rate=100, burst=10, workers=32, status=503), Shortfall(0.91, _BLURRED_WAVE)),
+    (Cell(rate=100, burst=10, workers=32, status=503), Shortfall(0.9, _BLURRED_WAVE)),
     # Long runs, and a quota that halves and doubles.
     (
         Cell(rate=100, burst=10, workers=0, rows=20_000),
-        Shortfall(0.94, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate"),
+        Shortfall(0.91, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate"),
     ),
-    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.65, _STRICT, events=35)),
+    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.62, _STRICT, events=45)),
     (
         Cell(rate=200, burst=20, workers=64, rows=12_000, moves=((20, 100), (40, 200))),
-        Shortfall(0.74, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),
+        Shortfall(0.7, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),
     ),
 )
 
