@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import signal
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import pluggy
@@ -247,27 +247,12 @@ class _Run:
                 try:
                     async with trio.open_nursery() as workers:
                         if self.options.dry_run:
-                            workers.start_soon(self._describe_all)
+                            workers.start_soon(_describe_all, self.reader, self.delivery, self.ledger, lambda: self._stopping)
                         else:
                             for _ in range(self.delivery.concurrency.pool_size):
                                 workers.start_soon(self._work)
                 finally:
                     await self.reader.aclose()
-
-    async def _describe_all(self) -> None:
-        """A dry run's one worker: describe and book the records, a batch at a time.
-
-        Describing waits on nothing, so a pool of workers would only add a hand-over
-        per record; a checkpoint per batch keeps signals and progress going.
-        """
-        bind_stage("sink")
-        describe, book = self.delivery.describe, self.ledger.record
-        while not self._stopping and (records := await self.reader.take_batch()) is not None:
-            for record in records:
-                book(record, describe(record))
-                if self._stopping:  # a guard tripped: the rest are not processed
-                    return
-            await trio.lowlevel.checkpoint()
 
     async def _work(self) -> None:
         """One worker: take a record, deliver it, book the result, wait for its checkpoint."""
@@ -450,6 +435,22 @@ class _Run:
             report=report["files"]["report"],
         )
         return RunResult(exit_code, report, report_error)
+
+
+async def _describe_all(reader: Reader, delivery: Delivery, ledger: Ledger, stopping: Callable[[], bool]) -> None:
+    """A dry run's one worker: describe and book the records, a batch at a time.
+
+    Describing waits on nothing, so a pool of workers would only add a hand-over per
+    record; a checkpoint per batch keeps signals and progress going.
+    """
+    bind_stage("sink")
+    describe, book = delivery.describe, ledger.record
+    while not stopping() and (records := await reader.take_batch()) is not None:
+        for record in records:
+            book(record, describe(record))
+            if stopping():  # a guard tripped: the rest are not processed
+                return
+        await trio.lowlevel.checkpoint()
 
 
 def _exit_code(signum: signal.Signals | None, aborted: str | None, stopped_with: int | None, counts: RecordCounts) -> int:

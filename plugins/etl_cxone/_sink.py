@@ -39,6 +39,7 @@ from etl_core import (
 from ._auth import TokenProvider
 from ._clients import ClientPool
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
+from ._fields import CONTACT_FIELDS, KEY_RULES
 from ._urls import KeyFormat, check_http_url, check_secure, display_url, render_path, segment_value, template_fields
 
 _SUCCESS = frozenset({200, 201, 202, 204})
@@ -51,18 +52,6 @@ _REASONS = {
     422: "unprocessable entity",
 }
 _OPEN_ATTEMPTS = 3
-#: The contact fields a PATCH may set (besides the key), for ``etl guess``.
-_CONTACT_FIELDS = (
-    SinkField("firstName"),
-    SinkField("lastName"),
-    SinkField("email", rules=("email",)),
-    SinkField("phone", rules=("e164",)),
-    SinkField("city"),
-    SinkField("country"),
-    SinkField("externalId"),
-)
-#: The validate rule that checks a key of each ``key_format``.
-_KEY_RULES: dict[KeyFormat, tuple[str, ...]] = {"uuid": ("uuid",), "integer": ("integer",), "any": ()}
 
 
 class CxoneOptions(PluginOptions):
@@ -339,7 +328,7 @@ class CxoneSink(Sink):
         """
         fields = CxoneOptions.model_fields
         key_format = fields["key_format"].default
-        return (SinkField(fields["key_field"].default, rules=_KEY_RULES[key_format], key=True), *_CONTACT_FIELDS)
+        return (SinkField(fields["key_field"].default, rules=KEY_RULES[key_format], key=True), *CONTACT_FIELDS)
 
     def destination(self) -> str:
         """The endpoint and the API client whose quota the sends count against."""
