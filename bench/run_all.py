@@ -6,7 +6,8 @@
 
 Cases: 1 goodput under a rate limit, 2 a limit that moves, 3 latency-bound,
 4 the naive client (inside cases 1, 3 and 8), 5 engine speed, 6 memory, 7 start-up,
-8 rate control against the sandbox's quota shapes.
+8 rate control against the sandbox's quota shapes, 9 run.processes 1 vs 2 (CPU-bound),
+10 batch mode (address-book entries/s, 2 % and no bad rows).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import time
 from typing import Any
 
 import _common as c
+import batch
 import engine
 import latency
 import moving_limit
+import processes
 import rate_limit
 import rate_sandbox
 import startup
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive client (case 4)")
     p.add_argument("--no-10m", action="store_true", help="skip the 10M-row dry run of case 6")
     args = p.parse_args(argv)
-    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8}
+    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
     naive = not args.no_naive and 4 in only
     results: dict[str, Any] = {"machine": c.machine(), "quick": args.quick}
     tables: list[str] = []
@@ -53,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     if 8 in only:
         results["rate_sandbox"] = rate_sandbox.measure(quick=args.quick, naive=naive)
         tables.append(rate_sandbox.table(results["rate_sandbox"]))
+    if 9 in only:
+        results["processes"] = processes.measure(quick=args.quick)
+        tables.append(processes.table(results["processes"]))
+    if 10 in only:
+        rows = 1_000 if args.quick else 10_000
+        results["batch"] = [batch.measure(rows, 10.0, bad_share) for bad_share in (0.02, 0.0)]
+        tables.append(batch.table(results["batch"]))
     if 5 in only or 6 in only:
         results["engine"] = engine.measure(quick=args.quick, big=6 in only and not args.no_10m)
         tables.append(engine.table(results["engine"]))

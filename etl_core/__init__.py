@@ -5,6 +5,7 @@ Plugins use only the names exported here.
 
 from ._commands import CommandLine
 from ._errors import (
+    BatchRejected,
     ConfigError,
     EtlError,
     FatalError,
@@ -21,6 +22,7 @@ from ._outcome import Outcome
 from ._regular_file import NotRegularFileError, open_regular_file
 from ._version import __version__
 from .base import (
+    Batching,
     InputSample,
     Plugin,
     PluginOptions,
@@ -38,6 +40,8 @@ from .logging import register_secret
 from .report import CsvFile, spreadsheet_safe
 
 __all__ = [
+    "BatchRejected",
+    "Batching",
     "CommandLine",
     "ConfigError",
     "CsvFile",

@@ -10,10 +10,17 @@ same signal). Once there is a rate, it is the rate times the round trip time, wi
 headroom for the round trip's variation. A throttle event also sets a ceiling just
 under the requests in flight then (a destination may cap concurrency rather than
 rate), which rises again by one slot for every ten quiet seconds.
+
+The slots count requests, and a request of a sink that sends in batches may carry one
+record or hundreds (a split batch's halves get smaller and faster). Little's law takes
+the round trip of every request; the signs of queueing compare a round trip only with
+those of requests of about its size (within a factor of two), lest a full batch look
+like an overloaded destination next to a single record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
@@ -41,6 +48,21 @@ _FLOOR_FOR = 30.0
 _CEILING_STEP = 10.0
 
 
+@dataclasses.dataclass(slots=True)
+class _RoundTrips:
+    """Round trips of some requests: their moving average, and their floor (the quickest lately)."""
+
+    average: float = math.nan
+    floor: float = math.inf
+    floor_since: float = -math.inf
+
+    def add(self, rtt: float, now: float) -> None:
+        self.average = rtt if math.isnan(self.average) else self.average + _SMOOTHING * (rtt - self.average)
+        if now - self.floor_since > _FLOOR_FOR:
+            self.floor, self.floor_since = rtt, now
+        self.floor = min(self.floor, rtt)
+
+
 class Concurrency:
     """The slots a record needs to be sent, sized for the rate and the latency.
 
@@ -57,9 +79,8 @@ class Concurrency:
         self.slots = trio.CapacityLimiter(min(_INITIAL, max_workers) if workers == "auto" else workers)
         self._max = self.pool_size
         self._limiter = limiter
-        self._rtt: float | None = None
-        self._floor = math.inf
-        self._floor_since = -math.inf
+        self._rtt = _RoundTrips()  # every request's
+        self._rtt_by_size: dict[int, _RoundTrips] = {}  # by records per request, within a factor of two
         # The most slots a throttle allows: a destination may cap requests in flight.
         self._ceiling = float(max_workers)
         self._ceiling_raised_at = -math.inf
@@ -70,23 +91,25 @@ class Concurrency:
         """Slots open now."""
         return int(self.slots.total_tokens)
 
-    def on_answer(self, rtt: float) -> None:
-        """Adjust the slots after an answer that took ``rtt`` seconds."""
+    def on_answer(self, rtt: float, records: int = 1) -> None:
+        """Adjust the slots after an answer that took ``rtt`` seconds to a request of ``records`` records."""
         slots = self.slots
         if not self.auto:
             return
         now = trio.current_time()
-        self._rtt = rtt if self._rtt is None else self._rtt + _SMOOTHING * (rtt - self._rtt)
-        if now - self._floor_since > _FLOOR_FOR:
-            self._floor, self._floor_since = rtt, now
-        self._floor = min(self._floor, rtt)
+        every = self._rtt
+        every.add(rtt, now)
+        size = records.bit_length()
+        if (alike := self._rtt_by_size.get(size)) is None:
+            alike = self._rtt_by_size[size] = _RoundTrips()
+        alike.add(rtt, now)
         limit = int(slots.total_tokens)
         rate = self._limiter.rate
-        if self._rtt > _OVERLOADED * self._floor:
+        if alike.average > _OVERLOADED * alike.floor:
             target = max(1, math.floor(limit * 0.9))
         elif rate is not None:
-            target = math.ceil(rate * self._rtt * _HEADROOM) + 1
-        elif slots.borrowed_tokens >= limit and self._rtt < _QUEUEING * self._floor:
+            target = math.ceil(rate * every.average * _HEADROOM) + 1
+        elif slots.borrowed_tokens >= limit and alike.average < _QUEUEING * alike.floor:
             self._growth += _SLOW_START
             target = limit + int(self._growth)
             self._growth -= int(self._growth)

@@ -55,6 +55,7 @@ class DeliveryStatistics:
         outage_s: Seconds the destination was down in all, the current outage included.
         outage_now_s: Seconds the current outage has lasted (0 when the destination is up).
         probes: Probes sent while the destination was down.
+        batch_splits: Batches refused as a whole and sent again in halves.
     """
 
     in_flight: int
@@ -75,6 +76,7 @@ class DeliveryStatistics:
     outage_s: float
     outage_now_s: float
     probes: int
+    batch_splits: int = 0
 
     def requests(self) -> dict[str, Any]:
         """The ``requests`` section of progress snapshots and of the report."""
@@ -91,6 +93,7 @@ class DeliveryStatistics:
             "outages": self.outages,
             "outage_s": self.outage_s,
             "probes": self.probes,
+            "batch_splits": self.batch_splits,
         }
 
 
@@ -232,19 +235,7 @@ class Delivery:
                 if self._outage(record, exc, sent_at, probe, delay):
                     attempts -= 1
                     continue
-                cost = retry.throttled_cost
-                if exc.status == 429 or delay is not None:
-                    # A rate limit: learn from it. A bare 503 is more likely an outage,
-                    # which the breaker and the retry budget handle; slowing first
-                    # attempts would only make the run crawl.
-                    holding = self.limiter.statistics().holding
-                    if self.limiter.on_throttle(sent_at if exc.sent_at is None else exc.sent_at, delay):
-                        self.concurrency.on_throttle(holding)
-                    # The budget pays once per rate-limit event: requests already in flight
-                    # when the pool reacted (e.g. a first wave of 256) are its echo.
-                    if sent_at <= self._reacted_at:
-                        cost = 0
-                    self._reacted_at = max(self._reacted_at, trio.current_time())
+                cost = self._learn_from_throttle(exc, sent_at, delay)
                 if delay is not None:
                     self._pause(delay, "warning", status=exc.status, key=record.key)
                 if (give_up := self._may_retry(record, exc, attempts, cost)) is not None:
@@ -287,6 +278,19 @@ class Delivery:
                     self._honour_rate_limit_headers(sent.rate_limit)
                 return Result(Outcome.OK, "sink", self.sink.name, status=status, attempts=attempts)
 
+    def _learn_from_throttle(self, exc: ThrottledError, sent_at: float, delay: float | None) -> int:
+        """Let the limiter and the concurrency learn from a throttle; return what its retry costs."""
+        if exc.status != 429 and delay is None:
+            # A bare 503 is more likely an outage, which the breaker and the retry budget handle.
+            return self._retry.throttled_cost
+        holding = self.limiter.statistics().holding
+        if self.limiter.on_throttle(sent_at if exc.sent_at is None else exc.sent_at, delay):
+            self.concurrency.on_throttle(holding)
+        # The budget pays once per rate-limit event: requests in flight when the pool reacted are its echo.
+        cost = 0 if sent_at <= self._reacted_at else self._retry.throttled_cost
+        self._reacted_at = max(self._reacted_at, trio.current_time())
+        return cost
+
     def _outage(self, record: Record, exc: TransientError, sent_at: float, probe: bool, retry_after: float | None) -> bool:
         """Tell the breaker of a failure; True if it is the outage's (not charged to the record)."""
         if exc.status == 429:  # the destination is up, and only asks to slow down
@@ -307,7 +311,12 @@ class Delivery:
         while True:
             await self.pause.wait()
             probe = await self.breaker.admit()
-            await self.limiter.acquire()
+            try:
+                await self.limiter.acquire()
+            except BaseException:  # cancelled (a signal, the end of a batching sink's input): let another probe go
+                if probe:
+                    self.breaker.abandon_probe()
+                raise
             pause = self.pause
             # Either may have started while the limiter held us: wait again, or stop.
             if not (pause.remaining() or pause.spent or (self.breaker.is_open and not probe)):

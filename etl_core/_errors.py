@@ -93,6 +93,17 @@ class PermanentError(RecordError):
     """The destination refused the record for good (400, 404, 422...): it is not retried."""
 
 
+class BatchRejected(RecordError):
+    """The destination refused a whole batch for its content (e.g. HTTP 400 or 413).
+
+    Raised by :meth:`~etl_core.Sink.send_batch` when one request for several records was
+    refused as a whole: a record in it is malformed, or the body is too large. The runner
+    sends each half of the batch again, and so on down to single records, so that one
+    bad record never fails its neighbours; a single record still refused fails with this
+    error's reason, status and detail.
+    """
+
+
 class TransientError(RecordError):
     """A failure that may go away if the record is sent again (5xx, timeout, reset)."""
 

@@ -135,9 +135,12 @@ def _transforms(plan: Plan, sink: str) -> list[str]:
 def _sink(target: Target) -> list[str]:
     required: list[str] = []
     optional: list[str] = []
+    # Options required in the usual form though optional in the model (e.g. credentials
+    # that an alternative key can replace) are written as variables too.
+    wanted = getattr(target.options, "guess_variables", ())
     for name, field in target.options.model_fields.items():
         key = field.alias or name
-        if field.is_required():
+        if field.is_required() or name in wanted:
             required.append(f"  {key}: ${{{_variable(target.name, key)}}}")
         else:
             optional.append(f"  # {key}: {_default(field)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._batching import batching_of
 from ._errors import ConfigError
 from ._spelling import closest
 from .base import Sink, Source, Transform
@@ -28,10 +29,12 @@ def check_before_sending(config: PipelineConfig, source: Source, transforms: Seq
 
     Raises:
         ConfigError: The first problem, with the config file and the line of its key.
+        PluginError: The sink says it sends in batches but cannot (see ``Sink.batching``).
     """
     try:
         for plugin in (source, *transforms, sink):
             plugin.check()
+        batching_of(sink)
         check_input(source, transforms)
     except ConfigError as exc:
         raise config.locate(exc) from None

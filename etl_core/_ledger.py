@@ -18,11 +18,12 @@ import pluggy
 import trio
 
 from ._outcome import Outcome, Result
+from ._state_store import StateBackend
 from .base import Record
 from .config import RunSettings
 from .logging import get_logger
 from .report import CsvFile, RejectsWriter
-from .state import Checkpoint, StateStore, content_hash
+from .state import Checkpoint, content_hash
 
 
 @dataclasses.dataclass
@@ -73,7 +74,7 @@ class Ledger:
         *,
         rejects: RejectsWriter,
         successes: CsvFile | None,
-        state: StateStore | None,
+        state: StateBackend | None,
         on_limit: Callable[[str], None],
     ) -> None:
         self.counts = RecordCounts()

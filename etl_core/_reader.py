@@ -9,8 +9,9 @@ the records of each batch from one queue, so every worker stays busy until the l
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import trio
@@ -19,9 +20,11 @@ from ._errors import RecordRejected
 from ._ledger import Ledger
 from ._log_stage import bind_stage, staged
 from ._outcome import Outcome, Result, Stage
+from ._shard import Shard
+from ._state_store import StateBackend
 from .base import Record, Source, Transform
 from .config import RunSettings
-from .state import PreviousOutcome, SeenKeys, StateStore, content_hash
+from .state import PreviousOutcome, SeenKeys, content_hash
 
 
 @dataclasses.dataclass(slots=True)
@@ -31,6 +34,7 @@ class _Batch:
     to_send: list[Record]
     decided: list[tuple[Record, Result]]
     read: int
+    other_shards: int = 0  # read, but the keys of other shards: neither sent nor booked here
 
 
 class Reader:
@@ -45,6 +49,10 @@ class Reader:
         state: The checkpoints of earlier runs, or None.
         resend_permanent: Send again records an earlier run saw refused for good.
         sink_name: The sink's name, for the records an earlier run saw it refuse.
+        shard: Handle only this shard's records (see ``_shard.py``), or every record when None.
+        hand_over: Records handed to the workers at once at least, ``batch_size`` when
+            that is more: what one request of a sink that sends in batches carries, so
+            that a batch taken as soon as records are ready is a full one.
     """
 
     def __init__(
@@ -55,9 +63,11 @@ class Reader:
         ledger: Ledger,
         *,
         key_field: str | None,
-        state: StateStore | None,
+        state: StateBackend | None,
         resend_permanent: bool,
         sink_name: str,
+        shard: Shard | None = None,
+        hand_over: int = 1,
     ) -> None:
         self.source = source
         self.transforms = transforms
@@ -67,6 +77,10 @@ class Reader:
         self._state = state
         self._resend_permanent = resend_permanent
         self._sink_name = sink_name
+        self._shard = shard
+        self._hand_over = max(settings.batch_size, hand_over)
+        #: Records read that belong to other shards (only this shard's count as ``read``).
+        self.other_shards = 0
         self._seen = SeenKeys() if key_field is not None else None
         self._records: Iterator[Record] | None = None
         self._send, self._receive = trio.open_memory_channel[list[Record]](settings.queue_batches)
@@ -75,6 +89,7 @@ class Reader:
         self._refilling = False
         self._refilled = trio.lowlevel.ParkingLot()
         self._end_of_input = False
+        self._until_exhausted: set[trio.CancelScope] = set()  # see until_exhausted()
         #: True once the source has yielded its last record (the records read are then all of them).
         self.all_read = False
         # Until a record passes the source and the transforms, every record read was
@@ -92,13 +107,14 @@ class Reader:
                 while True:
                     batch = await trio.to_thread.run_sync(self._next_batch)
                     self._ledger.counts.read += batch.read
+                    self.other_shards += batch.other_shards
                     for record, result in batch.decided:
                         self._ledger.record(record, result)
                     first = self._settings.stop_if_first_rejected
                     if first is not None and not self._passed_any and self._ledger.counts.read >= first:
                         self._ledger.stop_for_rejections(first)  # the config does not fit the input
                         return
-                    if not batch.read:
+                    if not batch.read and not batch.other_shards:
                         self.all_read = True
                         return
                     if batch.to_send:
@@ -120,32 +136,32 @@ class Reader:
         # A batch ends at batch_size records or batch_chars characters of input: wide
         # rows must not fill the memory (the queue holds queue_batches batches).
         chars_left = self._settings.batch_chars
-        for _ in range(self._settings.batch_size):
+        for _ in range(self._hand_over):
             if chars_left <= 0 or (record := next(records, None)) is None:
                 break
-            batch.read += 1
             chars_left -= _chars(record)
             if record.error is not None:
-                batch.decided.append((record, _rejected("source", self.source.name, record.error)))
+                rejection: Result | None = _rejected("source", self.source.name, record.error)
+                data = record.data
+            else:
+                data, rejection = apply_transforms(record.data, self.transforms)
+            if rejection is None:
+                self._passed_any = True
+            # Before the duplicate and resume checks: another shard's keys are its own business.
+            key = _key(data, key_field)
+            if self._shard is not None and not self._shard.owns(key):
+                batch.other_shards += 1
                 continue
-            if (rejection := self._transform(record)) is not None:
+            batch.read += 1
+            if rejection is not None:
                 batch.decided.append((record, rejection))
                 continue
-            self._passed_any = True
-            if key_field is not None:
-                value = record.data.get(key_field)
-                record.key = None if value is None else str(value)
+            record.data = data
+            record.key = key
             batch.to_send.append(record)
         if self._seen is not None:
             self._dedupe_and_resume(batch)
         return batch
-
-    def _transform(self, record: Record) -> Result | None:
-        """Apply the transforms to ``record``; return its rejection, if one refused it."""
-        data, rejection = apply_transforms(record.data, self.transforms)
-        if rejection is None:
-            record.data = data
-        return rejection
 
     def _dedupe_and_resume(self, batch: _Batch) -> None:
         assert self._seen is not None
@@ -199,11 +215,32 @@ class Reader:
             try:
                 queue.extend(await self._receive.receive())
             except (trio.EndOfChannel, trio.ClosedResourceError):
-                self._end_of_input = True
+                self._input_ended()
             finally:
                 self._refilling = False
                 self._refilled.unpark_all()
         return queue.popleft()
+
+    def take_ready(self, accept: Callable[[Record], bool]) -> Record | None:
+        """Return the next record if it is ready now and ``accept`` takes it, without waiting.
+
+        For grouping records into one request: ``accept`` sees the next record (read but
+        not yet taken); when it returns False the record stays next in line.
+
+        Returns:
+            The record, or None when none is ready now or ``accept`` refused it.
+        """
+        queue = self._queue
+        if not queue and not self._refilling and not self._end_of_input:
+            try:
+                queue.extend(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                pass
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._input_ended()
+        if queue and accept(queue[0]):
+            return queue.popleft()
+        return None
 
     async def take_batch(self) -> list[Record] | None:
         """Return every record ready to send at once, or None at the end of the input.
@@ -220,8 +257,31 @@ class Reader:
         try:
             return await self._receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._end_of_input = True
+            self._input_ended()
             return None
+
+    @contextlib.contextmanager
+    def until_exhausted(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope for a wait before taking records, cancelled once none are left to take.
+
+        A worker that waits for its request's sending slot before it takes the records
+        then learns of the end of the input at once, instead of spending a slot of the
+        rate limit to find nothing to send.
+        """
+        with trio.CancelScope() as scope:
+            if self._end_of_input:
+                scope.cancel()
+            self._until_exhausted.add(scope)
+            try:
+                yield scope
+            finally:
+                self._until_exhausted.discard(scope)
+
+    def _input_ended(self) -> None:
+        """Mark the end of the input (the queue is empty then): nothing more to take."""
+        self._end_of_input = True
+        for scope in self._until_exhausted:
+            scope.cancel()
 
     async def aclose(self) -> None:
         """Close the workers' end: a reader still sending stops."""
@@ -259,6 +319,12 @@ def apply_transforms(data: dict[str, Any], transforms: Sequence[Transform]) -> t
 def duplicate_rejection(key_field: str | None, first_line: int) -> Result:
     """The rejection of a record whose key an earlier one had (``run.duplicate_keys: reject``)."""
     return _rejected("pipeline", "duplicate_keys", f"duplicate key {key_field}: first seen at line {first_line}")
+
+
+def _key(data: dict[str, Any], key_field: str | None) -> str | None:
+    """A record's key as text (None without a ``key`` or a value for it)."""
+    value = data.get(key_field) if key_field is not None else None
+    return None if value is None else str(value)
 
 
 def _rejected(stage: Stage, plugin: str, reason: str) -> Result:

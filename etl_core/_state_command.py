@@ -29,9 +29,9 @@ from ._arguments import positive_int, show_usage
 from ._errors import ConfigError, RunLockedError
 
 if TYPE_CHECKING:
-    from ._state_view import StateSummary, StateView, StoredQuota, StoredRecord
+    from ._state_store import StateBackend, StateReader
+    from ._state_view import StateSummary, StoredQuota, StoredRecord
     from .config import PipelineModel
-    from .state import StateStore
 
 #: The sections only plugins read: their variables (credentials...) need not be set.
 _PLUGIN_SECTIONS = frozenset({"source", "transforms", "sink"})
@@ -106,16 +106,29 @@ class _Target:
 
     pipeline: str
     output_dir: str  # absolute, as a run resolves it
-    state_path: str  # absolute
+    state_path: str  # absolute, or the database's URL without its password
     shown_path: str  # as the config gives it, for messages
     report_path: str  # absolute
     shown_report: str
+    state_url: str | None = None  # the database's URL, with its password
 
-    def view(self) -> StateView:
-        """Open the state file read-only (it exists)."""
-        from ._state_view import StateView
+    def exists(self) -> bool:
+        """Whether a run may have written the state (a database: opening it tells)."""
+        from ._state_store import state_exists
 
-        return StateView(self.state_path, self.pipeline)
+        return state_exists(self.state_url, self.state_path)
+
+    def view(self) -> StateReader:
+        """Open the state read-only (it exists)."""
+        from ._state_store import open_state_reader
+
+        return open_state_reader(self.state_url, self.state_path, self.pipeline)
+
+    def open(self, run_id: str) -> StateBackend:
+        """Open the state for writing (it exists)."""
+        from ._state_store import open_state
+
+        return open_state(self.state_url, self.state_path, self.pipeline, run_id)
 
     def no_state_yet(self) -> str:
         return f"no state yet: no run has written {self.shown_path}"
@@ -142,13 +155,22 @@ def _target(config_path: str, *, sandbox: bool = False) -> _Target:
         )
     shown_dir = os.path.join(model.output.dir, _SANDBOX_DIR) if sandbox else model.output.dir
     output_dir = os.path.abspath(shown_dir)
+    state_path = os.path.join(output_dir, model.state.path)
+    shown_path = os.path.normpath(os.path.join(shown_dir, model.state.path))
+    # Sandbox runs keep their state in the sandbox's directory, never in the database.
+    state_url = model.state.url.get_secret_value() if model.state.url is not None and not sandbox else None
+    if state_url is not None:
+        from ._state_store import shown_url
+
+        state_path = shown_path = shown_url(state_url)
     return _Target(
         pipeline=model.pipeline,
         output_dir=output_dir,
-        state_path=os.path.join(output_dir, model.state.path),
-        shown_path=os.path.normpath(os.path.join(shown_dir, model.state.path)),
+        state_path=state_path,
+        shown_path=shown_path,
         report_path=os.path.join(output_dir, model.output.report),
         shown_report=os.path.normpath(os.path.join(shown_dir, model.output.report)),
+        state_url=state_url,
     )
 
 
@@ -178,7 +200,7 @@ def _show(args: argparse.Namespace) -> int:
     summary: StateSummary | None = None
     quotas: list[StoredQuota] = []
     others: list[str] = []
-    if os.path.exists(target.state_path):
+    if target.exists():
         try:
             with target.view() as view:
                 summary = view.summary()
@@ -186,12 +208,17 @@ def _show(args: argparse.Namespace) -> int:
                 others = view.other_pipelines() if summary.total == 0 else []
         except StateError as exc:
             raise ConfigError(str(exc), path="state.path") from None
+    from ._shard_reports import describe_shards, shard_summary
+
+    shards = shard_summary(target.report_path, target.pipeline)
     if args.json:
-        _print_json_summary(target, summary, last_run, quotas)
+        _print_json_summary(target, summary, last_run, quotas, shards)
     elif summary is None:
         print(target.no_state_yet())
     else:
         _print_summary(target, summary, last_run, quotas, others)
+    if shards is not None and not args.json:
+        print("\n" + "\n".join(describe_shards(shards)))
     return 0
 
 
@@ -211,7 +238,8 @@ def _last_run(target: _Target) -> dict[str, Any] | None:
 
 
 def _print_json_summary(
-    target: _Target, summary: StateSummary | None, last_run: dict[str, Any] | None, quotas: list[StoredQuota]
+    target: _Target, summary: StateSummary | None, last_run: dict[str, Any] | None, quotas: list[StoredQuota],
+    shards: dict[str, Any] | None = None,
 ) -> None:
     records: dict[str, int] = {"total": 0, **dict.fromkeys(_LABELS, 0)}
     last_checkpoint = None
@@ -231,6 +259,7 @@ def _print_json_summary(
             for q in quotas
         ],
     }
+    document["shards"] = shards  # each shard's last run and their total (None: no shard ran)
     print(json.dumps(document, indent=2))
 
 
@@ -281,7 +310,7 @@ def _list(args: argparse.Namespace) -> int:
     target = _target(args.config, sandbox=args.sandbox)
     # Messages that are not data go to stderr with --json: stdout stays JSON Lines.
     say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
-    if not os.path.exists(target.state_path):
+    if not target.exists():
         say(target.no_state_yet())
         return 0
     try:
@@ -353,39 +382,46 @@ def _chunks(records: Iterable[StoredRecord]) -> Iterable[list[StoredRecord]]:
 
 def _clear(args: argparse.Namespace) -> int:
     from ._lease import take_lease
-    from .state import StateError, StateStore
+    from .state import StateError
 
     if not (args.keys or args.all or args.quota):
         raise ConfigError("say what to forget: one or more keys, --all (every checkpoint) or --quota (the remembered quota)")
     if args.keys and args.all:
         raise ConfigError("give keys or --all, not both")
     target = _target(args.config)
-    if not os.path.isdir(target.output_dir):
+    if target.state_url is None and not os.path.isdir(target.output_dir):
         print(f"nothing to forget: {target.no_state_yet()}")
         return 0
     run_id = uuid.uuid4().hex
     try:  # as a run does: the state never changes under a run
-        lease = take_lease(target.output_dir, pipeline=target.pipeline, run_id=run_id)
+        lease = take_lease(target.output_dir, pipeline=target.pipeline, run_id=run_id) if os.path.isdir(target.output_dir) else None
     except RunLockedError as exc:
         raise RunLockedError(f"nothing was forgotten: {exc}") from None
     try:
-        if not os.path.exists(target.state_path):
+        if not target.exists():
             print(f"nothing to forget: {target.no_state_yet()}")
             return 0
-        store = StateStore(target.state_path, target.pipeline, run_id)
+        store = target.open(run_id)
+        try:
+            store_lease = store.take_lease()  # a database's runs may use other output directories
+        except RunLockedError as exc:
+            store.close()
+            raise RunLockedError(f"nothing was forgotten: {exc}") from None
         try:
             report = _forget(store, args, target)
         finally:
+            store_lease.release()
             store.close()
     except StateError as exc:
-        raise ConfigError(str(exc), path="state.path") from None
+        raise ConfigError(str(exc), path="state.url" if target.state_url else "state.path") from None
     finally:
-        lease.release()
+        if lease is not None:
+            lease.release()
     print("\n".join(report))
     return 0
 
 
-def _forget(store: StateStore, args: argparse.Namespace, target: _Target) -> list[str]:
+def _forget(store: StateBackend, args: argparse.Namespace, target: _Target) -> list[str]:
     """Forget what ``args`` name; return what to tell the user (one line each)."""
     where = f"pipeline {target.pipeline!r} ({target.shown_path})"
     report: list[str] = []

@@ -46,6 +46,8 @@ def run_summary(report: Mapping[str, Any], *, resumes: bool = True) -> Renderabl
     for name, count, style, meaning in rows:
         if count or name in ("ok", "valid", "rejected", "failed"):
             outcomes.add_row(Text(name, style=style), f"{count:,}", Text(meaning, style="dim"))
+    if splits := report.get("requests", {}).get("batch_splits"):
+        outcomes.add_row("batch splits", f"{splits:,}", Text("batches refused as a whole, sent again in halves", style="dim"))
     files = Table.grid(padding=(0, 2))
     files.add_column(no_wrap=True)
     files.add_column(overflow="fold")
@@ -60,7 +62,26 @@ def run_summary(report: Mapping[str, Any], *, resumes: bool = True) -> Renderabl
     steps.add_column()
     for step in next_steps(report, resumes=resumes):
         steps.add_row("-", Text(step))
-    return Group(_headline(report), outcomes, files, Text("Next:", style="bold"), steps)
+    return Group(_headline(report), outcomes, *_shards(report), files, Text("Next:", style="bold"), steps)
+
+
+def _shards(report: Mapping[str, Any]) -> list[RenderableType]:
+    """What each shard did (``run.processes``), or which shard this run was (``--shard``)."""
+    if report.get("shard"):
+        shard = report["shard"]
+        others = f"{shard['other_shards']:,} rows read belong to the other shards (not counted above)"
+        return [Text(f"shard {shard['index']}/{shard['count']}: {others}", style="dim")]
+    table = Table.grid(padding=(0, 2))
+    for _ in range(3):
+        table.add_column(no_wrap=True)
+    for shard in report.get("shards") or ():
+        records = shard["records"]
+        done = (
+            f"ok {records['ok']:,}, rejected {records['rejected']:,}, failed {records['failed']:,}, skipped {records['skipped']:,}"
+            if records else "no report: it was killed or crashed"
+        )
+        table.add_row(f"shard {shard['shard']}", f"exit code {shard['exit_code']}", Text(done, style="" if records else "red"))
+    return [table] if report.get("shards") else []
 
 
 def _headline(report: Mapping[str, Any]) -> Text:

@@ -9,11 +9,15 @@ sees valid options.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic
+
+if TYPE_CHECKING:
+    from ._errors import RecordError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,30 @@ class SendResult:
     status: int | None = None
     rate_limit: RateLimitHint | None = None
     sent_at: float | None = None
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Batching:
+    """How a sink groups records into one request, as :meth:`Sink.batching` says.
+
+    Attributes:
+        max_records: Most records in one request (at least 1).
+        max_bytes: Most bytes in one request, as the sum of :meth:`Sink.batch_size_of`
+            over its records, or None for no bound. A record larger than this alone is
+            sent in a request of its own, and the destination decides.
+
+    Raises:
+        ValueError: ``max_records`` or ``max_bytes`` is below 1.
+    """
+
+    max_records: int
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1:
+            raise ValueError(f"Batching.max_records must be at least 1, not {self.max_records}")
+        if self.max_bytes is not None and self.max_bytes < 1:
+            raise ValueError(f"Batching.max_bytes must be at least 1 or None, not {self.max_bytes}")
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -246,6 +274,10 @@ class Sink(Plugin):
     * :class:`~etl_core.ThrottledError`: rate limited, with the parsed Retry-After;
     * :class:`~etl_core.TransientError`: may succeed if sent again;
     * :class:`~etl_core.FatalError`: the run cannot continue.
+
+    A sink for a bulk endpoint returns a :class:`Batching` from :meth:`batching`; the
+    runner then calls :meth:`send_batch` with several records at once instead of
+    :meth:`send`.
     """
 
     async def open(self, context: RunContext) -> None:
@@ -253,6 +285,44 @@ class Sink(Plugin):
 
     async def send(self, record: Record) -> SendResult | None:
         """Send one record. See the class docstring for the outcome contract."""
+        raise NotImplementedError
+
+    def batching(self) -> Batching | None:
+        """Say how many records one request may carry, for a destination with a bulk endpoint.
+
+        Called before :meth:`open` (and by ``etl validate``). The default, None, sends one record per
+        :meth:`send` call; a :class:`Batching` makes the runner group records and call
+        :meth:`send_batch` instead.
+        """
+        return None
+
+    def batch_size_of(self, record: Record) -> int:
+        """Return the bytes ``record`` adds to a request's body, for :attr:`Batching.max_bytes`.
+
+        The default is the length of its fields as compact UTF-8 JSON.
+        """
+        return len(json.dumps(record.data, ensure_ascii=False, separators=(",", ":"), default=str).encode())
+
+    async def send_batch(self, records: Sequence[Record]) -> Sequence[SendResult | RecordError | None]:
+        """Send ``records`` in one request and say what became of each one.
+
+        Called instead of :meth:`send` when :meth:`batching` returns a :class:`Batching`,
+        with at most ``max_records`` records, never two with one key.
+
+        Returns:
+            One outcome per record, in the order of ``records``: a :class:`SendResult`
+            (or None) for a record delivered, or a :class:`~etl_core.RecordError`
+            instance (not raised) for one that was not: a
+            :class:`~etl_core.PermanentError` is refused for good, a
+            :class:`~etl_core.TransientError` is sent again.
+
+        Raises:
+            BatchRejected: The request as a whole was refused for its content (e.g. HTTP
+                400 or 413): the runner sends each half again, down to single records.
+            ThrottledError: The request was throttled: it is sent again as :meth:`send`'s.
+            TransientError: The request failed and may succeed if sent again.
+            FatalError: The run cannot continue.
+        """
         raise NotImplementedError
 
     def describe(self, record: Record) -> dict[str, Any]:

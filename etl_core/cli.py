@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None, *, extra_plugins: tuple[object, ...]
         _error(exc)
         return EXIT_USAGE
     args = parser.parse_args(argv)
+    # What `run.processes` starts each shard process with (plus --shard).
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -107,6 +109,10 @@ def _parser(pm: PluginManager) -> argparse.ArgumentParser:
     run.add_argument(
         "--workers", type=_workers, metavar="N|auto", help="concurrent sends, or auto (overrides run.workers)"
     )
+    run.add_argument(
+        "--shard", type=_shard, metavar="K/N",
+        help="send only the records of shard K of N (from 0), by a hash of their key (default: ETL_SHARD)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     run.add_argument("--fresh", action="store_true", help="ignore the checkpoints of earlier runs and send every record")
     run.add_argument(
@@ -164,6 +170,16 @@ def _workers(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not auto or a whole number from 1 to 4096") from None
 
 
+def _shard(text: str) -> Any:
+    """``--shard``: ``K/N``, shard K (from 0) of N."""
+    from ._shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str, Any] | None = None) -> Any:
     from .config import load_config
     from .logging import configure_logging, register_secret
@@ -186,9 +202,26 @@ def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str,
 def _cmd_run(args: argparse.Namespace, pm: PluginManager) -> int:
     import trio
 
+    from ._processes import PROGRESS_FD_VARIABLE, processes_of, run_processes
+    from ._shard import resolve_shard
+
+    args.shard = resolve_shard(args.shard, os.environ)
+    if args.shard is not None and (progress_fd := os.environ.get(PROGRESS_FD_VARIABLE)) is not None:
+        from ._progress_pipe import ProgressPipe
+
+        pm.register(ProgressPipe(int(progress_fd)))  # a shard of run.processes: its parent draws the bar
     if not args.sandbox:
-        config = _load(args, pm)
+        config = _load(args, pm)  # a config error is reported once, before any shard process starts
+        if args.shard is None and (count := processes_of(config.model)) > 1:
+            return run_processes(args, config.model, count, args.command_line)
         return trio.run(lambda: _run(config, pm, args))
+    if args.shard is None:
+        from ._state_command import _core_settings
+
+        # The sandbox replaces the sink's options: each shard process starts its own.
+        model, _ = _core_settings(args.config)
+        if (count := processes_of(model)) > 1:
+            return run_processes(args, model, count, args.command_line)
 
     async def in_sandbox() -> int:
         async with _sandbox_sink_class(args.config, pm).open_sandbox() as overrides:
@@ -211,6 +244,7 @@ async def _run(config: Any, pm: PluginManager, args: argparse.Namespace, *, outp
         retry_rejected=args.retry_rejected,
         show_progress=not args.no_progress,
         output_dir=output_dir,
+        shard=args.shard,
     )
     result = await run_pipeline(config, pm, options)
     # Logs may be going to a file or a log shipper: say it on stderr too.

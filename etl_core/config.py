@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -89,7 +90,21 @@ class RunSettings(_Model):
         "need, up to max_workers (overridable with --workers).",
     )
     max_workers: Annotated[int, pydantic.Field(ge=1, le=4096, description="Most concurrent sends with `workers: auto`.")] = 256
-    batch_size: Annotated[int, pydantic.Field(ge=1, le=100_000, description="Records handed from the reader to the workers at once.")] = 200
+    processes: Annotated[int, pydantic.Field(ge=1, le=4096)] | Literal["auto"] = pydantic.Field(
+        1,
+        description="Processes on this machine, each sending the records of one shard of the keys (--shard K/N), "
+        "under one parent that shows one progress bar and one summary; `auto`: one per CPU. Ignored by a run "
+        "given --shard or ETL_SHARD. See docs/scale.md.",
+    )
+    batch_size: Annotated[
+        int,
+        pydantic.Field(
+            ge=1,
+            le=100_000,
+            description="Records handed from the reader to the workers at once (for a sink that sends in batches, "
+            "at least what one request carries).",
+        ),
+    ] = 200
     batch_chars: Annotated[
         int,
         pydantic.Field(
@@ -148,10 +163,22 @@ class StateSettings(_Model):
     """The checkpoint store that makes reruns resume (needs `key`)."""
 
     enabled: bool = pydantic.Field(True, description="Record each record's outcome; skip records already done on a rerun.")
-    path: str = pydantic.Field("state.db", description="SQLite file, relative to output.dir.")
+    path: str = pydantic.Field("state.db", description="SQLite file, relative to output.dir (when url is not set).")
+    url: pydantic.SecretStr | None = pydantic.Field(
+        None,
+        description="A PostgreSQL database to keep the state in instead of the SQLite file, shared by every machine that "
+        "runs the pipeline: `postgresql://USER:${PGPASSWORD}@HOST[:PORT]/DATABASE[?sslmode=require]`.",
+    )
     resend_permanent_failures: bool = pydantic.Field(
         False, description="On a rerun, send again records refused for good (400, 404) even if unchanged (also --retry-rejected)."
     )
+
+    @pydantic.field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, url: pydantic.SecretStr | None) -> pydantic.SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a PostgreSQL URL: postgresql://USER:PASSWORD@HOST/DATABASE")
+        return url
 
 
 class LoggingSettings(_Model):
@@ -245,7 +272,16 @@ class PipelineConfig:
             for _, options in (self.source, *self.transforms, self.sink)
             for value in options.model_dump().values()
             if isinstance(value, pydantic.SecretStr)
-        ]
+        ] + (state_url_secrets(url.get_secret_value()) if (url := self.model.state.url) else [])
+
+
+def state_url_secrets(url: str) -> list[str]:
+    """The secrets of a ``state.url``: the URL itself and its password, to mask in any output."""
+    from ._state_store import url_parts
+
+    _, _, password, _, query = url_parts(url)
+    passwords = [password, *urllib.parse.parse_qs(query).get("password", [])]
+    return [url, *(password for password in passwords if password)]
 
 
 def interpolate(value: Any, env: Mapping[str, str], lines: dict[Path, int], path: Path = (), source: str | None = None) -> Any:
@@ -375,6 +411,8 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
         # A misspelt key explains the "missing" error of the key it was meant to be.
         error = min(errors, key=lambda e: e["type"] != "extra_forbidden")
         path = _key_path(data, error["loc"])
+        if error["type"] == "union_tag_invalid":
+            path += ("type",)  # the tag names no member: the tag's key is wrong
         loc = prefix + path
         # A value that fits none of a union's forms (`workers: lots`) fails once per form:
         # one problem for the user, whose message names every form.
@@ -391,11 +429,19 @@ def _validate(model: type[pydantic.BaseModel], data: Any, prefix: Path, lines: d
 def _key_path(data: Any, loc: tuple[Any, ...]) -> Path:
     """The part of a pydantic error location that names keys of ``data`` (not union members)."""
     path: list[Any] = []
+    # pydantic puts the tag of a union tagged by `type` (`auth: {type: password}`) first in
+    # the location of an error inside it: right after the mapping's own key.
+    tag = data.get("type") if isinstance(data, dict) else None
     for i, part in enumerate(loc):
+        if tag is not None and part == tag:
+            tag = None
+            continue
+        tag = None
         if isinstance(data, dict) and part not in data and i + 1 < len(loc) and loc[i + 1] in data:
             continue  # a tagged union member's tag (`spec` of a map field), not a key
         if isinstance(data, dict) and part in data:
             data = data[part]
+            tag = data.get("type") if isinstance(data, dict) else None
         elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
             data = data[part]
         elif isinstance(part, str) and (part.startswith(("literal[", "constrained-", "function-")) or "[" in part):
@@ -430,6 +476,8 @@ def _message(error: Any, count: int) -> str:
         text = "unknown key (check the spelling; `etl schema` lists every key)"
     elif kind == "missing":
         text = "required key is missing"
+    elif kind == "union_tag_invalid":
+        text = f"must be one of {error['ctx']['expected_tags']}"
     elif kind == "string_pattern_mismatch" and error["ctx"]["pattern"] == _NAME_PATTERN:
         text = "use only letters, digits, '_', '.' and '-' (no spaces): it names the state and the output files"
     else:

@@ -8,7 +8,8 @@
 :func:`run_pipeline` opens the sink and the state, starts the reader and a pool of
 workers, and writes the report at the end however the run ends (done, Ctrl-C, a fatal
 error, a bug). Each worker is the loop in :meth:`_Run._work`: take a record, deliver
-it, book the result, wait for its checkpoint.
+it, book the result, wait for its checkpoint (for a sink that sends in batches,
+:func:`~etl_core._batching.send_batches` does the same a batch at a time).
 """
 
 from __future__ import annotations
@@ -25,19 +26,22 @@ import pluggy
 import structlog
 import trio
 
+from ._batching import BatchDelivery, make_delivery, send_batches
 from ._delivery import Delivery
-from ._errors import FatalError, PluginError
+from ._errors import ConfigError, FatalError, PluginError
 from ._files import RunFiles
 from ._input_check import check_before_sending
 from ._ledger import Ledger, RecordCounts
 from ._log_stage import bind_stage, in_stage, stage_of
 from ._reader import Reader
+from ._shard import SHARD_NEEDS_KEY, Shard, shard_report
+from ._shared_limiter import SharedRateLimiter, share_quota
 from .base import RunContext, Sink, Source, Transform
 from .config import PipelineConfig, RunSettings
 from .logging import get_logger, redact_data
 from .progress import InputCount, ProgressBar
 from .ratelimit import AdaptiveRateLimiter
-from .report import run_report, write_report
+from .report import run_report, save_report
 
 #: Exit codes, as documented in docs/exit-codes.md.
 EXIT_OK, EXIT_FAILURES = 0, 1  # and EXIT_USAGE (2) in cli.py
@@ -66,6 +70,8 @@ class RunOptions:
         show_progress: Draw a progress bar on stderr when it is a terminal.
         output_dir: Write the report, rejects and state here instead of ``output.dir``.
         handle_signals: Stop gracefully on SIGINT/SIGTERM (only possible in the main thread).
+        shard: Handle only this shard's records (``--shard K/N``), with its own lease,
+            report and rejects file; every record when None.
     """
 
     dry_run: bool = False
@@ -75,6 +81,7 @@ class RunOptions:
     show_progress: bool = False
     output_dir: str | None = None
     handle_signals: bool = True
+    shard: Shard | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +144,23 @@ def make_limiter(settings: RunSettings, quota: tuple[float, float] | None = None
     return AdaptiveRateLimiter(max_rate=settings.rate.max_rate, adaptive=settings.rate.adaptive, quota=quota)
 
 
+def _open_limiter(
+    settings: RunSettings, files: RunFiles, sink: Sink, options: RunOptions
+) -> tuple[AdaptiveRateLimiter | SharedRateLimiter, str | None, bool]:
+    """The run's rate limiter, the destination whose quota it remembers (if any), and
+    whether it starts from a remembered quota."""
+    rate, destination, quota = settings.rate, None, None
+    if rate.remember and rate.adaptive and files.state is not None and not options.dry_run:
+        destination = sink.destination() or None
+        quota = files.remembered_quota(destination) if destination else None
+    limiter = make_limiter(settings, quota)
+    shard = options.shard
+    if shard is not None and shard.count > 1 and rate.adaptive and not options.dry_run:
+        # Shards sending to one destination keep together to its one quota.
+        return share_quota(limiter, files.quota_board, sink.destination(), str(shard), shard.count), destination, quota is not None
+    return limiter, destination, quota is not None
+
+
 class _Run:
     """One run of a pipeline: its lifecycle, from the plugins' checks to the report."""
 
@@ -149,18 +173,15 @@ class _Run:
         transforms: list[Transform],
         sink: Sink,
     ) -> None:
-        model = config.model
-        self.config = config
-        self.pm = pm
-        self.options = options
-        self.settings = model.run
-        self.source = source
-        self.transforms = transforms
-        self.sink = sink
+        self.config, self.pm, self.options = config, pm, options
+        self.source, self.transforms, self.sink = source, transforms, sink
+        self.settings = config.model.run
         if options.workers is not None:
             self.settings = self.settings.model_copy(update={"workers": options.workers})
         self.run_id = uuid.uuid4().hex
-        self.files = RunFiles(config, self.run_id, output_dir=options.output_dir, dry_run=options.dry_run, fresh=options.fresh)
+        self.files = RunFiles(
+            config, self.run_id, output_dir=options.output_dir, dry_run=options.dry_run, fresh=options.fresh, shard=options.shard
+        )
         self.log = get_logger()
         self.progress_bar = ProgressBar.for_terminal(dry_run=options.dry_run) if options.show_progress else None
         self._hook_run_progress = bool(pm.hook.run_progress.get_hookimpls())
@@ -177,11 +198,13 @@ class _Run:
         self.ledger: Ledger
         self.reader: Reader
         self.delivery: Delivery
-        self.limiter: AdaptiveRateLimiter
+        self.limiter: AdaptiveRateLimiter | SharedRateLimiter
 
     # -- the run -------------------------------------------------------------------
 
     async def run(self) -> RunResult:
+        if self.options.shard is not None and self.config.model.key is None:
+            raise ConfigError(SHARD_NEEDS_KEY, path="key", source=self.config.path)
         check_before_sending(self.config, self.source, self.transforms, self.sink)  # a wrong file: nothing is sent
         # Before anything is logged, written or sent: a second run at once changes nothing.
         self.files.take_lease()
@@ -193,6 +216,8 @@ class _Run:
     async def _run_leased(self) -> RunResult:
         model = self.config.model
         structlog.contextvars.bind_contextvars(run_id=self.run_id, pipeline=model.pipeline, stage="run")
+        if self.options.shard is not None:
+            structlog.contextvars.bind_contextvars(shard=str(self.options.shard))
         started_at = datetime.datetime.now(datetime.UTC)
         self._started = trio.current_time()
         self.log.info(
@@ -248,6 +273,10 @@ class _Run:
                     async with trio.open_nursery() as workers:
                         if self.options.dry_run:
                             workers.start_soon(_describe_all, self.reader, self.delivery, self.ledger, lambda: self._stopping)
+                        elif isinstance(self.delivery, BatchDelivery):
+                            self.delivery.send_halves_in(workers)
+                            for _ in range(self.delivery.concurrency.pool_size):
+                                workers.start_soon(send_batches, self.reader, self.delivery, self.ledger, lambda: self._stopping)
                         else:
                             for _ in range(self.delivery.concurrency.pool_size):
                                 workers.start_soon(self._work)
@@ -282,21 +311,17 @@ class _Run:
             self.pm, self.run_id, self.settings, rejects=files.rejects, successes=files.successes, state=files.state,
             on_limit=self._stop_for,
         )
+        self.limiter, self._destination, self._quota_remembered = _open_limiter(self.settings, files, self.sink, self.options)
+        self.delivery = make_delivery(
+            self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run,
+            on_unavailable=lambda reason: self._stop_for(reason, exit_code=EXIT_UNAVAILABLE),
+        )
         self.reader = Reader(
             self.source, self.transforms, self.settings, self.ledger, key_field=model.key, state=files.state,
             resend_permanent=self.options.retry_rejected or model.state.resend_permanent_failures,
-            sink_name=self.sink.name,
-        )
-        rate = self.settings.rate
-        quota = None
-        if rate.remember and rate.adaptive and files.state is not None and not self.options.dry_run:
-            self._destination = self.sink.destination() or None
-            quota = files.remembered_quota(self._destination) if self._destination else None
-        self._quota_remembered = quota is not None
-        self.limiter = make_limiter(self.settings, quota)
-        self.delivery = Delivery(
-            self.sink, self.settings, limiter=self.limiter, dry_run=self.options.dry_run,
-            on_unavailable=lambda reason: self._stop_for(reason, exit_code=EXIT_UNAVAILABLE),
+            sink_name=self.sink.name, shard=self.options.shard,
+            # A batch taken as soon as records are ready is then a full one.
+            hand_over=self.delivery.batching.max_records if isinstance(self.delivery, BatchDelivery) else 1,
         )
         if not self.options.dry_run:
             self.ledger.start_commits()
@@ -304,6 +329,8 @@ class _Run:
     def _close_files(self, quota: tuple[float, float] | None) -> FatalError | None:
         """Close the source and every file, keeping ``quota`` (runs in a thread); return the first write error."""
         self.reader.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            self.limiter.hand_over()
         return self.files.close(quota=quota, destination=self._destination)
 
     # -- stopping ------------------------------------------------------------------
@@ -344,6 +371,10 @@ class _Run:
         done, total = self.source.progress()
         records, all_read = self.ledger.summary(), self.reader.all_read
         total_records = self._input_count.total(records["read"], all_read)
+        if self.options.shard is not None and total_records is not None and not all_read:
+            # The input's count is every shard's records: this shard's share of them so far.
+            seen = records["read"] + self.reader.other_shards
+            total_records = max(records["read"], round(total_records * records["read"] / seen)) if seen else None
         return {
             "records": {**records, "in_flight": sent.in_flight, "retrying": sent.retrying, "total": total_records},
             "requests": sent.requests(),
@@ -398,6 +429,7 @@ class _Run:
                 "rate_per_s": limiter.quota_rate,
                 "burst": limiter.quota_burst,
                 "remembered": self._quota_remembered,
+                "shared": isinstance(self.limiter, SharedRateLimiter),
             },
             files={
                 "report": self.files.report_path,
@@ -405,26 +437,19 @@ class _Run:
                 "success": ledger.successes.path if ledger.successes is not None else None,
                 "state": ledger.state.path if ledger.state is not None else None,
             },
+            shard=shard_report(self.options.shard, self.reader.other_shards),
         )
-        # A plugin's message may quote a credential: masked for the hook as for the file.
-        report = redact_data(report)
-        report_error = None
-        try:
-            write_report(self.files.report_path, report)
-        except OSError as exc:  # e.g. a full disk: said on stderr, never a traceback
-            problem = exc.strerror or str(exc)
-            report_error = f"the report could not be written to {self.files.report_path}: {problem}"
-            self.log.error("file_write_failed", path=self.files.report_path, reason=problem)
-            report["files"]["report"] = None
-            if exit_code == EXIT_OK:
-                exit_code = report["exit_code"] = EXIT_FAILURES
+        report = redact_data(report)  # a plugin's message may quote a credential: masked for the hook as for the file
+        report_error = save_report(report, self.files.report_path, self.log)
+        if report_error is not None and report["exit_code"] == EXIT_OK:
+            report["exit_code"] = EXIT_FAILURES
         try:
             self.pm.hook.run_finished(run_id=self.run_id, report=report)
         except Exception:  # a plugin's bug: the run's outcome and its files stand
             self.log.exception("hook_failed", hook="run_finished")
         self.log.info(
             "run_finished",
-            exit_code=exit_code,
+            exit_code=report["exit_code"],
             duration_s=report["duration_s"],
             **{f"records_{k}": v for k, v in report["records"].items()},
             retries=sent.retries,
@@ -434,7 +459,7 @@ class _Run:
             rejects=report["files"]["rejects"],
             report=report["files"]["report"],
         )
-        return RunResult(exit_code, report, report_error)
+        return RunResult(report["exit_code"], report, report_error)
 
 
 async def _describe_all(reader: Reader, delivery: Delivery, ledger: Ledger, stopping: Callable[[], bool]) -> None:

@@ -21,7 +21,7 @@ from ._plugin_loading import (
 from .base import Plugin, Sink, Source, Transform
 
 #: First-party plugins: ordinary plugin modules, registered like any other.
-DEFAULT_PLUGINS: tuple[str, ...] = ("etl_csv", "etl_transform", "etl_files", "etl_cxone", "etl_metrics")
+DEFAULT_PLUGINS: tuple[str, ...] = ("etl_csv", "etl_transform", "etl_files", "etl_cxone", "etl_http", "etl_metrics")
 
 Kind = Literal["source", "transform", "sink"]
 _BASES: dict[Kind, type[Plugin]] = {"source": Source, "transform": Transform, "sink": Sink}

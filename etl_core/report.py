@@ -210,6 +210,7 @@ def run_report(
     requests: dict[str, Any],
     quota: dict[str, Any],
     files: dict[str, str | None],
+    shard: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The run report (documented in docs/logging.md), its keys in their documented order.
 
@@ -226,6 +227,8 @@ def run_report(
         requests: What delivery did (attempts, retries, pauses...).
         quota: The destination's quota as measured or remembered.
         files: The paths of the files the run wrote (None: not written).
+        shard: A shard's run (``--shard``): its ``index``, the ``count`` of shards and
+            ``other_shards`` (records read that belong to other shards); None otherwise.
 
     Returns:
         The report, ready for :func:`write_report`.
@@ -247,6 +250,7 @@ def run_report(
         "quota": quota,
         "rate_per_s": round(records["ok"] / duration, 1) if duration > 0 else None,
         "files": files,
+        "shard": shard,
     }
 
 
@@ -278,3 +282,19 @@ def write_report(path: str, report: Mapping[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def save_report(report: dict[str, Any], path: str, log: Any) -> str | None:
+    """Write the run's report to ``path``; return why it could not be, if so.
+
+    A report that cannot be written (e.g. a full disk) is logged and said on stderr by
+    the caller, never as a traceback; ``report`` then names no report file.
+    """
+    try:
+        write_report(path, report)
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        log.error("file_write_failed", path=path, reason=problem)
+        report["files"]["report"] = None
+        return f"the report could not be written to {path}: {problem}"
+    return None

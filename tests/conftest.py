@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from etl_core.registry import Registry, make_plugin_manager
+from tests.pgserver import PostgresServer, create_database, start_server, stop_server
 
 ETL = [sys.executable, "-m", "etl_core.cli"]
 
@@ -137,6 +138,20 @@ def install_distribution(source: Path, work: Path) -> Path:
         check=True, capture_output=True, timeout=300,
     )
     return site
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the test session (one per test process); it must start."""
+    server = start_server()  # raises, so that every test that needs it fails: CI never passes without it
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty database of its own for this test (the password in it)."""
+    return create_database(postgres, f"t{abs(hash(request.node.nodeid)):x}"[:40])
 
 
 @pytest.fixture(autouse=True)

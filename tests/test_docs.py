@@ -179,6 +179,14 @@ def test_every_public_name_is_mentioned():
         assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text), f"docs/plugins.md does not mention {name}"
 
 
+def test_every_public_name_of_the_http_helpers_is_mentioned():
+    import etl_core.http
+
+    text = _section(_doc("plugins.md"), "HTTP sinks")
+    for name in etl_core.http.__all__:
+        assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text), f"docs/plugins.md's HTTP sinks do not mention {name}"
+
+
 def test_builtin_plugins_are_listed():
     from etl_core.registry import DEFAULT_PLUGINS
 

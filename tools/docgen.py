@@ -228,11 +228,33 @@ def render_plugin(kind: Kind, name: str) -> str:
 
 
 def _plugin_rows(path: str, field: Any, owner: type[pydantic.BaseModel], attr: str) -> Iterator[list[str]]:
-    """The row of one option, then the rows of the keys of any mapping it may hold."""
+    """The row of one option, then the rows of the keys of any mapping it may hold.
+
+    The keys of each form of a union tagged by ``type`` (``auth: {type: password, ...}``)
+    follow that form's ``type`` row, which describes the form; each says which form it
+    belongs to.
+    """
     yield _row(path, field, owner, attr)
-    for suffix, model in _nested_models(field.annotation, ""):
-        for name, sub in model.model_fields.items():
-            yield from _plugin_rows(f"{path}{suffix}.{_key(name, sub)}", sub, model, name)
+    models = list(_nested_models(field.annotation, ""))
+    for suffix, model in models:
+        tag = _tag_of(model) if len(models) > 1 else None
+        fields = sorted(model.model_fields.items(), key=lambda item: item[0] != "type") if tag else model.model_fields.items()
+        for name, sub in fields:
+            for row in _plugin_rows(f"{path}{suffix}.{_key(name, sub)}", sub, model, name):
+                if tag is not None and name == "type" and row[0] == f"`{path}{suffix}.type`":
+                    row[3] = _doc_paragraph(model)
+                elif tag is not None:
+                    row[3] = f"(`{tag}`) {row[3]}".rstrip()
+                yield row
+
+
+def _tag_of(model: type[pydantic.BaseModel]) -> str | None:
+    """The ``type`` a model of a tagged union stands for (its ``type: Literal[...]`` field), if any."""
+    field = model.model_fields.get("type")
+    if field is None or typing.get_origin(field.annotation) is not typing.Literal:
+        return None
+    values = typing.get_args(field.annotation)
+    return str(values[0]) if len(values) == 1 else None
 
 
 def _nested_models(annotation: Any, suffix: str) -> Iterator[tuple[str, type[pydantic.BaseModel]]]:

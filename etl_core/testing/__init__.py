@@ -28,7 +28,8 @@ What it offers:
   told to fail chosen records with chosen errors.
 * :func:`plugin_of` turns plugin classes into a plugin object to register.
 * :func:`assert_classifies`, :func:`check_sink_contract` and :func:`check_plugin_class`
-  check that a plugin keeps the contract the runner relies on.
+  check that a plugin keeps the contract the runner relies on (``send_batch`` included,
+  for a sink that sends in batches).
 """
 
 from ._contracts import (

@@ -6,7 +6,7 @@ import inspect
 import math
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -123,6 +123,8 @@ async def check_sink_contract(
     Opens the sink, then for each record checks ``describe()`` (a dict, or a
     :class:`~etl_core.RecordError`) and ``send()`` (see :func:`assert_classifies`),
     and finally closes it (``aclose()`` must not raise), even after a failed check.
+    A sink that sends in batches (``batching()`` is not None) gets every record in one
+    ``send_batch()`` call instead, whose answer must give one classified outcome per record.
 
     Args:
         sink: A sink instance, e.g. ``MySink(MySink.Options(url=server_url))``.
@@ -131,7 +133,9 @@ async def check_sink_contract(
             into a temporary directory).
 
     Returns:
-        The outcome of each send, in order (exceptions are returned, not raised).
+        The outcome of each send, in order (exceptions are returned, not raised). For a
+        batch: each record's outcome from the answer, or the exception the whole request
+        raised, once per record.
 
     Raises:
         AssertionError: A step broke the contract.
@@ -147,12 +151,40 @@ async def check_sink_contract(
             await sink.open(context)
             for record in records:
                 _check_describe(sink, record)
-                outcomes.append(await assert_classifies(sink.send(record)))
+            if sink.batching() is not None:
+                outcomes += await _assert_batch_classifies(sink, records)
+            else:
+                for record in records:
+                    outcomes.append(await assert_classifies(sink.send(record)))
         finally:
             try:
                 await sink.aclose()
             except Exception as exc:
                 raise AssertionError(f"aclose() raised {type(exc).__name__}: {exc}") from exc
+    return outcomes
+
+
+async def _assert_batch_classifies(sink: Sink, records: Sequence[Record]) -> list[BaseException | SendResult | None]:
+    """Send ``records`` in one ``send_batch`` call and assert that its answer keeps the contract."""
+    answers: Any = None
+
+    async def send_batch() -> None:
+        nonlocal answers
+        answers = await sink.send_batch(records)
+
+    raised = await assert_classifies(send_batch)
+    if raised is not None:
+        return [raised] * len(records)
+    if not isinstance(answers, Sequence) or isinstance(answers, str | bytes) or len(answers) != len(records):
+        raise AssertionError(f"send_batch() answered {answers!r} for {len(records)} records; it must return one outcome per record")
+    outcomes: list[BaseException | SendResult | None] = []
+    for answer in answers:
+        if isinstance(answer, RecordError):
+            if problems := _error_problems(answer):
+                raise AssertionError(f"send_batch() answered a {type(answer).__name__} with " + "; ".join(problems))
+        elif answer is not None and not isinstance(answer, SendResult):
+            raise AssertionError(f"send_batch() answered {answer!r} for a record; it must be a SendResult, None or a RecordError")
+        outcomes.append(answer)
     return outcomes
 
 
@@ -223,12 +255,15 @@ def check_plugin_class(cls: type[Plugin], example_options: Mapping[str, Any] | N
 
     methods = {Source: ("read", False), Transform: ("apply", False), Sink: ("send", True)}
     method, must_be_async = methods[kind]
-    impl = getattr(cls, method)
-    if impl is getattr(kind, method):
-        problems.append(f"`{method}` is not implemented")
-    elif inspect.iscoroutinefunction(impl) != must_be_async or inspect.isasyncgenfunction(impl):
-        problems.append(f"`{method}` must be {'an async' if must_be_async else 'a plain (not async)'} method")
-    for sync_method in ("check", "describe", "progress"):
+    # A sink implements send, send_batch (when it sends in batches) or both.
+    implemented = [name for name in (method, "send_batch") if hasattr(kind, name) and getattr(cls, name) is not getattr(kind, name)]
+    if not implemented:
+        problems.append(f"`{method}` is not implemented" + (" (nor `send_batch`, for a sink that sends in batches)" if kind is Sink else ""))
+    for name in implemented:
+        impl = getattr(cls, name)
+        if inspect.iscoroutinefunction(impl) != must_be_async or inspect.isasyncgenfunction(impl):
+            problems.append(f"`{name}` must be {'an async' if must_be_async else 'a plain (not async)'} method")
+    for sync_method in ("check", "describe", "progress", "batching", "batch_size_of"):
         impl = getattr(cls, sync_method, None)
         if impl is not None and (inspect.iscoroutinefunction(impl) or inspect.isasyncgenfunction(impl)):
             problems.append(f"`{sync_method}` must be a plain (not async) method")

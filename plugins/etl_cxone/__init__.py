@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from etl_core import CommandLine, Sink, hookimpl
+from etl_core.http import TokenProvider
 
-from ._auth import TokenProvider
 from ._sink import CxoneOptions, CxoneSink
 
 __all__ = ["CxoneOptions", "CxoneSink", "TokenProvider"]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from etl_core import SinkField
-
-from ._urls import KeyFormat
+from etl_core.http import KeyFormat
 
 #: The contact fields a PATCH may set (besides the key), for ``etl guess``.
 CONTACT_FIELDS = (

@@ -3,172 +3,65 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
-import math
 import os
-import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-import pydantic
-import trio
 
 from etl_core import (
     ConfigError,
     CsvFile,
     FatalError,
-    PermanentError,
-    PluginOptions,
     Record,
     RecordRejected,
     RunContext,
     SendResult,
     Sink,
     SinkField,
-    ThrottledError,
-    TransientError,
-    __version__,
     parse_rate_limit,
-    parse_retry_after,
-    register_secret,
+)
+from etl_core.http import (
+    Answer,
+    ApiKeyAuth,
+    Authenticator,
+    BearerAuth,
+    ClientCredentialsAuth,
+    Credential,
+    CxoneAccessKeyAuth,
+    Limits,
+    PasswordAuth,
+    SinkConnections,
+    TokenProvider,
+    check_ca_bundle,
+    check_http_url,
+    check_secure,
+    display_url,
+    find_api_host,
+    make_authenticator,
+    render_path,
+    retry_open,
+    segment_value,
+    send_authorized,
+    template_fields,
 )
 
-from ._auth import TokenProvider
-from ._clients import ClientPool
-from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
+from ._answers import refusal
 from ._fields import CONTACT_FIELDS, KEY_RULES
-from ._urls import KeyFormat, check_http_url, check_secure, display_url, render_path, segment_value, template_fields
+from ._options import DISCOVER, CxoneOptions, option_secrets
 
-_SUCCESS = frozenset({200, 201, 202, 204})
-_THROTTLED = frozenset({429, 503})
-_DETAIL_LIMIT = 500
-_REASONS = {
-    400: "validation failed",
-    404: "contact not found",
-    409: "conflict",
-    422: "unprocessable entity",
-}
-_OPEN_ATTEMPTS = 3
-
-
-class CxoneOptions(PluginOptions):
-    """Options of the ``cxone`` sink."""
-
-    base_url: str = pydantic.Field(
-        description=(
-            "Base URL of your tenant's CXone API, e.g. https://api-na1.niceincontact.com "
-            "(may include a path prefix). Must be https:// unless the host is loopback or "
-            "allow_insecure_http is set."
-        )
-    )
-    token_url: str = pydantic.Field(
-        description="Full URL of the OAuth 2.0 token endpoint that issues client-credentials tokens."
-    )
-    client_id: str = pydantic.Field(description="OAuth client id, usually ${CXONE_CLIENT_ID}.")
-    client_secret: pydantic.SecretStr = pydantic.Field(
-        description="OAuth client secret, usually ${CXONE_CLIENT_SECRET}. Never logged."
-    )
-    scope: str = pydantic.Field(
-        default="contact:write", description="Space-separated scopes to request; empty to request none."
-    )
-    grant_type: str = pydantic.Field(default="client_credentials", description="OAuth grant_type sent to token_url.")
-    auth_method: Literal["basic", "form"] = pydantic.Field(
-        default="basic",
-        description="How the client id and secret reach token_url: an HTTP Basic header, or fields of the form body.",
-    )
-    path_template: str = pydantic.Field(
-        default="/api/v2/contacts/{contactId}",
-        description=(
-            "Path appended to base_url. {name} placeholders are record field names; each value "
-            "is validated and percent-encoded as exactly one path segment."
-        ),
-    )
-    method: Literal["PATCH", "PUT", "POST"] = pydantic.Field(
-        default="PATCH", description="HTTP method of each request."
-    )
-    key_field: str = pydantic.Field(
-        default="contactId", description="Record field that identifies the record; it must be present."
-    )
-    key_format: KeyFormat = pydantic.Field(
-        default="uuid",
-        description=(
-            "What a valid key looks like: a uuid (8-4-4-4-12 hex digits), an integer (digits "
-            "only) or any non-empty value. Records with an invalid key are rejected, never sent."
-        ),
-    )
-    body_fields: list[str] | None = pydantic.Field(
-        default=None,
-        description=(
-            "Record fields sent in the JSON body. Default: every field not used in path_template. "
-            "Empty values (null, \"\") are left out, so an update only changes what the row has."
-        ),
-    )
-    allow_insecure_http: bool = pydantic.Field(
-        default=False, description="Allow plain http:// to a non-loopback host (credentials travel unencrypted)."
-    )
-    timeout: float = pydantic.Field(
-        default=30.0,
-        gt=0,
-        description="Seconds to wait for each read or write, and for a free connection (request_timeout bounds the whole request).",
-    )
-    request_timeout: float = pydantic.Field(
-        default=60.0,
-        gt=0,
-        description=(
-            "Seconds one request may take in all, from sending it to the last byte of the answer, however "
-            "slowly the server trickles it; token requests included. A send over it is a transient failure."
-        ),
-    )
-    max_response_bytes: int = pydantic.Field(
-        default=1_048_576,
-        ge=1,
-        description=(
-            "Most bytes of one answer's body, counted after decompression (a gzip bomb stops here), error "
-            "answers and token responses included. A larger API answer is a transient failure; a larger "
-            "token response stops the run."
-        ),
-    )
-    connect_timeout: float = pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
-    max_connections: int = pydantic.Field(
-        default=100, ge=1, description="Most connections kept open to the API (and reused across requests)."
-    )
-    ca_bundle: str | None = pydantic.Field(
-        default=None,
-        description="PEM file of CA certificates to trust instead of the system's (certificates are still verified).",
-    )
-    missing_file: str = pydantic.Field(
-        default="missing-contacts.csv",
-        description=(
-            "CSV file (columns key,line) listing keys the API answered 404 for, relative to the "
-            "run's output directory; empty to write none."
-        ),
-    )
-
-    @pydantic.field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return check_http_url(value)
-
-    @pydantic.field_validator("token_url")
-    @classmethod
-    def _check_token_url(cls, value: str) -> str:
-        check_http_url(value, allow_query=True)
-        return value
-
-    @pydantic.field_validator("path_template")
-    @classmethod
-    def _check_path_template(cls, value: str) -> str:
-        template_fields(value)
-        return value
+__all__ = ["CxoneOptions", "CxoneSink"]
 
 
 class CxoneSink(Sink):
     """Update NICE CXone records (contacts by default), one HTTP request per record.
 
-    Authenticates with OAuth 2.0 client credentials, builds each URL from a validated
+    Authenticates as ``auth`` says (OAuth 2.0 client credentials by default), finds
+    the API host from the token when ``base_url`` is ``discover``, builds each URL from a validated
     key, sends the record's non-empty fields as JSON and classifies the answer for
     the runner: 2xx delivered; 400/404/409/422 and other 4xx refused for good (404
     keys are also listed in ``missing_file``); 429/503 throttled with the parsed
@@ -199,15 +92,15 @@ class CxoneSink(Sink):
         self._clock = clock
         self._transport = transport
         self._path_fields = template_fields(options.path_template)
-        self._client: httpx.AsyncClient | None = None  # token requests
-        self._pool: ClientPool | None = None  # API requests
-        self._tokens: TokenProvider | None = None
+        self._connections: SinkConnections | None = None
+        self._auth: Authenticator | None = None
+        # With base_url: discover, a placeholder until open() finds the host (dry runs show it).
+        self._base_url = "{api_endpoint}" + options.base_path if options.base_url == DISCOVER else options.base_url
         self._missing: CsvFile | None = None
+        self._secrets = option_secrets(options)
+        # The scopes a 403 names.
+        self._scope = options.scope if options.auth is None else getattr(options.auth, "scope", "")
         self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
-        # Built once per run (per token for the headers): what every API request shares.
-        self._timeout_extension: dict[str, float | None] = {}
-        self._static_headers = httpx.Headers()
-        self._headers: tuple[str, httpx.Headers] | None = None  # (token, headers with it)
 
     def check(self) -> None:
         """Check the URLs and the path template.
@@ -216,79 +109,67 @@ class CxoneSink(Sink):
             ConfigError: An option cannot work; ``path`` names it.
         """
         options = self.options
-        checks: list[tuple[str, Callable[[], object]]] = [
-            ("base_url", lambda: check_http_url(options.base_url)),
-            ("base_url", lambda: check_secure(options.base_url, allow_insecure_http=options.allow_insecure_http)),
-            ("token_url", lambda: check_http_url(options.token_url, allow_query=True)),
-            ("token_url", lambda: check_secure(options.token_url, allow_insecure_http=options.allow_insecure_http)),
-            ("path_template", lambda: template_fields(options.path_template)),
-        ]
+        insecure = options.allow_insecure_http
+        checks: list[tuple[str, Callable[[], object]]] = [("path_template", lambda: template_fields(options.path_template))]
+        if options.base_url != DISCOVER:
+            checks.append(("base_url", lambda: check_http_url(options.base_url)))
+            checks.append(("base_url", lambda: check_secure(options.base_url, allow_insecure_http=insecure)))
+        for key, url in self._auth_urls().items():
+            checks.append((key, functools.partial(check_http_url, url, allow_query=True)))
+            checks.append((key, functools.partial(check_secure, url, allow_insecure_http=insecure)))
         for key, check in checks:
             try:
                 check()
             except ValueError as exc:
                 raise ConfigError(str(exc), path=f"sink.{key}") from None
-        if options.ca_bundle is not None:
-            # The path is not quoted: after interpolation, any value may be a secret.
-            if not os.path.isfile(options.ca_bundle):
-                raise ConfigError("not a file (a PEM file of CA certificates is expected)", path="sink.ca_bundle")
-            try:
-                ssl.create_default_context(cafile=options.ca_bundle)
-            except (ssl.SSLError, ValueError):
-                raise ConfigError("holds no certificate that can be read (a PEM file of CA certificates is expected)", path="sink.ca_bundle") from None
+        check_ca_bundle(options.ca_bundle)
 
     async def open(self, context: RunContext) -> None:
-        """Open the connection pool and fetch the first token.
+        """Open the connection pool, fetch the first token and, with ``base_url: discover``, find the API host.
 
         Bad credentials stop the run here, before any record is sent.
 
         Raises:
             ConfigError: The options fail :meth:`check`.
-            FatalError: No token could be obtained.
+            FatalError: No token could be obtained, or no API host found.
         """
         self.check()
         if context.dry_run:
             return
         options = self.options
-        register_secret(options.client_secret.get_secret_value())
         if options.missing_file:
             # One file per run, like the rejects file (which also lists these rows); flushed
             # per row so the list is complete even if the run is killed.
             self._missing = CsvFile(os.path.join(context.output_dir, options.missing_file), ("key", "line"), flush_rows=True)
-        # One SSL context for every client: building one costs tens of milliseconds.
-        if options.ca_bundle:
-            verify = ssl.create_default_context(cafile=options.ca_bundle)
-        else:
-            verify = httpx.create_ssl_context(verify=True, trust_env=True)
-        timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
-        headers = {"User-Agent": f"etl/{__version__}", "Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
-        self._timeout_extension = timeout.as_dict()
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=options.max_connections, max_keepalive_connections=options.max_connections
-            ),
-            verify=verify,
-            trust_env=True,
-            headers=headers,
+        self._connections = SinkConnections(
+            limits=self._limits,
+            timeout=options.timeout,
+            connect_timeout=options.connect_timeout,
+            max_connections=options.max_connections,
+            ca_bundle=options.ca_bundle,
             transport=self._transport,
         )
-        # httpx's defaults (e.g. Connection: keep-alive) with ours, as every client sends them.
-        self._static_headers = self._client.headers.copy()
-        self._static_headers["Content-Type"] = "application/json"
-        self._pool = ClientPool(
-            lambda: httpx.AsyncClient(
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                verify=verify,
-                trust_env=True,
-                headers=headers,
-                transport=self._transport,
-            ),
-            options.max_connections,
-        )
-        self._tokens = TokenProvider(
-            self._client,
+        client = self._connections.client
+        self._auth = self._authenticator(client)
+        credential = await retry_open(self._auth.credential, "could not get a token")
+        if options.base_url == DISCOVER:
+            api_endpoint = await find_api_host(
+                client,
+                credential.token,
+                self._limits,
+                issuer=getattr(options.auth, "issuer", None),
+                allow_insecure_http=options.allow_insecure_http,
+                failure="could not find the API host",
+            )
+            self._base_url = api_endpoint + options.base_path
+
+    def _authenticator(self, client: httpx.AsyncClient) -> Authenticator:
+        options = self.options
+        if options.auth is not None:
+            return make_authenticator(options.auth, client, limits=self._limits, clock=self._clock)
+        assert options.client_secret is not None and options.token_url and options.client_id is not None
+        return TokenProvider(  # which registers the client secret for masking
+            client,
             token_url=options.token_url,
             client_id=options.client_id,
             client_secret=options.client_secret,
@@ -299,14 +180,13 @@ class CxoneSink(Sink):
             limits=self._limits,
             clock=self._clock,
         )
-        for attempt in range(1, _OPEN_ATTEMPTS + 1):
-            try:
-                await self._tokens.token()
-                return
-            except TransientError as exc:
-                if attempt == _OPEN_ATTEMPTS:
-                    raise FatalError(f"could not get a token: {exc.reason}") from None
-                await trio.sleep(0.5 * attempt)
+
+    def _auth_urls(self) -> dict[str, str]:
+        """``{option key: URL}`` of the token endpoints, e.g. ``{"auth.issuer": ...}``."""
+        options = self.options
+        if options.auth is not None:
+            return {f"auth.{key}": url for key, url in options.auth.urls().items()}
+        return {"token_url": options.token_url} if options.token_url else {}
 
     @classmethod
     def open_sandbox(cls) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
@@ -314,7 +194,8 @@ class CxoneSink(Sink):
 
         Returns:
             An async context manager yielding the option values (``base_url``,
-            ``token_url``, ``client_id``, ``client_secret``) that point the sink at it.
+            ``token_url``, ``client_id``, ``client_secret``, and no ``auth``) that point
+            the sink at it.
         """
         return _sandbox_overrides()
 
@@ -333,7 +214,19 @@ class CxoneSink(Sink):
     def destination(self) -> str:
         """The endpoint and the API client whose quota the sends count against."""
         options = self.options
-        return f"{options.method} {options.base_url}{options.path_template} as {options.client_id} of {options.token_url}"
+        return f"{options.method} {self._base_url}{options.path_template} as {self._identity()}"
+
+    def _identity(self) -> str:
+        """Who the sends authenticate as: the client (or key) id and where its tokens come from."""
+        options, auth = self.options, self.options.auth
+        if auth is None:
+            return f"{options.client_id} of {options.token_url}"
+        if isinstance(auth, ClientCredentialsAuth | PasswordAuth):
+            who = auth.client_id if isinstance(auth, ClientCredentialsAuth) else f"{auth.username} ({auth.client_id})"
+            return f"{who} of {display_url(auth.token_url or auth.issuer or '')}"
+        if isinstance(auth, CxoneAccessKeyAuth):
+            return f"{auth.access_key_id} of {display_url(auth.token_url)}"
+        return f"a fixed {auth.type} credential"
 
     async def check_auth(self) -> str:
         """Request one token with the configured credentials (``etl validate --check-auth``).
@@ -346,16 +239,16 @@ class CxoneSink(Sink):
                 await self.open(RunContext("check-auth", "check-auth", scratch))
             finally:
                 await self.aclose()
-        return f"a token was issued by {display_url(self.options.token_url)} for client {self.options.client_id!r}"
+        if isinstance(self.options.auth, BearerAuth | ApiKeyAuth):
+            return f"nothing to ask for: {self._identity()} is checked by the API's first answer"
+        return f"a token was issued to {self._identity()}"
 
     async def aclose(self) -> None:
         """Close the connections and the missing-keys file."""
         if self._missing is not None:
             self._missing.close()
-        if self._pool is not None:
-            await self._pool.aclose()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._connections is not None:
+            await self._connections.aclose()
 
     def describe(self, record: Record) -> dict[str, Any]:
         """Return the request :meth:`send` would make: ``{"method", "url", "body"}``.
@@ -370,34 +263,16 @@ class CxoneSink(Sink):
         """Send one record and classify the answer (see the class docstring)."""
         url, body = self._request_parts(record)
         content = json.dumps(body, ensure_ascii=False, default=str).encode()
-        answer, token = await self._authorized(url, content)
+        if self._auth is None:
+            raise FatalError("the cxone sink was not opened")
+        answer, credential = await send_authorized(self._auth, lambda credential: self._request(url, content, credential))
         status = answer.status
         if 200 <= status < 300:
             return SendResult(status=status, rate_limit=parse_rate_limit(answer.headers), sent_at=answer.sent_at)
-        headers = answer.headers
-        detail = _detail(answer, (token, self.options.client_secret.get_secret_value()))
-        if status in _THROTTLED:
-            # Clamped by the runner (run.retry.retry_after_max), the same for every sink.
-            retry_after = parse_retry_after(headers.get("Retry-After"), date=headers.get("Date"), maximum=math.inf)
-            phrase = "too many requests" if status == 429 else "service unavailable"
-            raise ThrottledError(
-                f"HTTP {status}: {phrase}", retry_after=retry_after, status=status, detail=detail, sent_at=answer.sent_at
-            )
-        if status >= 500:
-            raise TransientError(f"HTTP {status}: server error", status=status, detail=detail)
+        error = refusal(answer, secrets=(credential.token, *self._secrets), scope=self._scope)
         if status == 404 and self._missing is not None:
             self._missing.write((str(record.data.get(self.options.key_field)), record.line))
-        if status == 403:
-            reason = f"HTTP 403: forbidden; check that the token's scope grants {self.options.scope or 'access'}"
-        elif status == 400:
-            reason = f"HTTP 400: {_validation_reason(answer)}"
-        elif status in _REASONS:
-            reason = f"HTTP {status}: {_REASONS[status]}"
-        elif 300 <= status < 400:
-            reason = f"HTTP {status}: redirected, which is not followed; check base_url"
-        else:
-            reason = f"HTTP {status}: {answer.reason_phrase.lower() or 'refused'}"
-        raise PermanentError(reason, status=status, detail=detail)
+        raise error
 
     def _request_parts(self, record: Record) -> tuple[str, dict[str, Any]]:
         options = self.options
@@ -414,69 +289,11 @@ class CxoneSink(Sink):
         # Identifiers alone (when body_fields lists them) would change nothing.
         if all(name == options.key_field or name in self._path_fields for name in body):
             raise RecordRejected("nothing to update")
-        return options.base_url + path, body
+        return self._base_url + path, body
 
-    async def _authorized(self, url: str, content: bytes) -> tuple[Answer, str]:
-        """Send with the current token; on 401, refresh it once and retry."""
-        if self._tokens is None:
-            raise FatalError("the cxone sink was not opened")
-        token = await self._tokens.token()
-        answer = await self._request(url, content, token)
-        if answer.status != 401:
-            return answer, token
-        self._tokens.invalidate(token)
-        token = await self._tokens.token()
-        answer = await self._request(url, content, token)
-        if answer.status == 401:
-            raise FatalError(
-                "the API refused a freshly issued token (HTTP 401): "
-                "check that the API client still has access to this tenant"
-            )
-        return answer, token
-
-    async def _request(self, url: str, content: bytes, token: str) -> Answer:
-        pool = self._pool
-        assert pool is not None
-        headers = self._headers
-        if headers is None or headers[0] != token:
-            with_token = self._static_headers.copy()
-            with_token["Authorization"] = f"Bearer {token}"
-            headers = self._headers = (token, with_token)
-        # What client.build_request would make, without merging the client's defaults
-        # into a new request each time: the headers and timeout above already hold them.
-        request = httpx.Request(
-            self.options.method, url, content=content, headers=headers[1], extensions={"timeout": self._timeout_extension}
-        )
-        client = await pool.take()
-        try:
-            if client.cookies:  # as build_request would: cookies a server set on this client
-                client.cookies.set_cookie_header(request)
-            return await exchange(client, request, self._limits, what="", oversize=TransientError)
-        finally:
-            pool.give(client)
-
-
-def _detail(answer: Answer, secrets: tuple[str, ...]) -> str | None:
-    if answer.unreadable:
-        return f"(the body could not be read: {answer.unreadable})"
-    text = answer.text.strip()
-    if not text:
-        return None
-    # Defence in depth: never let an echoed token or secret reach the rejects file.
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return text[:_DETAIL_LIMIT]
-
-
-def _validation_reason(answer: Answer) -> str:
-    """``validation failed`` plus the names of the rejected fields, when the body lists them."""
-    payload = answer.json()
-    fields = payload.get("fields") if isinstance(payload, dict) else None
-    if isinstance(fields, dict) and fields:
-        names = sorted(str(name) for name in fields)
-        return f"validation failed: {', '.join(names[:5])}" + (", ..." if len(names) > 5 else "")
-    return _REASONS[400]
+    async def _request(self, url: str, content: bytes, credential: Credential) -> Answer:
+        assert self._connections is not None
+        return await self._connections.request(self.options.method, url, content, credential)
 
 
 @contextlib.asynccontextmanager
@@ -486,8 +303,10 @@ async def _sandbox_overrides() -> AsyncIterator[dict[str, Any]]:
 
     settings = SandboxSettings()
     async with open_sandbox(settings) as sandbox:
+        # The sandbox's client-credentials endpoint, whatever auth the config gives.
         yield {
             "base_url": sandbox.url,
+            "auth": None,
             "token_url": sandbox.url + "/oauth/token",
             "client_id": settings.client_id,
             "client_secret": settings.client_secret,

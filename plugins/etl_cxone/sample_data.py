@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .sandbox import NAMESPACE, contact_id
 
-__all__ = ["DEFAULT_SEED", "HEADER", "main", "sample_rows", "unknown_id", "write_sample_csv"]
+__all__ = ["BAD_EMAIL", "BAD_PHONE", "DEFAULT_SEED", "HEADER", "bulk_rows", "main", "sample_rows", "unknown_id", "write_sample_csv"]
 
 #: Columns of the sample file.
 HEADER = ("contact_id", "first_name", "last_name", "email", "phone", "city")
@@ -182,6 +182,47 @@ def write_sample_csv(
         writer.writeheader()
         writer.writerows(sample_rows(rows, seed))
     return out
+
+
+#: The email address of :func:`bulk_rows`' rows with a bad email (no ``@``).
+BAD_EMAIL = "no-at-sign.example.com"
+#: The phone number of :func:`bulk_rows`' rows with a bad phone number.
+BAD_PHONE = "call me"
+
+
+def bulk_rows(rows: int, *, bad_share: float = 0.02, seed: int = DEFAULT_SEED) -> list[dict[str, str]]:
+    """Build rows for bulk runs: row ``i`` updates seeded contact ``i``, a few are wrong.
+
+    ``bad_share`` of the rows, scattered at random, are wrong in one field: every other
+    one has :data:`BAD_EMAIL` (an address-book API refuses that entry alone), the others
+    :data:`BAD_PHONE` (the sandbox refuses a whole address-book request holding one).
+
+    Args:
+        rows: Number of data rows.
+        bad_share: Share of wrong rows, from 0 to 1.
+        seed: Random seed; the same arguments always give the same rows.
+
+    Returns:
+        Rows keyed by the names in :data:`HEADER`.
+    """
+    rng = random.Random(seed)
+    result = [
+        {
+            "contact_id": contact_id(i),
+            "first_name": rng.choice(_FIRST_NAMES),
+            "last_name": rng.choice(_LAST_NAMES),
+            "email": f"user{i}@{rng.choice(_DOMAINS)}",
+            "phone": _phone(rng, rng.random() < 0.3),
+            "city": rng.choice(_US_CITIES),
+        }
+        for i in range(rows)
+    ]
+    for n, position in enumerate(rng.sample(range(rows), round(rows * bad_share))):
+        if n % 2:
+            result[position]["phone"] = BAD_PHONE
+        else:
+            result[position]["email"] = BAD_EMAIL
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,3 +55,23 @@ async def test_a_throttle_the_rate_does_not_explain_sets_a_ceiling(autojump_cloc
     await trio.sleep(11)  # a quiet while: the ceiling rises by one
     concurrency.on_answer(0.1)
     assert concurrency.limit == 5
+
+
+async def test_a_round_trip_is_compared_with_those_of_requests_of_its_size(autojump_clock):
+    limiter = AdaptiveRateLimiter(quota=(200.0, 20.0))
+    concurrency = Concurrency("auto", 256, limiter)
+    for _ in range(100):  # batches of a sink that sends in batches: a full one, and a split's single record
+        concurrency.on_answer(0.2, records=500)
+        concurrency.on_answer(0.01, records=1)
+    assert concurrency.limit > 10  # not shrunk: a full batch is slower, not a sign of overload
+
+
+async def test_auto_shrinks_when_alike_requests_slow_down(autojump_clock):
+    limiter = AdaptiveRateLimiter(quota=(200.0, 20.0))
+    concurrency = Concurrency("auto", 256, limiter)
+    for _ in range(20):
+        concurrency.on_answer(0.01)
+    before = concurrency.limit
+    for _ in range(100):  # ten times the floor: the destination queues
+        concurrency.on_answer(0.1)
+    assert concurrency.limit < before

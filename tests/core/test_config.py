@@ -158,7 +158,11 @@ def test_shipped_configs_validate(registry, monkeypatch):
     monkeypatch.setenv("CXONE_CLIENT_ID", "id")
     monkeypatch.setenv("CXONE_CLIENT_SECRET", "secret")
     monkeypatch.setenv("CXONE_BASE_URL", "https://api-na1.niceincontact.com")
-    monkeypatch.setenv("CXONE_TOKEN_URL", "https://na1.nice-incontact.com/authentication/v1/token/access-key")
+    monkeypatch.setenv("CXONE_TOKEN_URL", "https://cxone.niceincontact.com/auth/token")
+    monkeypatch.setenv("CXONE_ACCESS_KEY_ID", "key-id")
+    monkeypatch.setenv("CXONE_ACCESS_KEY_SECRET", "key-secret")
+    monkeypatch.setenv("CXONE_ADDRESS_BOOK_ID", "12")
+    monkeypatch.setenv("CXONE_DNC_GROUP_ID", "34")
     configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert configs, "no shipped configs"
     for path in configs:
@@ -186,3 +190,18 @@ def test_a_pipeline_name_with_a_space_says_what_is_allowed(write_config, registr
     assert info.value.path == "pipeline"
     assert info.value.message.startswith("use only letters, digits, '_', '.' and '-' (no spaces)")
     assert "^[" not in info.value.message
+
+
+def test_a_state_url_s_password_is_a_secret_and_masked(write_config, registry):
+    path = write_config(MINIMAL + "state:\n  url: postgresql://etl:${PGPASSWORD}@db.example.com/etl?sslmode=require\n")
+    config = load_config(str(path), registry, env={"PGPASSWORD": "p@ss/word-123"})
+    url = "postgresql://etl:p@ss/word-123@db.example.com/etl?sslmode=require"
+    assert config.model.state.url is not None and config.model.state.url.get_secret_value() == url
+    assert config.masked()["state"]["url"] == "**********"
+    assert set(config.secrets()) >= {url, "p@ss/word-123"}
+
+
+def test_a_state_url_that_is_not_postgresql_is_refused(write_config, registry):
+    with pytest.raises(ConfigError, match="must be a PostgreSQL URL: postgresql://USER:PASSWORD@HOST/DATABASE") as info:
+        load_config(str(write_config(MINIMAL + "state:\n  url: mysql://etl:pw@db/etl\n")), registry)
+    assert info.value.path == "state.url"

@@ -155,3 +155,25 @@ async def test_retrying_counts_the_records_waiting_to_be_sent_again_now(autojump
     with trio.move_on_after(3.0):  # cancelled while waiting for its retry (a stop, the drain deadline)
         await send.deliver(record("b", 2))
     assert send.statistics().retrying == 0
+
+
+async def test_a_probe_cancelled_while_it_waits_for_the_rate_limit_lets_another_go(autojump_clock):
+    gate = trio.Event()
+
+    class GatedLimiter:
+        rate = None
+
+        async def acquire(self) -> None:
+            await gate.wait()
+
+    send = Delivery(RecordingSink(), RunSettings(), limiter=GatedLimiter())  # type: ignore[arg-type]
+    sent_at = trio.current_time()
+    await trio.sleep(1)
+    for line in range(5):  # the destination is down: one probe at a time
+        send.breaker.on_failure(line, sent_at + line, status=503, reason="down", retry_after=None)
+    assert send.breaker.is_open
+    with trio.move_on_after(30):  # the probe waits for the rate limit, and is cancelled there
+        await send._wait_for_slot()
+    gate.set()
+    with trio.fail_after(30):
+        assert await send._wait_for_slot() is True  # the next send is the probe

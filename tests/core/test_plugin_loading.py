@@ -67,7 +67,7 @@ def test_a_config_using_the_type_of_a_plugin_skipped_by_register_commands_names_
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("etl: warning: plugin 'shaky'")
     assert err[1].endswith(
-        "sink.type: unknown sink type 'shaky' (installed: cxone, discard, jsonl); sink 'shaky' comes from plugin 'shaky' "
+        "sink.type: unknown sink type 'shaky' (installed: cxone, discard, http, jsonl); sink 'shaky' comes from plugin 'shaky' "
         "(etl-shaky 1.0), which failed to load: register_commands() raised RuntimeError: no terminal for shaky"
     )
 

@@ -188,7 +188,7 @@ def test_an_installed_plugin_that_fails_to_import_is_skipped_and_reported_once(i
     with pytest.raises(PluginError) as info:
         registry.get("sink", "shaky")
     assert str(info.value) == (
-        "unknown sink type 'shaky' (installed: cxone, discard, jsonl); plugin 'shaky' (etl-shaky 1.0) failed to load "
+        "unknown sink type 'shaky' (installed: cxone, discard, http, jsonl); plugin 'shaky' (etl-shaky 1.0) failed to load "
         "and may provide it: ModuleNotFoundError: No module named 'etl_shaky_missing_dependency'"
     )
     assert len(warnings) == 1  # building the registry again reports nothing new
@@ -287,7 +287,7 @@ def test_etl_disable_plugins_switches_off_built_ins_and_names_the_unknown(monkey
     pm = make_plugin_manager(report=warnings.append)
     assert [plugin.name for plugin in pm.disabled] == ["etl_files", "etl_metrics"]
     assert pm.get_plugin("etl_files") is None and pm.get_plugin("etl_metrics") is None
-    assert Registry(pm).names("sink") == ["cxone"]
+    assert Registry(pm).names("sink") == ["cxone", "http"]
     # The core (the distribution "etl") is not a plugin: it cannot be switched off.
     assert warnings == ["ETL_DISABLE_PLUGINS names no installed plugin: etl, not_installed"]
 
@@ -296,7 +296,7 @@ def test_plugins_given_in_code_are_never_disabled_nor_skipped():
     import etl_files
 
     pm = make_plugin_manager(load_entrypoints=False, extra_plugins=(etl_files,), disabled=["etl_files"])
-    assert Registry(pm).names("sink") == ["cxone", "discard", "jsonl"]
+    assert Registry(pm).names("sink") == ["cxone", "discard", "http", "jsonl"]
 
     class Raising:
         @hookimpl

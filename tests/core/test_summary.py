@@ -101,3 +101,9 @@ def test_a_dry_run_says_nothing_was_sent_and_how_to_send():
 
 def test_an_unwritten_report_is_said():
     assert "not written" in draw(report(files={"report": None}))
+
+
+def test_batch_splits_are_counted_when_there_were_any():
+    text = draw(report(requests={"attempts": 40, "batch_splits": 1234}))
+    assert any(line.split()[:3] == ["batch", "splits", "1,234"] for line in text.splitlines())
+    assert "batch splits" not in draw(report(requests={"attempts": 300, "batch_splits": 0}))

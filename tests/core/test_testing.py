@@ -457,3 +457,53 @@ def test_check_plugin_class_finds_a_sync_send_and_an_open_extra() -> None:
 def test_kit_is_not_part_of_the_public_api() -> None:
     assert "testing" not in etl_core.__all__
     assert not any(name in etl_core.__all__ for name in ("ListSource", "RecordingSink", "run_pipeline_from_dict"))
+
+
+# -- sinks that send in batches --------------------------------------------------------
+
+
+class BulkSink(Sink):
+    """Upserts records in batches; record ``answer`` says what the server answers for it."""
+
+    name = "bulk_test"
+
+    def batching(self) -> etl_core.Batching | None:
+        return etl_core.Batching(max_records=50)
+
+    async def send_batch(self, records: Any) -> Any:
+        if any(record.data.get("answer") == 413 for record in records):
+            raise etl_core.BatchRejected("HTTP 413: body too large", status=413)
+        return [
+            PermanentError("HTTP 422: bad phone", status=422) if record.data.get("answer") == 422 else SendResult(status=200)
+            for record in records
+        ]
+
+
+async def test_check_sink_contract_sends_a_batching_sink_one_batch() -> None:
+    outcomes = await check_sink_contract(BulkSink(BulkSink.Options()), rec(answer=200), rec(answer=422))
+    assert [type(o).__name__ for o in outcomes] == ["SendResult", "PermanentError"]
+    refused = await check_sink_contract(BulkSink(BulkSink.Options()), rec(answer=200), rec(answer=413))
+    assert [type(o).__name__ for o in refused] == ["BatchRejected", "BatchRejected"]
+
+
+async def test_check_sink_contract_finds_a_batch_answer_that_does_not_fit() -> None:
+    class Short(BulkSink):
+        """Answers one outcome whatever the batch."""
+
+        async def send_batch(self, records: Any) -> Any:
+            return [SendResult()]
+
+    with pytest.raises(AssertionError, match="must return one outcome per record"):
+        await check_sink_contract(Short(Short.Options()), rec(), rec())
+
+
+def test_check_plugin_class_accepts_a_sink_with_send_batch_only() -> None:
+    check_plugin_class(BulkSink)
+
+    class Idle(Sink):
+        """Implements neither send nor send_batch."""
+
+        name = "idle"
+
+    with pytest.raises(AssertionError, match="`send` is not implemented \\(nor `send_batch`"):
+        check_plugin_class(Idle)

@@ -91,7 +91,7 @@ def test_a_config_that_uses_its_type_says_why_it_is_unknown(site: Path, project:
     assert validated.returncode == 2
     warning, error = validated.stderr.splitlines()
     assert warning.startswith("etl: warning: plugin 'broken' (etl-broken-plugin 0.3.0) failed to load and was skipped: ")
-    assert error == f"etl: error: using-it.yaml:6: sink.type: unknown sink type 'shaky' (installed: cxone, discard, jsonl); {reason}"
+    assert error == f"etl: error: using-it.yaml:6: sink.type: unknown sink type 'shaky' (installed: cxone, discard, http, jsonl); {reason}"
 
 
 def test_its_command_is_gone_when_its_register_commands_fails(site: Path, project: Path) -> None:

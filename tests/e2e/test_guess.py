@@ -195,7 +195,7 @@ def test_o_refuses_to_overwrite_unless_forced(tmp_path):
         (["empty.csv"], lambda d: (d / "empty.csv").write_bytes(b""), "etl: error: empty.csv: the file is empty"),
         (["image.csv"], lambda d: (d / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x01"),
          "etl: error: image.csv: holds NUL bytes: it does not look like a text (CSV) file"),
-        (["seed.csv", "--sink", "nope"], seed_format, "etl: error: unknown sink type 'nope' (installed: cxone, discard, jsonl)"),
+        (["seed.csv", "--sink", "nope"], seed_format, "etl: error: unknown sink type 'nope' (installed: cxone, discard, http, jsonl)"),
         (["notes.csv"], lambda d: (d / "notes.csv").write_text("note,text\na,b\n"),
          "etl: error: notes.csv: no column matches a field of the cxone sink"),
     ],

@@ -82,7 +82,8 @@ SKIPPED_SECTIONS = {"6. Run against a real tenant": "needs a real CXone tenant, 
 #: README.md's first two commands: install and run on the sandbox, install and test.
 README_RUN = "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/etl run configs/cxone-contacts.yaml --sandbox"
 README_TEST = (
-    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/ruff check . && .venv/bin/mypy && .venv/bin/pytest"
+    "python3 -m venv .venv && sh tools/ensure-postgres && .venv/bin/pip install -q -e '.[test]' && .venv/bin/ruff check . && "
+    ".venv/bin/mypy && .venv/bin/pytest"
 )
 
 #: The page's name for the directory the commands run in.

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
+import structlog.testing
 import trio
 
 from etl_core import (
@@ -647,7 +648,7 @@ async def test_no_secret_or_token_in_errors_or_repr(sandbox: Sandbox, tmp_path: 
     assert SECRET not in repr(options) and SECRET not in str(options)
     errors: list[BaseException] = []
     async with opened_sink(sandbox, tmp_path) as sink:
-        token = await sink._tokens.token()  # type: ignore[union-attr]
+        token = (await sink._auth.credential()).token  # type: ignore[union-attr]
         sandbox.settings.drop_rate = 1.0
         errors += await send_all(sink, [record(firstName="A")])
         sandbox.settings.drop_rate = 0.0
@@ -674,7 +675,8 @@ async def test_no_secret_or_token_in_errors_or_repr(sandbox: Sandbox, tmp_path: 
 
 async def test_open_sandbox_yields_options_pointing_at_it(tmp_path: Any) -> None:
     async with CxoneSink.open_sandbox() as overrides:
-        assert set(overrides) == {"base_url", "token_url", "client_id", "client_secret"}
+        assert set(overrides) == {"base_url", "auth", "token_url", "client_id", "client_secret"}
+        assert overrides["auth"] is None  # the sandbox's own client credentials, whatever the config's auth
         assert overrides["base_url"].startswith("http://127.0.0.1:")
         assert overrides["token_url"] == overrides["base_url"] + "/oauth/token"
         sink = CxoneSink(CxoneSink.Options(**base(**overrides)))
@@ -751,3 +753,89 @@ async def test_each_request_carries_the_client_headers_the_current_token_and_its
         assert request.extensions["timeout"] == {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 30.0}
     assert [json.loads(r.content) for r in seen[1:]] == [{"firstName": "A"}, {"firstName": "B"}]
     assert "Cookie" not in seen[1].headers and seen[2].headers["Cookie"] == "route=b7"
+
+
+# --- auth: and base_url: discover --------------------------------------------------------
+
+
+def access_key_auth(sb: Sandbox, **overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "password",
+        "issuer": sb.url,
+        "client_id": "sandbox-client",
+        "client_secret": SECRET,
+        "username": sb.settings.access_key_id,
+        "password": sb.settings.access_key_secret,
+    } | overrides
+
+
+def auth_options(sb: Sandbox, **overrides: Any) -> Any:
+    return CxoneSink.Options(**{"base_url": sb.url, "auth": access_key_auth(sb)} | overrides)
+
+
+async def test_discover_finds_the_api_host_from_the_token_and_logs_it(sandbox: Sandbox, tmp_path: Any) -> None:
+    sink = CxoneSink(auth_options(sandbox, base_url="discover"))
+    assert sink.describe(record(firstName="Ann"))["url"].startswith("{api_endpoint}/api/v2/contacts/")
+    with structlog.testing.capture_logs() as logs:
+        await sink.open(context(tmp_path))
+    try:
+        assert (await sink.send(record(firstName="Ann"))).status == 200
+        assert sink.describe(record(firstName="Ann"))["url"].startswith(sandbox.url + "/api/v2/contacts/")
+    finally:
+        await sink.aclose()
+    [found] = [line for line in logs if line["event"] == "api_endpoint_discovered"]
+    assert found["api_endpoint"] == sandbox.url and found["tenant_id"] == sandbox.settings.tenant_id
+    assert sandbox.stats()["grants"] == {"password": 1}
+
+
+async def test_an_explicit_base_url_wins_and_asks_for_no_discovery(sandbox: Sandbox, tmp_path: Any) -> None:
+    sink = CxoneSink(auth_options(sandbox))
+    await sink.open(context(tmp_path))
+    try:
+        assert (await sink.send(record(firstName="Ann"))).status == 200
+    finally:
+        await sink.aclose()
+    assert not any("cxone-configuration" in path for path in sandbox.stats()["paths"])
+
+
+async def test_discover_needs_a_token_that_names_its_tenant(sandbox: Sandbox, tmp_path: Any) -> None:
+    # The tutorial's client-credentials tokens are opaque: no tenantId claim to read.
+    sink = CxoneSink(make_options(sandbox, base_url="discover"))
+    with pytest.raises(FatalError, match="needs a token with a tenantId claim"):
+        await sink.open(context(tmp_path))
+    await sink.aclose()
+
+
+async def test_a_refused_access_key_stops_open_and_names_the_keys(sandbox: Sandbox, tmp_path: Any) -> None:
+    sink = CxoneSink(auth_options(sandbox, auth=access_key_auth(sandbox, password="not-the-secret")))
+    with pytest.raises(FatalError, match=r"refused \(400 invalid_grant\): check auth.client_id, auth.client_secret, auth.username and auth.password") as caught:
+        await sink.open(context(tmp_path))
+    await sink.aclose()
+    assert "not-the-secret" not in str(caught.value)
+    assert sandbox.stats()["requests"] == 0
+
+
+async def test_auth_urls_are_checked_like_base_url(sandbox: Sandbox) -> None:
+    options = auth_options(sandbox, auth=access_key_auth(sandbox, issuer="http://cxone.example.com"))
+    with pytest.raises(ConfigError, match="plain http://") as caught:
+        CxoneSink(options).check()
+    assert caught.value.path == "sink.auth.issuer"
+
+
+async def test_check_auth_names_who_signed_in(sandbox: Sandbox) -> None:
+    assert await CxoneSink(auth_options(sandbox)).check_auth() == f"a token was issued to {sandbox.settings.access_key_id} (sandbox-client) of {sandbox.url}"
+    fixed = CxoneSink(auth_options(sandbox, auth={"type": "bearer", "token": "some-token"}))
+    assert "checked by the API's first answer" in await fixed.check_auth()
+
+
+async def test_sandbox_overrides_replace_any_auth(tmp_path: Any) -> None:
+    configured = {"base_url": "discover", "auth": {"type": "bearer", "token": "a-real-tenant-token"}}
+    async with CxoneSink.open_sandbox() as overrides:
+        options = CxoneSink.Options(**(configured | overrides))
+        assert options.auth is None and options.base_url == overrides["base_url"]
+        sink = CxoneSink(options)
+        try:
+            await sink.open(context(tmp_path))
+            assert (await sink.send(record(contact_id(1), firstName="Ann"))).status == 200
+        finally:
+            await sink.aclose()

@@ -6,6 +6,16 @@ The sandbox implements the small part of the NICE CXone API that the contact sin
 * ``PATCH /api/v2/contacts/{id}``: partial update of a contact (field validation, 404 for
   unknown ids, 401 for missing or expired tokens).
 * ``GET /api/v2/contacts/{id}``: the current fields of a contact.
+* ``POST /auth/token`` (password and refresh_token grants with an access key), the legacy
+  ``POST /authentication/v1/token/access-key`` and ``POST /public/user/refresh``: JWT-shaped
+  tokens whose claims name the tenant (``tenantId``, ``area``, ``icBUId``).
+* ``GET /.well-known/openid-configuration`` and ``/.well-known/cxone-configuration?tenantId=``:
+  the token endpoint and the tenant's API host.
+* Admin API bulk endpoints under ``/inContactAPI/services/v{N}.0``: dynamic address-book
+  entries upserted by ``externalId`` (``PUT /address-books/{id}/dynamic-entries``), standard
+  entries (``POST``/``PUT /address-books/{id}/entries``) and do-not-call records
+  (``POST /dnc-groups/{groupId}/records``), each answered with one result per entry;
+  :meth:`Sandbox.directory_entries` shows what they hold.
 
 It also has knobs to make it misbehave the way a real tenant does: a quota in several shapes
 (token bucket, fixed or sliding window, a schedule that moves it, a penalty for hammering, a

@@ -59,8 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = (field.description or "").replace("``", "").replace("%", "%%").rstrip(".")
         option = "--" + name.replace("_", "-")
         if field.annotation is bool:
-            # Every switch is off by default; the option turns it on.
-            parser.add_argument(option, action="store_true", help=help_text)
+            # A switch that is off by default has an option that turns it on; one that is
+            # on, a --no-... option too.
+            if default is True:
+                parser.add_argument(option, action=argparse.BooleanOptionalAction, default=True, help=help_text)
+            else:
+                parser.add_argument(option, action="store_true", help=help_text)
             continue
         if default is not None and default != ():
             help_text += " (default: %(default)s)"

@@ -15,7 +15,10 @@ from urllib.parse import unquote
 
 import trio
 
+from ._access_keys import ACCESS_KEY_PATH, REFRESH_PATH, TOKEN_PATH, AccessKeyGrants
+from ._address_books import ADMIN_PREFIX, Directory
 from ._contacts import is_seeded, patch_errors
+from ._discovery import DISCOVERY_PREFIX, discovery_document
 from ._http import DROP, Headers, Request, Response, json_response
 from ._oauth import TokenStore, issue_token
 from ._quota import Quota, RateSchedule, throttled
@@ -25,6 +28,9 @@ from ._stats import MAX_PATHS, Stats
 __all__ = ["Handlers"]
 
 _CONTACTS_PREFIX = b"/api/v2/contacts/"
+_ACCESS_KEY_PATHS = (TOKEN_PATH, ACCESS_KEY_PATH, REFRESH_PATH)
+# Accept values that allow a JSON answer.
+_JSON_MEDIA = frozenset({b"application/json", b"application/*", b"*/*"})
 
 
 def _not_allowed(allow: bytes) -> Response:
@@ -33,6 +39,23 @@ def _not_allowed(allow: bytes) -> Response:
 
 def _invalid_json(headers: Headers | None = None) -> Response:
     return json_response(400, {"error": "invalid_json", "message": "request body is not valid JSON"}, headers)
+
+
+def _accepts_json(accept: bytes | None) -> bool:
+    """Whether an ``Accept`` header allows ``application/json`` (a weight ``q=0`` refuses a type)."""
+    if accept is None:
+        return False
+    for item in accept.split(b","):
+        media, *params = item.split(b";")
+        if media.strip().lower() not in _JSON_MEDIA:
+            continue
+        weights = [p.strip()[2:] for p in params if p.strip().lower().startswith(b"q=")]
+        try:
+            if not weights or float(weights[0]) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 class Handlers:
@@ -48,6 +71,7 @@ class Handlers:
         self._clock = clock
         self._clock_offset = 0.0
         self._tokens = TokenStore()
+        self._access_keys = AccessKeyGrants(self._tokens)
         self._contacts: dict[str, dict[str, str]] = {}
         self._quota = Quota()
         self._schedule = RateSchedule()
@@ -57,6 +81,7 @@ class Handlers:
         self._extra_set: frozenset[str] = frozenset()
         self._inflight = 0
         self._stats = Stats()
+        self._directory = Directory()
 
     def advance_clock(self, seconds: float) -> None:
         """Move the sandbox clock forward, as if time had passed.
@@ -117,6 +142,11 @@ class Handlers:
             paths.add(target.decode("ascii", "replace"))
         if target == b"/oauth/token" or target.startswith(b"/oauth/token?"):
             return self._token(request)
+        path = target.split(b"?", 1)[0]
+        if path in _ACCESS_KEY_PATHS:
+            return self._access_key_token(request)
+        if target.startswith(DISCOVERY_PREFIX):
+            return discovery_document(request, self.settings)
         return await self._api(request)
 
     def _token(self, request: Request) -> Response:
@@ -125,6 +155,16 @@ class Handlers:
         response = issue_token(request, self.settings, self._tokens, self.now())
         if response.status == 200:
             stats.tokens_issued += 1
+            stats.grants["client_credentials"] = stats.grants.get("client_credentials", 0) + 1
+        return response
+
+    def _access_key_token(self, request: Request) -> Response:
+        stats = self._stats
+        stats.token_requests += 1
+        response, grant = self._access_keys.answer(request, self.settings, self.now())
+        if grant is not None:
+            stats.tokens_issued += 1
+            stats.grants[grant] = stats.grants.get(grant, 0) + 1
         return response
 
     # ----------------------------------------------------------------- /api/...
@@ -185,12 +225,17 @@ class Handlers:
             if rng.random() < settings.error_rate:
                 status = rng.choice((500, 502, 503, 504))
                 return json_response(status, {"error": "server_error", "message": "simulated failure"}, headers)
-        if not self._tokens.is_valid(request.header(b"authorization"), now):
+        if not self._tokens.is_valid(request.header(b"authorization"), now, settings.token_max_uses):
             headers.append((b"www-authenticate", b'Bearer error="invalid_token"'))
             return json_response(
                 401, {"error": "invalid_token", "message": "missing, unknown or expired token"}, headers
             )
         target = request.target
+        if target.startswith(ADMIN_PREFIX):
+            # CXone's admin API; the tutorial's contacts API does not check Accept.
+            if settings.require_accept and not _accepts_json(request.header(b"accept")):
+                return json_response(406, {"error": "not_acceptable", "message": "No known way to render data"}, headers)
+            return self._admin(request, headers)
         segment = target[len(_CONTACTS_PREFIX) :]
         if (
             not target.startswith(_CONTACTS_PREFIX)
@@ -216,6 +261,13 @@ class Handlers:
         if cid in self.settings.failing_ids:
             return json_response(500, {"error": "server_error", "message": f"contact {cid} cannot be updated"}, headers)
         return self._patch(cid, request.body, headers)
+
+    def _admin(self, request: Request, headers: Headers) -> Response:
+        """Address-book entries and do-not-call records (see :mod:`._address_books`)."""
+        status, payload = self._directory.answer(
+            request.method, request.target, request.body, max_entries=self.settings.max_bulk_entries
+        )
+        return json_response(status, payload, headers)
 
     def _throttled(self, wait: float, headers: Headers) -> Response:
         self._stats.rate_limited += 1

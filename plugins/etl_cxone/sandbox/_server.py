@@ -73,6 +73,28 @@ class Sandbox(Handlers):
         """
         return self._in_loop(partial(self._contact_now, contact_id))
 
+    def directory_entries(self, kind: str, container: str | int) -> dict[str, dict[str, Any]]:
+        """Return what an address book or do-not-call group holds.
+
+        Args:
+            kind: ``"dynamic"`` (entries upserted by ``externalId``), ``"standard"`` (entries
+                by ``addressBookEntryId``) or ``"dnc"`` (records by phone number).
+            container: The address book or DNC group id, as in the URL.
+
+        Returns:
+            ``{key: fields}``, each entry's fields as last written.
+        """
+        return self._in_loop(partial(self._directory.entries, kind, str(container)))
+
+    def directory_writes(self) -> dict[tuple[str, str, str], int]:
+        """Return how many times each entry or record was written.
+
+        Returns:
+            ``{(kind, container id, key): writes}``, with ``kind`` and ``key`` as in
+            :meth:`directory_entries`.
+        """
+        return self._in_loop(lambda: dict(self._directory.writes))
+
     def reset_stats(self) -> None:
         """Forget all statistics (contacts keep their fields, tokens stay valid)."""
         self._in_loop(self._reset_stats)
@@ -242,7 +264,8 @@ def serve_forever(settings: SandboxSettings) -> None:
                 print(
                     f"CXone sandbox listening on {sandbox.url} "
                     f"client_id={s.client_id} client_secret={s.client_secret} "
-                    f"scope={s.required_scope} (Ctrl-C to stop)",
+                    f"scope={s.required_scope} access_key_id={s.access_key_id} "
+                    f"access_key_secret={s.access_key_secret} (Ctrl-C to stop)",
                     flush=True,
                 )
                 async for _ in received:

@@ -80,6 +80,37 @@ class SandboxSettings(pydantic.BaseModel):
     token_lifetime: Annotated[float, _SECONDS] = Field(
         default=3600.0, ge=0, description="Lifetime of issued tokens in seconds (``expires_in``)."
     )
+    access_key_id: str = Field(
+        default="sandbox-access-key",
+        description="The only accepted access key id: the ``username`` of the password grant, ``accessKeyId`` of the legacy endpoint.",
+    )
+    access_key_secret: str = Field(
+        default="sandbox+access/key=secret==",
+        description="The only accepted access key secret (``password``, ``accessKeySecret``); like real ones, it holds ``+/=``.",
+    )
+    refresh_tokens: bool = Field(
+        default=True,
+        description="Give a one-use ``refresh_token`` with each token of ``/auth/token`` and the access-key endpoints.",
+    )
+    token_max_uses: Annotated[int | None, Flag(metavar="REQUESTS")] = Field(
+        default=None,
+        ge=1,
+        description="Each token is accepted for this many API requests, then refused with 401 as if revoked; no limit when unset.",
+    )
+    tenant_id: str = Field(
+        default="11111111-2222-4333-8444-555555555555",
+        description="The ``tenantId`` claim of access-key tokens, and the only tenant ``/.well-known/cxone-configuration`` knows.",
+    )
+    area: str = Field(default="na1", description="The ``area`` claim of access-key tokens and of the cxone-configuration document.")
+    bu_id: int = Field(default=4600001, description="The ``icBUId`` (business unit) claim of access-key tokens.")
+    require_accept: bool = Field(
+        default=True,
+        description=(
+            "Answer 406 \"No known way to render data\" to address-book and do-not-call requests whose "
+            "``Accept`` header does not allow ``application/json`` (a missing header allows nothing), as "
+            "CXone does. The contacts API does not check it."
+        ),
+    )
     rate_limit: Annotated[float | None, Flag(metavar="PER_SECOND")] = Field(
         default=None, gt=0, description="API requests per second the quota admits; unlimited when unset."
     )
@@ -168,6 +199,11 @@ class SandboxSettings(pydantic.BaseModel):
     extra_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(default=(), description="More contact ids that exist.")
     failing_ids: Annotated[tuple[str, ...], _NO_FLAG] = Field(
         default=(), description="Contact ids whose every PATCH is answered 500 (not applied)."
+    )
+    max_bulk_entries: int = Field(
+        default=1000,
+        ge=1,
+        description="Most entries or records in one address-book or do-not-call request; more is refused whole with 413.",
     )
     random_seed: int | None = Field(
         default=None, description="Seed of the random choices (error_rate, drop_rate, latency_jitter); random when unset."

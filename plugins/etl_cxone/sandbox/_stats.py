@@ -18,8 +18,11 @@ class Stats:
     Attributes:
         requests: API requests (every request outside ``/oauth/token`` and ``/sandbox/``).
         by_status: API answers by status code.
-        token_requests: Requests to ``/oauth/token``.
+        token_requests: Requests to the token endpoints (``/oauth/token``, ``/auth/token``,
+            the access-key endpoint and ``/public/user/refresh``).
         tokens_issued: Tokens issued.
+        grants: Tokens issued by grant: ``client_credentials``, ``password``, ``refresh_token``,
+            ``access_key`` and ``access_key_refresh``.
         max_concurrency: Most API requests in progress at once.
         updates: Applied PATCHes per contact id.
         applied: Applied PATCHes in all.
@@ -34,6 +37,7 @@ class Stats:
     by_status: dict[int, int] = field(default_factory=dict)
     token_requests: int = 0
     tokens_issued: int = 0
+    grants: dict[str, int] = field(default_factory=dict)
     max_concurrency: int = 0
     updates: dict[str, int] = field(default_factory=dict)
     applied: int = 0
@@ -52,6 +56,7 @@ class Stats:
             "by_status": {str(status): count for status, count in sorted(dict(self.by_status).items())},
             "token_requests": self.token_requests,
             "tokens_issued": self.tokens_issued,
+            "grants": dict(self.grants),
             "max_concurrency": self.max_concurrency,
             "updates": dict(self.updates),
             "applied": self.applied,

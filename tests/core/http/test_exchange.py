@@ -1,4 +1,4 @@
-"""Tests of one HTTP exchange within a deadline and a byte budget (``etl_cxone._exchange``).
+"""Tests of one HTTP exchange within a deadline and a byte budget (``etl_core.http._exchange``).
 
 httpx's mock transport stands in for the server: what is tested is how the answer is
 read, not the socket (tests/hostile/ has real hostile servers).
@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from etl_core import FatalError, PermanentError, TransientError
-from etl_cxone._exchange import Limits, exchange
+from etl_core.http import Limits, exchange
 
 LIMITS = Limits(deadline=5.0, max_bytes=1000)
 

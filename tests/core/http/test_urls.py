@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl_core import RecordRejected
-from etl_cxone._urls import render_path, template_fields
+from etl_core.http import render_path, template_fields
 
 TEMPLATE = "/api/v2/contacts/{contactId}"
 PREFIX = "/api/v2/contacts/"

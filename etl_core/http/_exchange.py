@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import trio
 
-from etl_core import EtlError, FatalError, TransientError
+from .._errors import EtlError, FatalError, TransientError
 
 #: The content codings the clients accept (``Accept-Encoding``); the only one decoded here.
 ACCEPT_ENCODING = "gzip"

@@ -15,7 +15,7 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from etl_core import RecordRejected
+from .._errors import RecordRejected
 
 KeyFormat = Literal["uuid", "integer", "any"]
 

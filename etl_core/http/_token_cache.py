@@ -1,27 +1,29 @@
-"""OAuth 2.0 client-credentials tokens, shared by every concurrent request of a sink.
+"""Access tokens cached and refreshed for every concurrent request of a sink.
 
-:class:`TokenProvider` does not depend on CXone: any sink that talks to an API
-protected by client credentials (RFC 6749 §4.4) can use it.
+:class:`TokenCache` holds what every token grant shares: the cache, the refresh
+ahead of expiry, one request at a time to the token endpoint, the ``refresh_token``
+a token may come with, and reading the answer without trusting it. Subclasses only
+say how to ask for a token.
 """
 
 from __future__ import annotations
 
-import base64
+import abc
 import copy
 import dataclasses
 import math
 import re
 import time
-import urllib.parse
 from collections.abc import Callable
-from typing import Literal
+from typing import NoReturn
 
 import httpx
-import pydantic
 import trio
 
-from etl_core import EtlError, FatalError, ThrottledError, TransientError, parse_retry_after, register_secret
-
+from .._errors import EtlError, FatalError, ThrottledError, TransientError
+from .._headers import parse_retry_after
+from ..logging import register_secret
+from ._credential import Credential
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
 from ._urls import display_url
 
@@ -58,9 +60,14 @@ _ERROR_HINTS = {
     "unsupported_grant_type": "check the grant_type",
     "unauthorized_client": "check that the client may use this grant_type and scope",
 }
+# A refused refresh token (expired, revoked, already used) is not fatal: the grant
+# itself is asked again.
+_REFRESH_REFUSED = frozenset({400, 401, 403})
 
 #: The token endpoint's answer: read within a minute and a mebibyte.
-_DEFAULT_LIMITS = Limits(deadline=60.0, max_bytes=1 << 20)
+DEFAULT_LIMITS = Limits(deadline=60.0, max_bytes=1 << 20)
+#: The headers of every token request.
+TOKEN_REQUEST_HEADERS = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -79,24 +86,18 @@ class _Flight:
         self.error: EtlError | None = None
 
 
-class TokenProvider:
-    """Fetch, cache and refresh an OAuth 2.0 client-credentials access token.
+class TokenCache(abc.ABC):
+    """Fetch, cache and refresh an access token shared by all tasks.
 
-    The token is shared by all tasks. It is refreshed ahead of expiry (by the larger
-    of 60 s and 10% of its lifetime, at most half its lifetime) and only one request
-    to the token endpoint is in flight at a time: the other callers wait for it and
-    share its result. While a still-valid token is being refreshed, callers keep
-    using it instead of waiting.
+    The token is refreshed ahead of expiry (by the larger of 60 s and 10% of its
+    lifetime, at most half its lifetime) and only one request to the token endpoint
+    is in flight at a time: the other callers wait for it and share its result. While
+    a still-valid token is being refreshed, callers keep using it instead of waiting.
+    When a token comes with a ``refresh_token``, the next token is asked for with it;
+    if that is refused, with the original grant again.
 
     Args:
         client: The HTTP client to send token requests with.
-        token_url: The token endpoint.
-        client_id: The OAuth client id.
-        client_secret: The OAuth client secret.
-        scope: Space-separated scopes to request; empty to request none.
-        grant_type: The ``grant_type`` form value.
-        auth_method: ``basic`` sends the client credentials in an HTTP Basic
-            ``Authorization`` header, ``form`` in the request body.
         credentials_hint: Appended to the error when the endpoint refuses the
             credentials, e.g. which settings or variables to check.
         limits: The deadline and the byte budget of each token request; an answer
@@ -108,33 +109,26 @@ class TokenProvider:
         self,
         client: httpx.AsyncClient,
         *,
-        token_url: str,
-        client_id: str,
-        client_secret: str | pydantic.SecretStr,
-        scope: str = "",
-        grant_type: str = "client_credentials",
-        auth_method: Literal["basic", "form"] = "basic",
-        credentials_hint: str = "check the client id and secret",
-        limits: Limits = _DEFAULT_LIMITS,
+        credentials_hint: str,
+        limits: Limits = DEFAULT_LIMITS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._token_url = token_url
-        self._client_id = client_id
-        self._client_secret = (
-            client_secret if isinstance(client_secret, pydantic.SecretStr) else pydantic.SecretStr(client_secret)
-        )
-        self._scope = scope
-        self._grant_type = grant_type
-        self._auth_method = auth_method
         self._credentials_hint = credentials_hint
         self._limits = limits
         self._clock = clock
         self._current: _Token | None = None
+        self._credential: Credential | None = None
+        self._refresh_token: str | None = None
         self._flight: _Flight | None = None
 
-    def __repr__(self) -> str:
-        return f"TokenProvider(token_url={display_url(self._token_url)!r}, client_id={self._client_id!r})"
+    @abc.abstractmethod
+    async def _grant_request(self) -> httpx.Request:
+        """Build the request for a new token from the configured credentials."""
+
+    @abc.abstractmethod
+    def _refresh_request(self, refresh_token: str) -> httpx.Request:
+        """Build the request for a new token from the last token's ``refresh_token``."""
 
     async def token(self) -> str:
         """Return a valid access token, fetching a new one when needed.
@@ -172,6 +166,14 @@ class TokenProvider:
                 raise copy.copy(flight.error)
             # The refreshing task was cancelled: loop, and one waiter takes over.
 
+    async def credential(self) -> Credential:
+        """Return the ``Authorization: Bearer`` header of a valid token (see :meth:`token`)."""
+        token = await self.token()
+        credential = self._credential
+        if credential is None or credential.token != token:
+            credential = self._credential = Credential("Authorization", f"Bearer {token}", token)
+        return credential
+
     def invalidate(self, token: str) -> None:
         """Forget ``token`` after the API refused it (HTTP 401).
 
@@ -180,6 +182,15 @@ class TokenProvider:
         """
         if self._current is not None and self._current.value == token:
             self._current = None
+
+    def refused(self, credential: Credential) -> bool:
+        """Forget a token the API refused (HTTP 401); a new one may be accepted.
+
+        Returns:
+            True: the next :meth:`credential` asks the token endpoint again.
+        """
+        self.invalidate(credential.token)
+        return True
 
     async def _refresh(self) -> str:
         flight = self._flight = _Flight()
@@ -194,22 +205,33 @@ class TokenProvider:
             flight.done.set()
 
     async def _fetch(self) -> _Token:
-        form = {"grant_type": self._grant_type}
-        if self._scope:
-            form["scope"] = self._scope
-        headers = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
-        secret = self._client_secret.get_secret_value()
-        if self._auth_method == "basic":
-            headers["Authorization"] = f"Basic {_basic_credential(self._client_id, secret)}"
-        else:
-            form |= {"client_id": self._client_id, "client_secret": secret}
-        where = display_url(self._token_url)
         started = self._clock()
-        request = self._client.build_request("POST", self._token_url, data=form, headers=headers)
-        answer = await exchange(self._client, request, self._limits, what=f"token request to {where}: ", oversize=FatalError)
-        status = answer.status
-        if status == 200:
+        refresh_token, self._refresh_token = self._refresh_token, None
+        if refresh_token is not None:
+            request = self._refresh_request(refresh_token)
+            try:
+                answer = await self._send(request)
+            except TransientError:
+                self._refresh_token = refresh_token  # not refused, only unreachable: keep it
+                raise
+            if answer.status == 200:
+                return self._parse(answer, display_url(str(request.url)), started)
+            if answer.status not in _REFRESH_REFUSED:
+                self._refresh_token = refresh_token
+                self._raise_for(answer, display_url(str(request.url)))
+        request = await self._grant_request()
+        answer = await self._send(request)
+        where = display_url(str(request.url))
+        if answer.status == 200:
             return self._parse(answer, where, started)
+        self._raise_for(answer, where)
+
+    async def _send(self, request: httpx.Request) -> Answer:
+        what = f"token request to {display_url(str(request.url))}: "
+        return await exchange(self._client, request, self._limits, what=what, oversize=FatalError)
+
+    def _raise_for(self, answer: Answer, where: str) -> NoReturn:
+        status = answer.status
         code = _error_code(answer)
         label = f"{status} {code}" if code else str(status)
         if status == 429:
@@ -235,10 +257,18 @@ class TokenProvider:
                 f"token response from {where} has an access_token that is not visible ASCII "
                 "(it could not be sent in a header): check the token URL"
             )
+        assert isinstance(payload, dict)
         token_type = payload.get("token_type")
         if token_type is not None and (not isinstance(token_type, str) or token_type.lower() != "bearer"):
             # The value is not quoted: it is the server's text, and could be anything.
             raise FatalError(f"token response from {where} is not for a bearer token (token_type): check the token URL")
+        for name in ("refresh_token", "id_token"):
+            other = payload.get(name)
+            if isinstance(other, str):
+                register_secret(other)
+        refresh_token = payload.get("refresh_token")
+        if isinstance(refresh_token, str) and _TOKEN.fullmatch(refresh_token):
+            self._refresh_token = refresh_token
         lifetime = _lifetime(payload.get("expires_in"))
         if lifetime is None:
             # No known lifetime: keep the token until the API answers 401.
@@ -246,19 +276,6 @@ class TokenProvider:
         margin = min(max(_REFRESH_MARGIN, _REFRESH_FRACTION * lifetime), _MAX_REFRESH_FRACTION * lifetime)
         # Measured from when the request was sent, so time in flight counts against it.
         return _Token(value, refresh_at=started + lifetime - margin, expires_at=started + lifetime)
-
-
-def _basic_credential(client_id: str, secret: str) -> str:
-    """The credential of an HTTP Basic header (RFC 7617), registered as a secret.
-
-    Its base64 text reveals the secret as plainly as the secret itself, so it is
-    masked wherever it might appear.
-    """
-    # RFC 6749 §2.3.1: both are form-urlencoded before Basic encoding.
-    pair = f"{urllib.parse.quote_plus(client_id)}:{urllib.parse.quote_plus(secret)}"
-    credential = base64.b64encode(pair.encode("ascii")).decode("ascii")
-    register_secret(credential)
-    return credential
 
 
 def _lifetime(expires_in: object) -> float | None:

@@ -1,0 +1,91 @@
+"""Case 12: shards that share one quota: goodput and 429s of N shard processes at R.
+
+`run.processes: N` starts N shards of the shipped config (`--shard k/N`), all sending with
+one set of credentials to one sandbox started with `--rate-limit R --burst B`. They keep
+together to the quota through the quota board in the state store (one shard measures
+the quota while the others wait, then all send in slots claimed from the board).
+Reported per cell: updates/s over R (the sandbox's, from its first to its last API
+request), the share of 429s, whether every row was applied exactly once, and, beside it,
+one process (`run.processes: 1`) on the same cell. Goals: >= 0.95 R, <= 1 % 429s.
+
+    .venv/bin/python bench/shared_quota.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import _common as c
+
+GOALS = {"goodput": 0.95, "share_429": 0.01}
+#: (rate, burst, processes, rows)
+CELLS = [(200, 20, 4, 6000), (200, 20, 2, 6000), (100, 10, 4, 3000)]
+QUICK = [(200, 20, 4, 3000)]
+
+
+def _config(directory: Path, processes: int) -> Path:
+    """The shipped config, with ``run.processes`` set."""
+    text = c.CONFIG.read_text(encoding="utf-8")
+    assert "  workers: auto\n" in text
+    path = directory / f"processes-{processes}.yaml"
+    path.write_text(text.replace("  workers: auto\n", f"  workers: auto\n  processes: {processes}\n"), encoding="utf-8")
+    return path
+
+
+def measure(rate: float, burst: float, processes: int, rows: int) -> dict[str, Any]:
+    with c.workdir() as wd:
+        csv_path = c.write_contacts_csv(wd / "contacts.csv", rows)
+        config = _config(wd, processes)
+        with c.Sandbox(rate_limit=rate, burst=burst, latency=0.02, seed_count=rows) as sandbox:
+            run = c.run_etl(
+                ["run", str(config), "--log-format", "json", "--no-progress"],
+                cwd=wd, env=c.sandbox_env(sandbox, csv_path), timeout=60 + 3 * rows / rate,
+            )
+            stats = sandbox._call("GET", "/sandbox/stats")
+    updates = stats.pop("updates", {})
+    stats.pop("paths", None)
+    goodput = c.api_rate(stats)
+    return {
+        "cell": f"R {rate:g}/s burst {burst:g}; {processes} processes; {rows} rows",
+        "processes": processes,
+        "rate": rate,
+        "exit_code": run.get("exit_code"),
+        "exactly_once": len(updates) == rows and all(count == 1 for count in updates.values()),
+        "updates_per_s": goodput,
+        "of_r": goodput / rate if goodput else None,
+        "share_429": c.share_429(stats),
+        "wall_s": run.get("wall_s"),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = c.parser(__doc__ or "")
+    args = parser.parse_args(argv)
+    results = []
+    for rate, burst, processes, rows in QUICK if args.quick else CELLS:
+        for count in (processes, 1):
+            result = measure(rate, burst, count, rows)
+            results.append(result)
+            print(
+                f"  case 12: {result['cell']}: {c.fmt(result['updates_per_s'], 1)}/s = {c.fmt(result['of_r'], 2)} R, "
+                f"429 {c.fmt(100 * (result['share_429'] or 0), 1)} %, exactly once: {result['exactly_once']}, "
+                f"exit {result['exit_code']}",
+                flush=True,
+            )
+    rows_out = [
+        [
+            r["cell"], c.fmt(r["updates_per_s"], 1), c.fmt(r["of_r"], 2), f"{100 * (r['share_429'] or 0):.1f}%",
+            "yes" if r["exactly_once"] else "NO", r["exit_code"],
+            c.verdict(r["of_r"] is not None and r["of_r"] >= GOALS["goodput"] and (r["share_429"] or 0) <= GOALS["share_429"]),
+        ]
+        for r in results
+    ]
+    print(c.table("Case 12: shards sharing one quota", ["cell", "updates/s", "/ R", "429s", "exactly once", "exit", "goal met"], rows_out))
+    c.save_json(args.json, {"machine": c.machine(), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

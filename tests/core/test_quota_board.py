@@ -1,0 +1,118 @@
+"""The quota board's operations, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from etl_core import _quota_board
+from etl_core._quota_board import PostgresQuotaBoard, QuotaBoard, SqliteQuotaBoard
+
+DESTINATION = "PATCH https://api.example/contacts/{id} as client of https://auth.example/token"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], QuotaBoard]]:
+    """Opens boards on one database, as shards in several processes would."""
+    boards: list[QuotaBoard] = []
+
+    def open_one() -> QuotaBoard:
+        if request.param == "sqlite":
+            board: QuotaBoard = SqliteQuotaBoard(str(tmp_path / "state.db"))
+        else:
+            url = request.getfixturevalue("postgres_url")
+            board = PostgresQuotaBoard(psycopg.connect(url, autocommit=True))
+        boards.append(board)
+        return board
+
+    yield open_one
+    for board in boards:
+        board.close()
+
+
+def test_the_first_shard_throttled_learns_and_the_others_wait(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    assert first.join(DESTINATION, "shard-0", 5.0, True).learner == "shard-0"
+    waiting = second.join(DESTINATION, "shard-1", 5.0, True)
+    assert waiting.learner == "shard-0" and waiting.rate is None
+    assert first.join(DESTINATION, "shard-0", 5.0, True).learner == "shard-0"  # a renewal
+
+
+def test_only_a_throttled_shard_claims_to_learn_and_a_finished_one_gives_it_up(
+    open_board: Callable[[], QuotaBoard],
+) -> None:
+    first, second = open_board(), open_board()
+    assert first.join(DESTINATION, "shard-0", 5.0, False).learner is None  # not throttled yet
+    assert second.join(DESTINATION, "shard-1", 5.0, True).learner == "shard-1"
+    assert first.release(DESTINATION, "shard-0").learner == "shard-1"  # not its claim
+    assert second.release(DESTINATION, "shard-1").learner is None
+
+
+def test_a_learner_whose_claim_ran_out_is_replaced(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    first.join(DESTINATION, "shard-0", -1.0, True)  # a claim that has already run out: a learner that died
+    assert second.join(DESTINATION, "shard-1", 5.0, True).learner == "shard-1"
+
+
+def test_a_published_rate_ends_learning_and_blocks_never_overlap(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    first.join(DESTINATION, "shard-0", 5.0, True)
+    published = first.publish(DESTINATION, 200.0, 20.0)
+    assert (published.rate, published.burst, published.learner) == (200.0, 20.0, None)
+    assert second.join(DESTINATION, "shard-1", 5.0, True).rate == 200.0
+    blocks = []
+    for board in (first, second, first, second):
+        state = board.claim(DESTINATION, 20)
+        blocks.append((state.next_slot - 20 / 200.0, state.next_slot))
+    for (_, end), (start, _) in zip(blocks, blocks[1:], strict=False):
+        assert start == pytest.approx(end)  # the next block starts where the last ended
+
+
+def test_a_throttle_pauses_everyone_and_lowers_the_rate_once(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    state = first.publish(DESTINATION, 200.0, 20.0)
+    throttled = first.throttled(DESTINATION, state.generation, 1.0, 0.95)
+    assert throttled.rate is not None and 100.0 <= throttled.rate <= 190.0
+    assert throttled.paused_until >= throttled.now + 1.0 - 1e-6
+    # A second 429 of the same event (sent under the old rate) only extends the pause.
+    again = second.throttled(DESTINATION, state.generation, 1.0, 0.95)
+    assert again.rate == throttled.rate and again.generation == throttled.generation
+    claim = second.claim(DESTINATION, 19)
+    assert claim.next_slot - 19 / claim.rate >= throttled.paused_until - 1e-6  # no slot inside the pause
+
+
+def test_a_row_left_by_an_earlier_run_is_measured_again(
+    open_board: Callable[[], QuotaBoard], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    board = open_board()
+    board.publish(DESTINATION, 200.0, 20.0)
+    monkeypatch.setattr(_quota_board, "STALE", -60.0)  # every row is stale
+    joined = board.join(DESTINATION, "shard-2", 5.0, True)
+    assert joined.rate is None and joined.learner == "shard-2"
+
+
+def test_no_slot_is_claimed_before_there_is_a_rate(open_board: Callable[[], QuotaBoard]) -> None:
+    board = open_board()
+    board.join(DESTINATION, "shard-0", 5.0, True)
+    with pytest.raises(LookupError):
+        board.claim(DESTINATION, 10)
+
+
+@pytest.mark.parametrize(
+    ("sending", "lowered"),
+    [
+        (0.2, 100.0),  # 20 requests of burst over 0.2 s: 100/s more than the quota; halved at most
+        (0.4, 148.5),  # R = 200 - 20/0.4 = 150, held 1 % under
+        (4.0, 180.0),  # R = 195, but throttled again soon after the last: lowered by twice the factor
+        (40.0, 190.0),  # R = 199.5: lowered by the factor at least
+    ],
+)
+def test_a_throttle_measures_the_rate_from_the_time_since_sending_began(sending: float, lowered: float) -> None:
+    # rate, burst, next_slot, paused_until, generation, learner, learner_until, since
+    row = (200.0, 20.0, 0.0, 0.0, 3, None, 0.0, 100.0)
+    change = _quota_board._throttled(row, 100.0 + sending, 3, 1.0, 0.95)
+    assert change["rate"] == pytest.approx(lowered)
+    assert change["since"] == change["paused_until"] == pytest.approx(101.0 + sending)

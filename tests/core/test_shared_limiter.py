@@ -1,0 +1,133 @@
+"""Shards keeping together to one quota through a real board (SQLite)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from etl_core._quota_board import BoardState, SqliteQuotaBoard
+from etl_core._shared_limiter import SharedRateLimiter
+from etl_core.ratelimit import AdaptiveRateLimiter
+
+DESTINATION = "PATCH http://127.0.0.1/contacts/{id}"
+
+
+class RecordingBoard(SqliteQuotaBoard):
+    """A real board that also keeps a log of the operations made on it, by everyone."""
+
+    def __init__(self, path: str, log: list[tuple[str, str, BoardState]], name: str) -> None:
+        super().__init__(path)
+        self._log, self._name = log, name
+
+    def _logged(self, operation: str, state: BoardState) -> BoardState:
+        self._log.append((self._name, operation, state))
+        return state
+
+    def publish(self, *args: Any) -> BoardState:
+        return self._logged("publish", super().publish(*args))
+
+    def claim(self, *args: Any) -> BoardState:
+        return self._logged("claim", super().claim(*args))
+
+    def throttled(self, *args: Any) -> BoardState:
+        return self._logged("throttled", super().throttled(*args))
+
+
+def _shards(tmp_path: Path, count: int, **options: Any) -> tuple[list[SharedRateLimiter], list[tuple[str, str, BoardState]]]:
+    log: list[tuple[str, str, BoardState]] = []
+    quota = options.pop("quota", None)
+    shards = [
+        SharedRateLimiter(
+            AdaptiveRateLimiter(quota=quota),
+            RecordingBoard(str(tmp_path / "state.db"), log, f"shard-{k}"),
+            DESTINATION,
+            f"shard-{k}",
+            count,
+            **options,
+        )
+        for k in range(count)
+    ]
+    return shards, log
+
+
+def _start(claim: BoardState) -> float:
+    """Where a claimed block starts: blocks are 0.1 s of the rate, the limiter's default."""
+    assert claim.rate is not None
+    return claim.next_slot - math.ceil(claim.rate * 0.1) / claim.rate
+
+
+def _blocks(log: list[tuple[str, str, BoardState]]) -> list[tuple[float, float]]:
+    return sorted((_start(state), state.next_slot) for _, operation, state in log if operation == "claim")
+
+
+async def test_a_remembered_quota_is_published_once_and_shared_without_overlap(tmp_path: Path) -> None:
+    shards, log = _shards(tmp_path, 3, quota=(300.0, 30.0))
+
+    async def send(limiter: SharedRateLimiter, count: int) -> None:
+        for _ in range(count):
+            await limiter.acquire()
+            limiter.on_success(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for limiter in shards:
+            nursery.start_soon(send, limiter, 40)
+    publishes = [state for _, operation, state in log if operation == "publish"]
+    assert len(publishes) == 1
+    assert publishes[0].rate == shards[0].local.rate  # just under the remembered quota
+    blocks = _blocks(log)
+    assert len(blocks) >= 3
+    for (_, end), (start, _) in zip(blocks, blocks[1:], strict=False):
+        assert start >= end - 1e-6  # all shards together keep to one schedule
+    for limiter in shards:
+        assert limiter.statistics().holding and limiter.rate == publishes[0].rate
+
+
+async def test_shards_send_freely_until_one_is_throttled_then_wait_while_it_learns(tmp_path: Path) -> None:
+    (learner, follower), log = _shards(tmp_path, 2, patience=0.2, poll=0.01)
+    await follower.acquire()  # nobody throttled yet: no rate, no waiting
+    await learner.acquire()
+    assert learner.on_throttle(trio.current_time(), 0.0) is True  # its first wave ran the bucket dry
+    await learner.acquire()  # the first throttled shard measures the quota
+    await trio.sleep(0.02)  # the others see it at their next look at the board (every `poll` s)
+    followed = trio.Event()
+
+    async def follow() -> None:
+        await follower.acquire()
+        followed.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow)
+        while not followed.is_set():
+            if not [entry for entry in log if entry[1] == "publish"]:
+                assert not followed.is_set()  # the others send nothing while the learner measures
+            learner.on_success(trio.current_time())
+            await learner.acquire()
+            await trio.sleep(0.005)
+    operations = [(name, operation) for name, operation, _ in log]
+    assert operations.index(("shard-0", "publish")) < operations.index(("shard-1", "claim"))
+    # It never held a measured rate within its patience: it published what both shards would send at its pace.
+    published = next(state for _, operation, state in log if operation == "publish")
+    assert published.rate is not None and published.rate > 0
+    assert learner.rate == follower.rate == published.rate
+
+
+async def test_a_throttle_seen_by_one_shard_slows_and_pauses_all(tmp_path: Path) -> None:
+    (first, second), log = _shards(tmp_path, 2, quota=(200.0, 20.0))
+    await first.acquire()
+    await second.acquire()
+    rate = first.rate
+    assert rate is not None
+    sent = trio.current_time()
+    assert first.on_throttle(sent, 0.05) is True
+    assert first.on_throttle(sent - 0.01, 0.05) is False  # an earlier send: the same event
+    await first.acquire()  # tells the board before its next claim
+    throttled = next(state for _, operation, state in log if operation == "throttled")
+    assert throttled.rate is not None and rate / 2 - 1e-6 <= throttled.rate <= rate * 0.95 + 1e-6
+    second._slots.clear()  # its block is spent: the next acquire claims
+    await second.acquire()
+    claim = [state for name, operation, state in log if (name, operation) == ("shard-1", "claim")][-1]
+    assert claim.rate == throttled.rate
+    assert _start(claim) >= throttled.paused_until - 1e-6

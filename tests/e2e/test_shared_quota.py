@@ -1,0 +1,55 @@
+"""Shards that share one quota through the state store, end to end against a rate-limited sandbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests.e2e.conftest import EtlProcess, contact_row, sandbox_env, write_rows
+
+
+def _logs(process: EtlProcess) -> list[dict]:
+    return [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
+
+
+def _board(state: Path) -> list[tuple[str, float | None]]:
+    with sqlite3.connect(state) as db:
+        return db.execute("SELECT destination, rate FROM etl_quota_board").fetchall()
+
+
+def test_shards_keep_to_one_quota_and_a_second_run_starts_from_it(tmp_path, start_sandbox, custom_config):
+    sandbox = start_sandbox(rate_limit=100, burst=10, latency=0.01)
+    count = 400
+    config = custom_config(write_rows(tmp_path / "contacts.csv", [contact_row(i) for i in range(count)]), run_extra="processes: 4")
+    env = sandbox_env(sandbox)
+
+    first = EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env).wait()
+    assert first.returncode == 0, first.stderr
+    stats = sandbox.stats()
+    assert stats["applied"] == count and all(n == 1 for n in stats["updates"].values())
+    out = tmp_path / "out"
+    for k in range(4):
+        report = json.loads((out / f"report-shard-{k}-of-4.json").read_text(encoding="utf-8"))
+        assert report["quota"]["shared"] is True
+    # One row for the one destination, with the rate one shard measured and all kept to.
+    ((destination, rate),) = _board(out / "state.db")
+    assert "/api/v2/contacts/{contactId}" in destination
+    published = [line for line in _logs(first) if line["event"] == "quota_shared"]
+    assert rate is not None and 50 <= rate <= 150, published
+    throttled_first = stats["by_status"].get("429", 0)
+    assert throttled_first >= 1  # the quota was learnt from throttles
+
+    assert len(published) == 1 and published[0]["source"] in ("measured", "end of run", "pace")
+
+    # Changed rows: the second run sends them all again, at the rate on the board from the start.
+    write_rows(tmp_path / "contacts.csv", [contact_row(i, city=f"Town {i}") for i in range(count)])
+    second = EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env).wait()
+    assert second.returncode == 0, second.stderr
+    after = sandbox.stats()
+    assert after["applied"] == 2 * count
+    assert not [line for line in _logs(second) if line["event"] == "quota_shared"]  # nothing measured again
+    reports = [json.loads((out / f"report-shard-{k}-of-4.json").read_text(encoding="utf-8")) for k in range(4)]
+    assert all(report["quota"]["shared"] for report in reports)
+    throttled_second = after["by_status"].get("429", 0) - throttled_first
+    assert throttled_second <= throttled_first, (throttled_first, throttled_second, rate)  # fewer than learning cost
