@@ -29,7 +29,7 @@ import _common as c
 TARGET = 1.6
 
 
-def _config(directory: Path, processes: int) -> Path:
+def config_with_processes(directory: Path, processes: int) -> Path:
     """The shipped config, with ``run.processes`` set."""
     text = c.CONFIG.read_text(encoding="utf-8")
     assert "  workers: auto\n" in text
@@ -41,7 +41,7 @@ def _config(directory: Path, processes: int) -> Path:
 def measure_one(processes: int, *, rows: int, workers: int) -> dict[str, Any]:
     with c.workdir() as wd:
         csv_path = c.write_contacts_csv(wd / "contacts.csv", rows)
-        config = _config(wd, processes)
+        config = config_with_processes(wd, processes)
         args = ["run", str(config), "--log-format", "json", "--no-progress", "--workers", str(workers)]
         with c.Sandbox(seed_count=rows) as sandbox:
             cpu_before = sandbox.cpu_seconds()

@@ -7,7 +7,7 @@
 Cases: 1 goodput under a rate limit, 2 a limit that moves, 3 latency-bound,
 4 the naive client (inside cases 1, 3 and 8), 5 engine speed, 6 memory, 7 start-up,
 8 rate control against the sandbox's quota shapes, 9 run.processes 1 vs 2 (CPU-bound),
-10 batch mode (address-book entries/s, 2 % and no bad rows).
+10 batch mode (address-book entries/s, 2 % and no bad rows), 12 shards sharing one quota.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import moving_limit
 import processes
 import rate_limit
 import rate_sandbox
+import shared_quota
 import startup
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-naive", action="store_true", help="skip the naive client (case 4)")
     p.add_argument("--no-10m", action="store_true", help="skip the 10M-row dry run of case 6")
     args = p.parse_args(argv)
-    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+    only = {int(x) for x in args.only.split(",")} if args.only else {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12}
     naive = not args.no_naive and 4 in only
     results: dict[str, Any] = {"machine": c.machine(), "quick": args.quick}
     tables: list[str] = []
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = 1_000 if args.quick else 10_000
         results["batch"] = [batch.measure(rows, 10.0, bad_share) for bad_share in (0.02, 0.0)]
         tables.append(batch.table(results["batch"]))
+    if 12 in only:
+        results["shared_quota"] = shared_quota.measure_all(quick=args.quick)
+        tables.append(shared_quota.table(results["shared_quota"]))
     if 5 in only or 6 in only:
         results["engine"] = engine.measure(quick=args.quick, big=6 in only and not args.no_10m)
         tables.append(engine.table(results["engine"]))

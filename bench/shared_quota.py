@@ -14,10 +14,10 @@ one process (`run.processes: 1`) on the same cell. Goals: >= 0.95 R, <= 1 % 429s
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import _common as c
+from processes import config_with_processes
 
 GOALS = {"goodput": 0.95, "share_429": 0.01}
 #: (rate, burst, processes, rows)
@@ -25,19 +25,10 @@ CELLS = [(200, 20, 4, 6000), (200, 20, 2, 6000), (100, 10, 4, 3000)]
 QUICK = [(200, 20, 4, 3000)]
 
 
-def _config(directory: Path, processes: int) -> Path:
-    """The shipped config, with ``run.processes`` set."""
-    text = c.CONFIG.read_text(encoding="utf-8")
-    assert "  workers: auto\n" in text
-    path = directory / f"processes-{processes}.yaml"
-    path.write_text(text.replace("  workers: auto\n", f"  workers: auto\n  processes: {processes}\n"), encoding="utf-8")
-    return path
-
-
 def measure(rate: float, burst: float, processes: int, rows: int) -> dict[str, Any]:
     with c.workdir() as wd:
         csv_path = c.write_contacts_csv(wd / "contacts.csv", rows)
-        config = _config(wd, processes)
+        config = config_with_processes(wd, processes)
         with c.Sandbox(rate_limit=rate, burst=burst, latency=0.02, seed_count=rows) as sandbox:
             run = c.run_etl(
                 ["run", str(config), "--log-format", "json", "--no-progress"],
@@ -60,21 +51,23 @@ def measure(rate: float, burst: float, processes: int, rows: int) -> dict[str, A
     }
 
 
-def main(argv: list[str]) -> int:
-    parser = c.parser(__doc__ or "")
-    args = parser.parse_args(argv)
+def measure_all(*, quick: bool = False) -> list[dict[str, Any]]:
+    """Each cell with its N shards, then with one process."""
     results = []
-    for rate, burst, processes, rows in QUICK if args.quick else CELLS:
+    for rate, burst, processes, rows in QUICK if quick else CELLS:
         for count in (processes, 1):
             result = measure(rate, burst, count, rows)
             results.append(result)
             print(
                 f"  case 12: {result['cell']}: {c.fmt(result['updates_per_s'], 1)}/s = {c.fmt(result['of_r'], 2)} R, "
-                f"429 {c.fmt(100 * (result['share_429'] or 0), 1)} %, exactly once: {result['exactly_once']}, "
-                f"exit {result['exit_code']}",
-                flush=True,
+                f"429 {c.fmt(100 * (result['share_429'] or 0), 1)} %, exactly once: {result['exactly_once']}",
+                file=sys.stderr, flush=True,
             )
-    rows_out = [
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [
         [
             r["cell"], c.fmt(r["updates_per_s"], 1), c.fmt(r["of_r"], 2), f"{100 * (r['share_429'] or 0):.1f}%",
             "yes" if r["exactly_once"] else "NO", r["exit_code"],
@@ -82,7 +75,13 @@ def main(argv: list[str]) -> int:
         ]
         for r in results
     ]
-    print(c.table("Case 12: shards sharing one quota", ["cell", "updates/s", "/ R", "429s", "exactly once", "exit", "goal met"], rows_out))
+    return c.table("Case 12: shards sharing one quota", ["cell", "updates/s", "/ R", "429s", "exactly once", "exit", "goal met"], rows)
+
+
+def main(argv: list[str]) -> int:
+    args = c.parser(__doc__ or "").parse_args(argv)
+    results = measure_all(quick=args.quick)
+    print(table(results))
     c.save_json(args.json, {"machine": c.machine(), "results": results})
     return 0
 
