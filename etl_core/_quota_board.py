@@ -141,7 +141,30 @@ def _throttled(row: tuple[Any, ...], now: float, generation: int, pause: float, 
     return change
 
 
-class SqliteQuotaBoard:
+class _Board:
+    """The operations every board makes the same way: a change to the row, worked out in Python."""
+
+    def _change(self, destination: str, change: Callable[[tuple[Any, ...], float], dict[str, Any]]) -> BoardState:
+        raise NotImplementedError
+
+    def join(self, destination: str, holder: str, lease: float, learn: bool) -> BoardState:
+        """See :meth:`QuotaBoard.join`."""
+        return self._change(destination, lambda row, now: _joined(row, now, holder, lease, learn))
+
+    def release(self, destination: str, holder: str) -> BoardState:
+        """See :meth:`QuotaBoard.release`."""
+        return self._change(destination, lambda row, now: _released(row, holder))
+
+    def publish(self, destination: str, rate: float, burst: float) -> BoardState:
+        """See :meth:`QuotaBoard.publish`."""
+        return self._change(destination, lambda row, now: _published(row, now, rate, burst))
+
+    def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
+        """See :meth:`QuotaBoard.throttled`."""
+        return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor))
+
+
+class SqliteQuotaBoard(_Board):
     """The board in the SQLite state file (WAL: shards of one machine share it).
 
     Args:
@@ -177,18 +200,6 @@ class SqliteQuotaBoard:
             raise
         return BoardState(now, *row[:6])
 
-    def join(self, destination: str, holder: str, lease: float, learn: bool) -> BoardState:
-        """See :meth:`QuotaBoard.join`."""
-        return self._change(destination, lambda row, now: _joined(row, now, holder, lease, learn))
-
-    def release(self, destination: str, holder: str) -> BoardState:
-        """See :meth:`QuotaBoard.release`."""
-        return self._change(destination, lambda row, now: _released(row, holder))
-
-    def publish(self, destination: str, rate: float, burst: float) -> BoardState:
-        """See :meth:`QuotaBoard.publish`."""
-        return self._change(destination, lambda row, now: _published(row, now, rate, burst))
-
     def claim(self, destination: str, count: int) -> BoardState:
         """See :meth:`QuotaBoard.claim`. One statement: it is the one made often."""
         now = time.time()
@@ -201,16 +212,12 @@ class SqliteQuotaBoard:
             raise LookupError(f"no shared rate for {destination}")
         return BoardState(now, *row[:6])
 
-    def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
-        """See :meth:`QuotaBoard.throttled`."""
-        return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor))
-
     def close(self) -> None:
         """See :meth:`QuotaBoard.close`."""
         self._db.close()
 
 
-class PostgresQuotaBoard:
+class PostgresQuotaBoard(_Board):
     """The board in the PostgreSQL state database: shards on any machine share it.
 
     Its clock is the database server's, the one clock every shard sees.
@@ -249,18 +256,6 @@ class PostgresQuotaBoard:
                 row = tuple(values.get(column, value) for column, value in zip(_NAMES, row, strict=True))
         return BoardState(now, *row[:6])
 
-    def join(self, destination: str, holder: str, lease: float, learn: bool) -> BoardState:
-        """See :meth:`QuotaBoard.join`."""
-        return self._change(destination, lambda row, now: _joined(row, now, holder, lease, learn))
-
-    def release(self, destination: str, holder: str) -> BoardState:
-        """See :meth:`QuotaBoard.release`."""
-        return self._change(destination, lambda row, now: _released(row, holder))
-
-    def publish(self, destination: str, rate: float, burst: float) -> BoardState:
-        """See :meth:`QuotaBoard.publish`."""
-        return self._change(destination, lambda row, now: _published(row, now, rate, burst))
-
     def claim(self, destination: str, count: int) -> BoardState:
         """See :meth:`QuotaBoard.claim`. One statement: it is the one made often."""
         found = self._db.execute(
@@ -271,10 +266,6 @@ class PostgresQuotaBoard:
         if found is None:
             raise LookupError(f"no shared rate for {destination}")
         return BoardState(found[-1], *found[:6])
-
-    def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
-        """See :meth:`QuotaBoard.throttled`."""
-        return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor))
 
     def close(self) -> None:
         """See :meth:`QuotaBoard.close`."""

@@ -339,17 +339,6 @@ class PostgresStateStore(CheckpointWriter):
                 found[key] = PreviousOutcome(hash_, Outcome(outcome), bool(retryable), status, error)
         return found
 
-    def close(self) -> None:
-        """Commit everything queued, stop the writer and close the connections. Blocks.
-
-        Raises:
-            StateError: A checkpoint could not be written, now or earlier.
-        """
-        self._stop_writer()
-        self._read.close()
-        if self._error is not None:
-            raise self._error
-
     @contextlib.contextmanager
     def _writer_session(self) -> Iterator[WriteRows]:
         connection = self._database.connect(doing="written")

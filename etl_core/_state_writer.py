@@ -42,6 +42,8 @@ class CheckpointWriter:
 
     pipeline: str
     run_id: str
+    #: The store's connection for reads (the writer thread has its own); closed by :meth:`close`.
+    _read: Any
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Checkpoint | None] = queue.SimpleQueue()
@@ -69,6 +71,17 @@ class CheckpointWriter:
         """Queue one checkpoint; the writer thread commits it within milliseconds."""
         self.recorded += 1
         self._queue.put(checkpoint)
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer and close the store's connections. Blocks.
+
+        Raises:
+            StateError: A checkpoint could not be written, now or earlier.
+        """
+        self._stop_writer()
+        self._read.close()
+        if self._error is not None:
+            raise self._error
 
     def _stop_writer(self) -> None:
         """Commit everything queued and stop the writer thread (blocks)."""
