@@ -130,16 +130,13 @@ class Delivery:
             on_expired=on_unavailable,
         )
         self._retry = settings.retry
-        self._dry_run = dry_run
-        self._dry_run_shown = 0
+        self._dry_run, self._dry_run_shown = dry_run, 0
         self._dry_run_debug: bool | None = None  # whether dry_run_request is logged after the first few
         self._dry_run_result = Result(Outcome.DRY_RUN, "sink", sink.name)  # immutable: one for every record
         self._last_of_key: dict[str, trio.Event] = {}  # set when the last record with that key is done
         self._in_flight_count = 0
         self._retrying: set[int] = set()  # id() of the records waiting to be sent again
-        self._attempts = 0
-        self._retries = 0
-        self._throttled = 0
+        self._attempts = self._retries = self._throttled = 0
         self._by_status: collections.Counter[str] = collections.Counter()
         self._reacted_at = -math.inf  # when the pool last reacted to a throttle
         self._log = get_logger()
@@ -255,6 +252,8 @@ class Delivery:
             except RecordError as exc:
                 self._count_status(exc.status)
                 self.breaker.on_alive(probe=probe)
+                if exc.status is not None:  # answered: refused for its content, it still spent the quota
+                    self.limiter.on_success(sent_at)
                 return self._failure(exc, attempts)
             except FatalError as exc:
                 mark_stage(exc, "sink")
@@ -336,10 +335,7 @@ class Delivery:
             if not already_paused:
                 getattr(self._log, level)("paused", seconds=round(seconds, 3), rate_limit=self.limiter.rate, **fields)
         elif pause.spent and not already_spent:
-            reason = (
-                f"the destination asked for more than {pause.max_total:g} s of pauses in all (run.retry.max_paused), "
-                "so it looks unavailable: run again later to send the records left"
-            )
+            reason = pause.spent_reason()
             self._log.error(
                 "destination_unavailable", reason=reason, paused_s=round(pause.paused_seconds, 3), asked_s=round(seconds, 3)
             )
@@ -376,8 +372,7 @@ class Delivery:
         )
 
     def _count_status(self, status: int | None) -> None:
-        if status is not None:
-            self._by_status[str(status)] += 1
+        self._by_status.update([str(status)] if status is not None else [])
 
     def statistics(self) -> DeliveryStatistics:
         """Return what has been sent so far, and the state of the pause, budget and limiter."""

@@ -95,6 +95,13 @@ class SharedPause:
         self.spent = False
         self._spent = trio.Event()
 
+    def spent_reason(self) -> str:
+        """Why the run stops once the pauses asked for went past ``max_total``."""
+        return (
+            f"the destination asked for more than {self.max_total:g} s of pauses in all (run.retry.max_paused), "
+            "so it looks unavailable: run again later to send the records left"
+        )
+
     def pause_for(self, seconds: float) -> bool:
         """Pause all workers for ``seconds`` from now (never shortens a pause).
 

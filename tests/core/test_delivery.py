@@ -123,6 +123,25 @@ class SendTimes:
         return RateLimiterStatistics(rate=None, throttle_events=0)
 
 
+async def test_a_request_refused_for_its_content_still_counts_against_the_quota(autojump_clock):
+    # A 400 or a 404 went through the destination's rate limit like a 200: the limiter that
+    # measures the quota from the requests that got through must see it. A record the sink
+    # refused without sending anything (no status) spent nothing.
+    sink = RecordingSink(
+        failures={
+            "a": PermanentError("HTTP 400: bad email", status=400),
+            "b": PermanentError("HTTP 404: contact not found", status=404),
+            "c": PermanentError("nothing to update"),
+        }
+    )
+    limiter = SendTimes()
+    settings = RunSettings.model_validate({"workers": 8})
+    send = Delivery(sink, settings, limiter=limiter)
+    for line, key in enumerate("abc", start=1):
+        assert (await send.deliver(record(key, line))).outcome is Outcome.FAILED
+    assert len(limiter.successes) == 2 and not limiter.throttles
+
+
 async def test_the_limiter_learns_when_the_sink_says_a_request_left(autojump_clock):
     # A request may leave well after send() was called (a token, a new connection): the
     # quota is measured from when it left, when the sink knows it.
