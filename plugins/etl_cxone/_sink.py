@@ -1,11 +1,9 @@
-"""The ``cxone`` sink: one HTTP request per record to the NICE CXone REST API."""
+"""The ``cxone`` sink: one HTTP request per record to the NICE CXone REST API, a preset of the ``http`` sink."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,18 +11,7 @@ from typing import Any
 
 import httpx
 
-from etl_core import (
-    ConfigError,
-    CsvFile,
-    FatalError,
-    Record,
-    RecordRejected,
-    RunContext,
-    SendResult,
-    Sink,
-    SinkField,
-    parse_rate_limit,
-)
+from etl_core import PermanentError, RunContext, SinkField
 from etl_core.http import (
     Answer,
     ApiKeyAuth,
@@ -33,32 +20,27 @@ from etl_core.http import (
     ClientCredentialsAuth,
     Credential,
     CxoneAccessKeyAuth,
-    Limits,
     PasswordAuth,
-    SinkConnections,
     TokenProvider,
-    check_ca_bundle,
-    check_http_url,
-    check_secure,
     display_url,
-    find_api_host,
-    make_authenticator,
-    render_path,
-    retry_open,
-    segment_value,
-    send_authorized,
     template_fields,
 )
+from etl_http import Action, HttpOptions, HttpSink, RequestBuilder
 
 from ._answers import refusal
 from ._fields import CONTACT_FIELDS, KEY_RULES
-from ._options import DISCOVER, CxoneOptions, option_secrets
+from ._options import CxoneOptions, option_secrets
 
-__all__ = ["CxoneOptions", "CxoneSink"]
+__all__ = ["CxoneOptions", "CxoneSink", "http_options"]
 
 
-class CxoneSink(Sink):
+class CxoneSink(HttpSink):
     """Update NICE CXone records (contacts by default), one HTTP request per record.
+
+    A preset of the ``http`` sink: the options become the http sink's request template
+    (``path_template`` its path, the record's non-empty fields or ``body_fields`` its JSON
+    body) and default status policy; the preset adds CXone's wording of refusals, the flat
+    client-credentials keys, ``base_path`` after discovery, and its own texts.
 
     Authenticates as ``auth`` says (OAuth 2.0 client credentials by default), finds
     the API host from the token when ``base_url`` is ``discover``, builds each URL from a validated
@@ -79,6 +61,10 @@ class CxoneSink(Sink):
 
     name = "cxone"
     Options = CxoneOptions
+    options: CxoneOptions
+    # Spaced JSON (", ", ": "), the bytes the cxone sink has always sent.
+    json_separators = (", ", ": ")
+    discovery_failure = "could not find the API host"
 
     def __init__(
         self,
@@ -87,86 +73,34 @@ class CxoneSink(Sink):
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(options)
-        self.options: CxoneOptions = options
-        self._clock = clock
-        self._transport = transport
-        self._path_fields = template_fields(options.path_template)
-        self._connections: SinkConnections | None = None
-        self._auth: Authenticator | None = None
-        # With base_url: discover, a placeholder until open() finds the host (dry runs show it).
-        self._base_url = "{api_endpoint}" + options.base_path if options.base_url == DISCOVER else options.base_url
-        self._missing: CsvFile | None = None
+        http = http_options(options)
+        self.base_path = options.base_path
+        requests = RequestBuilder(http, body_fields=options.body_fields, nothing="nothing to update")
+        super().__init__(http, clock=clock, transport=transport, requests=requests)
+        self.options = options
         self._secrets = option_secrets(options)
         # The scopes a 403 names.
         self._scope = options.scope if options.auth is None else getattr(options.auth, "scope", "")
-        self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
 
-    def check(self) -> None:
-        """Check the URLs and the path template.
+    def config_checks(self) -> list[tuple[str, Callable[[], object]]]:
+        """The path template first, then the URLs (see :meth:`HttpSink.config_checks`)."""
+        check_path = functools.partial(template_fields, self.options.path_template)
+        return [("path_template", check_path), *super().config_checks()]
 
-        Raises:
-            ConfigError: An option cannot work; ``path`` names it.
-        """
-        options = self.options
-        insecure = options.allow_insecure_http
-        checks: list[tuple[str, Callable[[], object]]] = [("path_template", lambda: template_fields(options.path_template))]
-        if options.base_url != DISCOVER:
-            checks.append(("base_url", lambda: check_http_url(options.base_url)))
-            checks.append(("base_url", lambda: check_secure(options.base_url, allow_insecure_http=insecure)))
-        for key, url in self._auth_urls().items():
-            checks.append((key, functools.partial(check_http_url, url, allow_query=True)))
-            checks.append((key, functools.partial(check_secure, url, allow_insecure_http=insecure)))
-        for key, check in checks:
-            try:
-                check()
-            except ValueError as exc:
-                raise ConfigError(str(exc), path=f"sink.{key}") from None
-        check_ca_bundle(options.ca_bundle)
-
-    async def open(self, context: RunContext) -> None:
-        """Open the connection pool, fetch the first token and, with ``base_url: discover``, find the API host.
-
-        Bad credentials stop the run here, before any record is sent.
-
-        Raises:
-            ConfigError: The options fail :meth:`check`.
-            FatalError: No token could be obtained, or no API host found.
-        """
-        self.check()
-        if context.dry_run:
-            return
-        options = self.options
-        if options.missing_file:
-            # One file per run, like the rejects file (which also lists these rows); flushed
-            # per row so the list is complete even if the run is killed.
-            self._missing = CsvFile(os.path.join(context.output_dir, options.missing_file), ("key", "line"), flush_rows=True)
-        self._connections = SinkConnections(
-            limits=self._limits,
-            timeout=options.timeout,
-            connect_timeout=options.connect_timeout,
-            max_connections=options.max_connections,
-            ca_bundle=options.ca_bundle,
-            transport=self._transport,
-        )
-        client = self._connections.client
-        self._auth = self._authenticator(client)
-        credential = await retry_open(self._auth.credential, "could not get a token")
-        if options.base_url == DISCOVER:
-            api_endpoint = await find_api_host(
-                client,
-                credential.token,
-                self._limits,
-                issuer=getattr(options.auth, "issuer", None),
-                allow_insecure_http=options.allow_insecure_http,
-                failure="could not find the API host",
-            )
-            self._base_url = api_endpoint + options.base_path
-
-    def _authenticator(self, client: httpx.AsyncClient) -> Authenticator:
+    def auth_urls(self) -> dict[str, str]:
+        """``{option key: URL}`` of the token endpoints: ``auth``'s, or the flat ``token_url``."""
         options = self.options
         if options.auth is not None:
-            return make_authenticator(options.auth, client, limits=self._limits, clock=self._clock)
+            return super().auth_urls()
+        return {"token_url": options.token_url} if options.token_url else {}
+
+    def authenticator(self, client: httpx.AsyncClient) -> Authenticator:
+        """``auth``'s authenticator, or client credentials from the flat token_url, client_id and client_secret."""
+        options = self.options
+        if options.auth is not None:
+            authenticator = super().authenticator(client)
+            assert authenticator is not None
+            return authenticator
         assert options.client_secret is not None and options.token_url and options.client_id is not None
         return TokenProvider(  # which registers the client secret for masking
             client,
@@ -181,12 +115,14 @@ class CxoneSink(Sink):
             clock=self._clock,
         )
 
-    def _auth_urls(self) -> dict[str, str]:
-        """``{option key: URL}`` of the token endpoints, e.g. ``{"auth.issuer": ...}``."""
-        options = self.options
-        if options.auth is not None:
-            return {f"auth.{key}": url for key, url in options.auth.urls().items()}
-        return {"token_url": options.token_url} if options.token_url else {}
+    def describe_error(self, answer: Answer, action: Action, credential: Credential | None) -> PermanentError:
+        """CXone's wording (contact not found, the fields of a 400, the scope of a 403), secrets masked.
+
+        The default status policy gives the same actions as the status alone (a 401 never
+        gets here: it is answered by a new token, then stops the run).
+        """
+        token = (credential.token,) if credential is not None else ()
+        return refusal(answer, secrets=(*token, *self._secrets), scope=self._scope)
 
     @classmethod
     def open_sandbox(cls) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
@@ -243,57 +179,34 @@ class CxoneSink(Sink):
             return f"nothing to ask for: {self._identity()} is checked by the API's first answer"
         return f"a token was issued to {self._identity()}"
 
-    async def aclose(self) -> None:
-        """Close the connections and the missing-keys file."""
-        if self._missing is not None:
-            self._missing.close()
-        if self._connections is not None:
-            await self._connections.aclose()
 
-    def describe(self, record: Record) -> dict[str, Any]:
-        """Return the request :meth:`send` would make: ``{"method", "url", "body"}``.
+def http_options(options: CxoneOptions) -> HttpOptions:
+    """The ``cxone`` options as the ``http`` sink's: its request template and the default status policy.
 
-        Raises:
-            RecordRejected: The key is invalid or there is nothing to send.
-        """
-        url, body = self._request_parts(record)
-        return {"method": self.options.method, "url": url, "body": body}
-
-    async def send(self, record: Record) -> SendResult:
-        """Send one record and classify the answer (see the class docstring)."""
-        url, body = self._request_parts(record)
-        content = json.dumps(body, ensure_ascii=False, default=str).encode()
-        if self._auth is None:
-            raise FatalError("the cxone sink was not opened")
-        answer, credential = await send_authorized(self._auth, lambda credential: self._request(url, content, credential))
-        status = answer.status
-        if 200 <= status < 300:
-            return SendResult(status=status, rate_limit=parse_rate_limit(answer.headers), sent_at=answer.sent_at)
-        error = refusal(answer, secrets=(credential.token, *self._secrets), scope=self._scope)
-        if status == 404 and self._missing is not None:
-            self._missing.write((str(record.data.get(self.options.key_field)), record.line))
-        raise error
-
-    def _request_parts(self, record: Record) -> tuple[str, dict[str, Any]]:
-        options = self.options
-        if options.key_field not in self._path_fields:
-            # The key is validated even when the template does not use it.
-            segment_value(record.data, options.key_field, options.key_format)
-        path = render_path(
-            options.path_template, record.data, key_field=options.key_field, key_format=options.key_format
-        )
-        names = options.body_fields if options.body_fields is not None else [
-            name for name in record.data if name not in self._path_fields
-        ]
-        body = {name: record.data[name] for name in names if record.data.get(name) not in (None, "")}
-        # Identifiers alone (when body_fields lists them) would change nothing.
-        if all(name == options.key_field or name in self._path_fields for name in body):
-            raise RecordRejected("nothing to update")
-        return self._base_url + path, body
-
-    async def _request(self, url: str, content: bytes, credential: Credential) -> Answer:
-        assert self._connections is not None
-        return await self._connections.request(self.options.method, url, content, credential)
+    Built without the http sink's validation: the cxone options were validated by their own
+    rules (``base_url: discover`` with the flat client-credentials keys, for one).
+    """
+    return HttpOptions.model_construct(
+        base_url=options.base_url,
+        auth=options.auth,
+        method=options.method,
+        path=options.path_template,
+        query={},
+        body=None,
+        headers={},
+        key_field=options.key_field,
+        key_format=options.key_format,
+        status={},
+        batch=None,
+        allow_insecure_http=options.allow_insecure_http,
+        timeout=options.timeout,
+        request_timeout=options.request_timeout,
+        connect_timeout=options.connect_timeout,
+        max_response_bytes=options.max_response_bytes,
+        max_connections=options.max_connections,
+        ca_bundle=options.ca_bundle,
+        missing_file=options.missing_file,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -5,9 +5,11 @@ from __future__ import annotations
 from etl_core import Sink, hookimpl
 
 from ._options import BatchOptions, HttpOptions, ResultsOptions
+from ._requests import RequestBuilder
 from ._sink import HttpSink
+from ._status import Action
 
-__all__ = ["BatchOptions", "HttpOptions", "HttpSink", "ResultsOptions"]
+__all__ = ["Action", "BatchOptions", "HttpOptions", "HttpSink", "RequestBuilder", "ResultsOptions"]
 
 
 @hookimpl

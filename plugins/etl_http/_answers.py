@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from etl_core import FatalError, PermanentError, Record, ThrottledError, TransientError, parse_retry_after
+from etl_core import (
+    FatalError,
+    PermanentError,
+    Record,
+    RecordError,
+    SendResult,
+    ThrottledError,
+    TransientError,
+    parse_retry_after,
+)
 from etl_core.http import Answer
 
 from ._results import ItemResult
@@ -61,6 +70,22 @@ def reason(answer: Answer) -> str:
     if isinstance(payload, dict):
         message = next((payload[key] for key in ("message", "error_description", "error") if isinstance(payload.get(key), str)), None)
     return f"HTTP {status}: {_one_line(message or answer.reason_phrase.lower())}"
+
+
+def item_outcomes(
+    answer: Answer, results: list[ItemResult | str], delivered: SendResult
+) -> list[SendResult | RecordError]:
+    """Each item's outcome from its result in a batch answer (a string: why it has none)."""
+    status = answer.status
+    outcomes: list[SendResult | RecordError] = []
+    for result in results:
+        if isinstance(result, str):
+            outcomes.append(PermanentError(f"HTTP {status}: {result}", status=status, detail=answer_detail(answer)))
+        elif result.ok:
+            outcomes.append(delivered)
+        else:
+            outcomes.append(item_error(status, result))
+    return outcomes
 
 
 def item_error(status: int, result: ItemResult) -> PermanentError:

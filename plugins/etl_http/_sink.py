@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -18,6 +19,7 @@ from etl_core import (
     CsvFile,
     FatalError,
     PermanentError,
+    PluginOptions,
     Record,
     RecordError,
     RunContext,
@@ -28,6 +30,7 @@ from etl_core import (
 from etl_core.http import (
     Answer,
     Authenticator,
+    Credential,
     Limits,
     SinkConnections,
     check_ca_bundle,
@@ -40,15 +43,16 @@ from etl_core.http import (
     send_authorized,
 )
 
-from ._answers import answer_detail, item_error, match_key, reason, refusal
+from ._answers import answer_detail, item_outcomes, match_key, reason, refusal
 from ._options import DISCOVER, HttpOptions
-from ._requests import RequestBuilder, json_bytes
+from ._requests import COMPACT, RequestBuilder, json_bytes
 from ._results import ResultMapper
 from ._status import Action, StatusPolicy
 from ._templates import ITEMS, Template
 
 # A whole batch refused with one of these is refused for its content: split it.
 _SPLIT_STATUSES = frozenset({400, 413})
+_MAPPER_KEYS = {"pointer", "match", "success", "error"}
 
 
 class HttpSink(Sink):
@@ -66,10 +70,18 @@ class HttpSink(Sink):
         clock: Monotonic clock for token expiry, injectable for tests.
         transport: The httpx transport of every client the sink opens (e.g. the CXone
             sandbox's in-process ``Sandbox.transport()`` in tests); httpx's own when None.
+        requests: How requests are built; from ``options`` when None (a preset's own body rules).
+
+    A preset (the ``cxone`` sink) subclasses it with options translated to :class:`HttpOptions`
+    and overrides the hooks (``describe_error``, ``authenticator``, ``config_checks``, ``auth_urls``)
+    and the class attributes below.
     """
 
     name = "http"
-    Options = HttpOptions
+    Options: ClassVar[type[PluginOptions]] = HttpOptions
+    json_separators: tuple[str, str] = COMPACT  #: of the JSON bodies
+    base_path: str = ""  #: appended to a discovered API host (base_url: discover)
+    discovery_failure = "could not discover the API host"  #: the start of its error
 
     def __init__(
         self,
@@ -77,25 +89,23 @@ class HttpSink(Sink):
         *,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
+        requests: RequestBuilder | None = None,
     ) -> None:
         super().__init__(options)
-        self.options: HttpOptions = options
+        # The options the sink works from (a preset's own stay in self.options).
+        self._http = options
         self._clock = clock
         self._transport = transport
-        self._requests = RequestBuilder(options)
+        self._requests = requests if requests is not None else RequestBuilder(options)
         self._policy = StatusPolicy(options.status)
         batch = options.batch
         self._envelope = Template(batch.body) if batch is not None else None
         results = batch.results if batch is not None else None
-        self._results = (
-            ResultMapper(pointer=results.pointer, match=results.match, success=results.success, error=results.error)
-            if results is not None
-            else None
-        )
+        self._results = None if results is None else ResultMapper(**results.model_dump(include=_MAPPER_KEYS))
         self._match = results.match if results is not None and results.match != "index" else None
         self._limits = Limits(deadline=options.request_timeout, max_bytes=options.max_response_bytes)
         # For base_url: discover, the host found when the sink opens (a dry run shows a placeholder).
-        self._base_url = "{api_endpoint}" if options.base_url == DISCOVER else options.base_url
+        self._base_url = "{api_endpoint}" + self.base_path if options.base_url == DISCOVER else options.base_url
         self._connections: SinkConnections | None = None
         self._auth: Authenticator | None = None
         self._missing: CsvFile | None = None
@@ -103,22 +113,38 @@ class HttpSink(Sink):
     # ----------------------------------------------------------------- lifecycle
 
     def check(self) -> None:
-        """Check the URL and the CA bundle.
+        """Check the URLs and the CA bundle.
 
         Raises:
             ConfigError: An option cannot work; ``path`` names it.
         """
-        options = self.options
-        urls = {} if options.base_url == DISCOVER else {"base_url": options.base_url}
-        if options.auth is not None:
-            urls.update({f"auth.{key}": url for key, url in options.auth.urls().items()})
-        for key, url in urls.items():
+        for key, check in self.config_checks():
             try:
-                check_http_url(url, allow_query=key != "base_url")
-                check_secure(url, allow_insecure_http=options.allow_insecure_http)
+                check()
             except ValueError as exc:
                 raise ConfigError(str(exc), path=f"sink.{key}") from None
-        check_ca_bundle(options.ca_bundle)
+        check_ca_bundle(self._http.ca_bundle)
+
+    def config_checks(self) -> list[tuple[str, Callable[[], object]]]:
+        """Hook: ``(option key, check)`` pairs :meth:`check` runs; by default the base URL and :meth:`auth_urls`."""
+        options = self._http
+        urls = {} if options.base_url == DISCOVER else {"base_url": options.base_url}
+        urls.update(self.auth_urls())
+        checks: list[tuple[str, Callable[[], object]]] = []
+        for key, url in urls.items():
+            checks.append((key, functools.partial(check_http_url, url, allow_query=key != "base_url")))
+            checks.append((key, functools.partial(check_secure, url, allow_insecure_http=options.allow_insecure_http)))
+        return checks
+
+    def auth_urls(self) -> dict[str, str]:
+        """Hook: ``{option key: URL}`` of the token endpoints, e.g. ``{"auth.issuer": ...}``."""
+        auth = self._http.auth
+        return {} if auth is None else {f"auth.{key}": url for key, url in auth.urls().items()}
+
+    def authenticator(self, client: httpx.AsyncClient) -> Authenticator | None:
+        """Hook: where the credentials come from (``auth``); None: requests go without."""
+        auth = self._http.auth
+        return None if auth is None else make_authenticator(auth, client, limits=self._limits, clock=self._clock)
 
     async def open(self, context: RunContext) -> None:
         """Open the connection pool, fetch the first token and find the API host (``base_url: discover``).
@@ -132,7 +158,7 @@ class HttpSink(Sink):
         self.check()
         if context.dry_run:
             return
-        options = self.options
+        options = self._http
         if options.missing_file:
             self._missing = CsvFile(os.path.join(context.output_dir, options.missing_file), ("key", "line"), flush_rows=True)
         self._connections = SinkConnections(
@@ -144,19 +170,20 @@ class HttpSink(Sink):
             headers=options.headers,
             transport=self._transport,
         )
-        if options.auth is not None:
-            client = self._connections.client
-            self._auth = make_authenticator(options.auth, client, limits=self._limits, clock=self._clock)
+        client = self._connections.client
+        self._auth = self.authenticator(client)
+        if self._auth is not None:
             credential = await retry_open(self._auth.credential, "could not get a token")
             if options.base_url == DISCOVER:
-                self._base_url = await find_api_host(
+                api_endpoint = await find_api_host(
                     client,
                     credential.token,
                     self._limits,
                     issuer=getattr(options.auth, "issuer", None),
                     allow_insecure_http=options.allow_insecure_http,
-                    failure="could not discover the API host",
+                    failure=self.discovery_failure,
                 )
+                self._base_url = api_endpoint + self.base_path
 
     @classmethod
     def open_sandbox(cls) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
@@ -177,7 +204,7 @@ class HttpSink(Sink):
         Raises:
             FatalError: The token endpoint refused the credentials or could not be reached.
         """
-        auth = self.options.auth
+        auth = self._http.auth
         if auth is None:
             return None
         with tempfile.TemporaryDirectory() as scratch:
@@ -185,7 +212,7 @@ class HttpSink(Sink):
                 await self.open(RunContext("check-auth", "check-auth", scratch))
             finally:
                 await self.aclose()
-        found = f"; the API host is {self._base_url}" if self.options.base_url == DISCOVER else ""
+        found = f"; the API host is {self._base_url}" if self._http.base_url == DISCOVER else ""
         return f"{auth.type} credentials were accepted{found}"
 
     async def aclose(self) -> None:
@@ -197,7 +224,7 @@ class HttpSink(Sink):
 
     def destination(self) -> str:
         """The endpoint whose quota the sends count against."""
-        options = self.options
+        options = self._http
         who = ""
         if options.auth is not None:
             # The API client (and user) whose quota it is; never a secret.
@@ -209,7 +236,7 @@ class HttpSink(Sink):
 
     def batching(self) -> Batching | None:
         """The batch limits from ``batch``, or None (one record per request)."""
-        batch = self.options.batch
+        batch = self._http.batch
         if batch is None:
             return None
         max_bytes = None if batch.max_bytes is None else max(1, batch.max_bytes - len(self._envelope_bytes([])))
@@ -218,7 +245,7 @@ class HttpSink(Sink):
     def batch_size_of(self, record: Record) -> int:
         """The bytes a record's item adds to a batch body (its JSON and a comma)."""
         try:
-            return len(json_bytes(self._requests.item(record))) + 1
+            return len(self._json(self._requests.item(record))) + 1
         except RecordError:
             return 0  # refused without a request: it takes no room
 
@@ -242,19 +269,21 @@ class HttpSink(Sink):
                 sent.append(index)
         if sent:
             url = self._requests.url(self._base_url, {})
-            answer = await self._send(url, self._envelope_bytes(items))
-            results = self._batch_outcomes(answer, [records[i] for i in sent], items)
+            answer, credential = await self._send(url, self._envelope_bytes(items))
+            results = self._batch_outcomes(answer, credential, [records[i] for i in sent], items)
             for index, outcome in zip(sent, results, strict=True):
                 outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _batch_outcomes(self, answer: Answer, records: list[Record], items: list[Any]) -> list[SendResult | RecordError]:
+    def _batch_outcomes(
+        self, answer: Answer, credential: Credential | None, records: list[Record], items: list[Any]
+    ) -> list[SendResult | RecordError]:
         status = answer.status
         action = self._policy.action(status)
         if action != "ok":
             if action in ("reject", "missing") and status in _SPLIT_STATUSES:
                 raise BatchRejected(reason(answer), status=status, detail=answer_detail(answer))
-            error = refusal(answer, action)  # raises unless reject/missing
+            error = self.describe_error(answer, action, credential)  # raises unless reject/missing
             for record in records:
                 self._note_missing(record, action)
             return [error] * len(records)
@@ -262,19 +291,14 @@ class HttpSink(Sink):
         if self._results is None:
             return [delivered] * len(records)
         keys = [match_key(self._match, record, item) for record, item in zip(records, items, strict=True)]
-        outcomes: list[SendResult | RecordError] = []
-        for result in self._results.results(answer.json(), keys):
-            if isinstance(result, str):
-                outcomes.append(PermanentError(f"HTTP {status}: {result}", status=status, detail=answer_detail(answer)))
-            elif result.ok:
-                outcomes.append(delivered)
-            else:
-                outcomes.append(item_error(status, result))
-        return outcomes
+        return item_outcomes(answer, self._results.results(answer.json(), keys), delivered)
 
     def _envelope_bytes(self, items: list[Any]) -> bytes:
         assert self._envelope is not None
-        return json_bytes(self._envelope.render({ITEMS: items}))
+        return self._json(self._envelope.render({ITEMS: items}))
+
+    def _json(self, value: Any) -> bytes:
+        return json_bytes(value, self.json_separators)
 
     # ----------------------------------------------------------------- one record
 
@@ -284,10 +308,11 @@ class HttpSink(Sink):
         Raises:
             RecordRejected: The key or a path value is invalid, or there is nothing to send.
         """
-        requests = self._requests
+        requests, method = self._requests, self._http.method
         if self._envelope is not None:
-            return {"method": self.options.method, "url": requests.url(self._base_url, {}), "item": requests.item(record)}
-        return {"method": self.options.method, "url": requests.url(self._base_url, record.data), "body": requests.item(record)}
+            return {"method": method, "url": requests.url(self._base_url, {}), "item": requests.item(record)}
+        path, body = requests.request(record)
+        return {"method": method, "url": self._base_url + path, "body": body}
 
     async def send(self, record: Record) -> SendResult:
         """Send one record (in batch mode, as a batch of one) and classify the answer."""
@@ -296,30 +321,36 @@ class HttpSink(Sink):
             if isinstance(outcome, RecordError):
                 raise outcome
             return outcome
-        body = self._requests.item(record)
-        url = self._requests.url(self._base_url, record.data)
-        answer = await self._send(url, None if body is None else json_bytes(body))
+        path, body = self._requests.request(record)
+        answer, credential = await self._send(self._base_url + path, None if body is None else self._json(body))
         action = self._policy.action(answer.status)
         if action == "ok":
             return SendResult(status=answer.status, rate_limit=parse_rate_limit(answer.headers), sent_at=answer.sent_at)
-        error = refusal(answer, action)
+        error = self.describe_error(answer, action, credential)
         self._note_missing(record, action)
         raise error
 
+    def describe_error(self, answer: Answer, action: Action, credential: Credential | None) -> PermanentError:
+        """Hook: the error of an answer whose ``action`` is not ``ok`` (``credential``: what it went with, to mask).
+
+        Returns the error of ``reject`` and ``missing``; raises ThrottledError, TransientError or
+        FatalError for ``throttle``, ``retry`` and ``stop``.
+        """
+        return refusal(answer, action)
+
     # ----------------------------------------------------------------- the exchange
 
-    async def _send(self, url: str, content: bytes | None) -> Answer:
+    async def _send(self, url: str, content: bytes | None) -> tuple[Answer, Credential | None]:
         connections = self._connections
         if connections is None:
-            raise FatalError("the http sink was not opened")
-        method = self.options.method
+            raise FatalError(f"the {self.name} sink was not opened")
+        method = self._http.method
         if self._auth is None:
-            return await connections.request(method, url, content, None)
-        answer, _ = await send_authorized(self._auth, lambda credential: connections.request(method, url, content, credential))
-        return answer
+            return await connections.request(method, url, content, None), None
+        return await send_authorized(self._auth, lambda credential: connections.request(method, url, content, credential))
 
     def _note_missing(self, record: Record, action: Action) -> None:
-        key_field = self.options.key_field
+        key_field = self._http.key_field
         if action == "missing" and self._missing is not None and key_field is not None:
             self._missing.write((str(record.data.get(key_field)), record.line))
 
