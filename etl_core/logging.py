@@ -193,7 +193,9 @@ def configure_logging(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _LogStream(stream))),  # write and flush are all it uses
+        # One write() per line (message and newline together): shards of run.processes share
+        # the parent's stdout, and a line written in two parts could be split by another's.
+        logger_factory=structlog.WriteLoggerFactory(cast(TextIO, _LogStream(stream))),
         cache_logger_on_first_use=True,
     )
 

@@ -20,7 +20,7 @@ def _board(state: Path) -> list[tuple[str, float | None]]:
 
 def test_shards_keep_to_one_quota_and_a_second_run_starts_from_it(tmp_path, start_sandbox, custom_config):
     sandbox = start_sandbox(rate_limit=100, burst=10, latency=0.01)
-    count = 400
+    count = 300
     config = custom_config(write_rows(tmp_path / "contacts.csv", [contact_row(i) for i in range(count)]), run_extra="processes: 4")
     env = sandbox_env(sandbox)
 
