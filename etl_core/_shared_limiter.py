@@ -20,6 +20,7 @@ in a run: a raised quota is found by the next run, which measures it anew.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import sqlite3
 import sys
@@ -212,7 +213,7 @@ class SharedRateLimiter:
         """Return the shared rate, this shard's throttle events and what was measured."""
         state = self._state
         if state is None:
-            return self.local.statistics()
+            return dataclasses.replace(self.local.statistics(), shared=True)
         learnt = self.local.statistics()
         return RateLimiterStatistics(
             rate=None if state.rate is None else round(state.rate, 2),
@@ -220,20 +221,23 @@ class SharedRateLimiter:
             quota_rate=learnt.quota_rate if learnt.quota_rate is not None else state.rate,
             quota_burst=learnt.quota_burst if learnt.quota_burst is not None else state.burst,
             holding=True,
+            shared=True,
         )
 
-    def hand_over(self) -> None:
+    async def aclose(self) -> None:
         """At the end of this shard's run: a learner publishes the rate it holds, proven or
-        not, or gives up its part, so that the shards still sending carry on. Blocks."""
+        not, or gives up its part, so that the shards still sending carry on."""
         if self._state is not None or self._learner != self._holder:
             return
         local = self.local
+        held = local.rate if local.statistics().holding else None  # read here: it needs trio's clock
         try:
-            if local.statistics().holding and local.rate is not None:
-                self._board.publish(self._destination, local.rate, local.quota_burst or 1.0)
-                _log.info("quota_shared", rate=round(local.rate, 2), burst=round(local.quota_burst or 1.0, 1), source="end of run")
+            if held is not None:
+                burst = local.quota_burst or 1.0
+                await trio.to_thread.run_sync(self._board.publish, self._destination, held, burst)
+                _log.info("quota_shared", rate=round(held, 2), burst=round(burst, 1), source="end of run")
             else:
-                self._board.release(self._destination, self._holder)
+                await trio.to_thread.run_sync(self._board.release, self._destination, self._holder)
         except _board_errors():
             pass  # its claim runs out within `lease` seconds: nothing is lost
 

@@ -258,8 +258,9 @@ class _Run:
                     await self.sink.aclose()
                 except Exception:
                     self.log.exception("sink_close_failed")
-            quota = self.limiter.quota_to_remember()  # read here: it needs the event loop's clock
             with trio.CancelScope(shield=True):
+                await self.limiter.aclose()
+                quota = self.limiter.quota_to_remember()  # read here: it needs the event loop's clock
                 close_error = await trio.to_thread.run_sync(self._close_files, quota)
             if close_error is not None and aborted is None:
                 aborted = str(close_error)
@@ -329,8 +330,6 @@ class _Run:
     def _close_files(self, quota: tuple[float, float] | None) -> FatalError | None:
         """Close the source and every file, keeping ``quota`` (runs in a thread); return the first write error."""
         self.reader.close()
-        if isinstance(self.limiter, SharedRateLimiter):
-            self.limiter.hand_over()
         return self.files.close(quota=quota, destination=self._destination)
 
     # -- stopping ------------------------------------------------------------------
@@ -429,7 +428,7 @@ class _Run:
                 "rate_per_s": limiter.quota_rate,
                 "burst": limiter.quota_burst,
                 "remembered": self._quota_remembered,
-                "shared": isinstance(self.limiter, SharedRateLimiter),
+                "shared": limiter.shared,
             },
             files={
                 "report": self.files.report_path,

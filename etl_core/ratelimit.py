@@ -55,6 +55,7 @@ class RateLimiterStatistics:
         quota_rate: The destination's rate as measured, or None before a measurement.
         quota_burst: The destination's burst in requests, as measured, or None.
         holding: Sending at a measured rate (not searching for the quota, nor probing above it).
+        shared: Keeping to a quota shared with other shards of the run.
     """
 
     rate: float | None
@@ -62,6 +63,7 @@ class RateLimiterStatistics:
     quota_rate: float | None = None
     quota_burst: float | None = None
     holding: bool = False
+    shared: bool = False
 
 
 class RateLimiter(Protocol):
@@ -82,6 +84,9 @@ class RateLimiter(Protocol):
 
     def statistics(self) -> RateLimiterStatistics:
         """Return the current rate and what the limiter has learnt."""
+
+    async def aclose(self) -> None:
+        """At the end of the run: leave to whoever shares the quota what this limiter holds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +409,9 @@ class AdaptiveRateLimiter:
         if self._clock.active(now) - self._phase_start < 1.0 or not tail:
             return None
         return float(len(tail) - bisect.bisect_left(tail, now - 1.0))
+
+    async def aclose(self) -> None:
+        """Nothing to leave: this limiter shares its quota with nobody."""
 
     def statistics(self) -> RateLimiterStatistics:
         """Return the current rate, the throttle events seen and the measured quota."""

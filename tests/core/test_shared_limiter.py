@@ -29,6 +29,9 @@ class RecordingBoard(SqliteQuotaBoard):
     def publish(self, *args: Any) -> BoardState:
         return self._logged("publish", super().publish(*args))
 
+    def release(self, *args: Any) -> BoardState:
+        return self._logged("release", super().release(*args))
+
     def claim(self, *args: Any) -> BoardState:
         return self._logged("claim", super().claim(*args))
 
@@ -131,3 +134,23 @@ async def test_a_throttle_seen_by_one_shard_slows_and_pauses_all(tmp_path: Path)
     claim = [state for name, operation, state in log if (name, operation) == ("shard-1", "claim")][-1]
     assert claim.rate == throttled.rate
     assert _start(claim) >= throttled.paused_until - 1e-6
+
+
+async def test_a_learner_that_ends_its_run_hands_over_so_the_others_do_not_wait(tmp_path: Path) -> None:
+    (learner, follower), log = _shards(tmp_path, 2, poll=0.01, lease=5.0)
+    await learner.acquire()
+    await follower.acquire()
+    learner.on_throttle(trio.current_time(), 0.0)
+    await learner.acquire()  # it claims the learner's part
+    for _ in range(20):  # it measures for a while, then its part of the file is done
+        learner.on_success(trio.current_time())
+        await learner.acquire()
+    held = learner.local.rate if learner.local.statistics().holding else None
+    await learner.aclose()  # runs in trio's context: it reads the limiter's clock
+    ended = [operation for name, operation, _ in log if name == "shard-0" and operation in ("publish", "release")]
+    assert ended == (["publish"] if held is not None else ["release"])
+    follower.on_throttle(trio.current_time(), 0.0)
+    with trio.fail_after(2.0):  # well inside the 5 s the learner's claim would have run
+        await follower.acquire()
+    assert follower.statistics().shared
+    assert held is None or follower.rate == held
