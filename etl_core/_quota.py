@@ -19,7 +19,7 @@ def measure_quota(
     since: float | None,
     episode: int,
     burst: float,
-    first_wave: tuple[int, float] | None,
+    first_wave: tuple[tuple[int, float], tuple[int, float]] | None,
     tuning: LimiterTuning,
 ) -> tuple[float, float, float, float | None] | None:
     """Measure a token bucket's rate (and burst) from the send times of its successes.
@@ -31,8 +31,9 @@ def measure_quota(
             episode), or None.
         episode: Successes sent in the episode (some may no longer be in ``times``).
         burst: The burst as known so far.
-        first_wave: For the first wave (sent unlimited until the first throttle): how
-            many of its requests succeeded, and the seconds from the first to the last.
+        first_wave: For the first wave (sent unlimited until the first throttle), counted
+            two ways: its successes, and those sent up to its latest throttled send;
+            each with the seconds from the first of them to the last (or to that send).
 
     Returns:
         (R, B, overstated, upper): the rate, the burst, by how much of R the rate may be
@@ -47,12 +48,15 @@ def measure_quota(
     spread = 0.0
     if first_wave is not None:
         # The burst and the rate together: the first wave emptied a full bucket, and
-        # the rate let more through while it was being sent: B = N0 - R*T0, with T0
-        # the time from its first to its last successful send. Solved by iterating
-        # from below, which settles on the lowest (safe) solution.
-        successes, spread = first_wave[0], max(0.0, first_wave[1])
+        # the rate let more through while it was being sent: B >= N - R*T for both counts
+        # (equal when the senders kept the bucket from filling up). The second holds the
+        # burst down when the wave's last sends found the bucket refilled (a sender that
+        # waited for answers): the first alone then settles on a burst of one and a rate
+        # far above the quota. Solved by iterating from below.
+        (successes, spread), (emptied_by, emptied_in) = first_wave
+        spread, emptied_in = max(0.0, spread), max(0.0, emptied_in)
         for _ in range(8):
-            burst = max(1.0, successes - rate * spread)
+            burst = max(1.0, successes - rate * spread, emptied_by - rate * emptied_in)
             rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
     if rate <= 0:
         return None

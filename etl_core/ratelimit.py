@@ -12,8 +12,10 @@ empty. So in any stretch of time T in which N requests got through, N <= B + R*T
 and N <= R*T when the stretch starts at a throttle (an empty bucket). The limiter
 measures R as the largest of these lower bounds over the successes since the
 last throttle, and B from the first wave (sent unlimited until the first throttle:
-B = N0 - R*T0). It paces requests with GCRA at ``(1 - margin) * R`` and lets out
-up to ``burst_share * B`` at once, so it never spends more than the bucket holds.
+B = N0 - R*T0, counting all its successes or those sent up to its last throttled
+request, whichever gives more). It paces requests with GCRA at ``(1 - margin) * R``
+and lets out up to ``burst_share * (B - 1)`` at once (B may be a request over), so it
+never spends more than the bucket holds.
 
 Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
 not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
@@ -161,12 +163,12 @@ class AdaptiveRateLimiter:
         self.quota_rate: float | None = None
         self.quota_burst: float | None = None
         self.throttle_events = 0
-        self._tail: list[float] = []  # send times of the latest successes, sorted
+        self._successes = _SendTimes(tuning.tail)
         self._clock = _SendingClock()
         self._pacer = _Pacer()
-        self._wave_end: float | None = None  # the first throttled send, if it came before any limit
-        self._wave_successes = 0  # successes sent before it (or so far, before it comes)
-        self._wave_sends = (math.inf, -math.inf)  # when the first and last of them were sent
+        self._wave_end: float | None = None  # when the first throttle came, if before any limit
+        self._wave = _SendTimes(tuning.tail)  # its successes
+        self._wave_emptied = -math.inf  # the first wave's latest throttled send: the bucket was empty
         self._empty_at: float | None = None  # the last throttled send: the bucket was empty then
         self._episode = 0  # successes sent since then
         self._reacted_at = -math.inf  # when the limiter last reacted to a throttle
@@ -217,7 +219,8 @@ class AdaptiveRateLimiter:
             # A run that starts from a remembered quota: in its first second each request
             # opens its connection, and requests let out together would arrive bunched.
             return 1.0
-        return max(1.0, min(self.tuning.burst_share * self._burst_scale * burst, rate))
+        # The measured burst may be a request over (arrival order blurs the first wave).
+        return max(1.0, min(self.tuning.burst_share * self._burst_scale * (burst - 1.0), rate))
 
     async def acquire(self) -> None:
         """Wait for this request's sending slot."""
@@ -229,20 +232,13 @@ class AdaptiveRateLimiter:
 
     def on_success(self, sent_at: float) -> None:
         """Record a successful send, made at ``sent_at``."""
-        tail = self._tail
-        if not tail or sent_at >= tail[-1]:
-            tail.append(sent_at)
-        else:
-            bisect.insort(tail, sent_at)
-        if len(tail) > 2 * self.tuning.tail:
-            del tail[: self.tuning.tail]
+        self._successes.add(sent_at)
         if self._empty_at is None or sent_at > self._empty_at:
             self._episode += 1
         wave_end = self._wave_end
         in_wave = (wave_end is None and self._empty_at is None) or (wave_end is not None and sent_at <= wave_end)
         if in_wave:
-            self._wave_successes += 1
-            self._wave_sends = (min(self._wave_sends[0], sent_at), max(self._wave_sends[1], sent_at))
+            self._wave.add(sent_at)
             if wave_end is not None and self.quota_rate is None and self._growth:
                 # A late answer to the first wave: the bucket held more than it seemed.
                 self._base = max(self._base or 0.0, self._ramp_start())
@@ -272,6 +268,9 @@ class AdaptiveRateLimiter:
             return False
         if retry_after:
             self._clock.pause(now, retry_after)
+        first_event = self._empty_at is None and self._base is None
+        if first_event or (self._wave_end is not None and sent_at <= self._wave_end):
+            self._wave_emptied = max(self._wave_emptied, sent_at)
         if sent_at <= self._reacted_at:
             return False  # sent before the last reaction: the same event
         resumed_after = self._last_pause  # the pause that the current episode began with
@@ -280,10 +279,11 @@ class AdaptiveRateLimiter:
         self._reacted_at = now
         since = self._empty_at
         # Successes already in that were sent after this one belong to the next episode.
-        later = len(self._tail) - bisect.bisect_right(self._tail, sent_at)
+        tail = self._successes.times
+        later = len(tail) - bisect.bisect_right(tail, sent_at)
         episode, self._episode = self._episode - later, later
         self._empty_at = sent_at
-        if since is None and self._base is None:
+        if first_event:
             # The first wave, sent unlimited, ran the bucket dry: it held B + R*T0. Its
             # requests are all those sent before now: over a network their order of
             # arrival is not their order of sending (each opens its own connection).
@@ -292,8 +292,9 @@ class AdaptiveRateLimiter:
             self._phase(self._ramp_start(), self.tuning.ramp_growth)
             return True
         held = None if self._growth else self.rate
-        recent = self._clock.active(now) - self._phase_start < 2.0
-        if held is not None and self.quota_rate is not None and recent and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
+        # Sent while what the limiter let out at once on resuming was still arriving.
+        in_burst = held is not None and self._clock.active(sent_at) - self._phase_start <= self._allowance(held) / held
+        if held is not None and self.quota_rate is not None and in_burst and resumed_after >= 0.5 and self._allowance(held) >= 2.0:
             # Throttled right after sending resumed: what the limiter lets out at once was
             # more than the bucket held. Let out half as much; the rate stands. (Once it
             # lets out one at a time, a throttle right after a pause is the rate's.)
@@ -336,7 +337,7 @@ class AdaptiveRateLimiter:
 
     def _measure(self, since: float | None, empty_at: float, episode: int) -> tuple[float, float, float, float | None] | None:
         """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``."""
-        tail = self._tail
+        tail = self._successes.times
         times = tail[bisect.bisect_right(tail, since) if since is not None else 0 : bisect.bisect_left(tail, empty_at)]
         if not times:
             return None
@@ -344,13 +345,20 @@ class AdaptiveRateLimiter:
         if self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a
             # measurement pins it down.
-            first_wave = (self._wave_successes, self._wave_sends[1] - self._wave_sends[0])
-        burst = self.quota_burst if self.quota_burst is not None else float(self._wave_successes or len(times))
+            wave = self._wave
+            first_wave = ((wave.count, wave.times[-1] - wave.first if wave.count else 0.0), self._emptied_by())
+        burst = self.quota_burst if self.quota_burst is not None else float(self._wave.count or len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
+
+    def _emptied_by(self) -> tuple[int, float]:
+        """The first wave's successes sent up to its latest throttled send (the bucket was
+        empty when that one arrived), and the seconds from the first of them to that send."""
+        count = self._wave.count_until(self._wave_emptied)
+        return (count, self._wave_emptied - self._wave.first) if count else (0, 0.0)
 
     def _ramp_start(self) -> float:
         """Where the search for the rate starts: twice the first wave's successes per second."""
-        return 2.0 * max(1, self._wave_successes)
+        return 2.0 * max(1, self._wave.count)
 
     def _learnt(self, rate: float, burst: float, *, now: float, overstated: float = 0.0) -> None:
         previous = self.quota_rate
@@ -404,7 +412,7 @@ class AdaptiveRateLimiter:
 
     def _achieved(self) -> float | None:
         """Successes per second over the last second of sending, or None before a second of it."""
-        tail = self._tail
+        tail = self._successes.times
         now = trio.current_time()
         if self._clock.active(now) - self._phase_start < 1.0 or not tail:
             return None
@@ -423,6 +431,35 @@ class AdaptiveRateLimiter:
             quota_burst=None if self.quota_burst is None else round(self.quota_burst, 1),
             holding=self.quota_rate is not None and not self._growth,
         )
+
+
+class _SendTimes:
+    """Send times, sorted: the latest ``keep`` at least, with how many there were and the first."""
+
+    def __init__(self, keep: int) -> None:
+        self.times: list[float] = []
+        self.count = 0
+        self.first = math.inf
+        self._keep = keep
+        self._forgotten = -math.inf  # the latest send time no longer kept
+
+    def add(self, sent_at: float) -> None:
+        times = self.times
+        if not times or sent_at >= times[-1]:
+            times.append(sent_at)
+        else:
+            bisect.insort(times, sent_at)
+        self.count += 1
+        self.first = min(self.first, sent_at)
+        if len(times) > 2 * self._keep:
+            self._forgotten = times[self._keep - 1]
+            del times[: self._keep]
+
+    def count_until(self, moment: float) -> int | None:
+        """How many were sent at ``moment`` or before, or None if some of those are no longer kept."""
+        if moment < self._forgotten:
+            return None
+        return self.count - (len(self.times) - bisect.bisect_right(self.times, moment))
 
 
 class _SendingClock:

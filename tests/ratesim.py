@@ -400,7 +400,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     ),
     (Cell(rate=100, burst=20, workers=16), None),
     (Cell(rate=100, burst=20, workers=16, retry_after="http-date"), None),
-    (Cell(rate=100, burst=1, workers=32), Shortfall(0.54, _STRICT)),
+    (Cell(rate=100, burst=1, workers=32), Shortfall(0.65, _STRICT)),
     (
         Cell(rate=500, burst=50, workers=128, rows=10_000),
         Shortfall(
@@ -428,10 +428,10 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=500, burst=50, workers=0, latency=0.1, jitter=0.05),
         Shortfall(
-            0.46,
-            "auto concurrency starts at 64, which carries 512/s at 125 ms: the first wave is not sent at once, its "
-            "burst is overstated, the rate understated, and the hold throttles again and again",
-            throttled=0.11,
+            0.78,
+            "a 4-second run: the first wave's throttle and the ramp's cost a 1 s pause each, and the requests in "
+            "flight at 125 ms answer 429 after each; the first hold is 14 % under the rate",
+            throttled=0.06,
         ),
     ),
     (
@@ -460,7 +460,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
         Cell(rate=100, burst=10, workers=0, rows=20_000),
         Shortfall(0.91, "a probe every 60 s or more costs a 1 s pause; the first hold is 1-3 % under the rate"),
     ),
-    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.62, _STRICT, events=45)),
+    (Cell(rate=100, burst=1, workers=32, rows=20_000), Shortfall(0.70, _STRICT, events=15)),
     (
         Cell(rate=200, burst=20, workers=64, rows=12_000, moves=((20, 100), (40, 200))),
         Shortfall(0.7, "each move costs two or three throttles (1 s pauses) and probes every 5 s for a minute after it"),

@@ -39,6 +39,9 @@ def test_token_bucket_cells_meet_their_goals(cell: Cell, shortfall: Shortfall | 
     best = cell.rows / best_duration(cell)
     floor = shortfall.floor if shortfall is not None else _goal(cell)
     assert outcome.goodput >= floor * best, f"{outcome.goodput:.1f}/s, best {best:.1f}/s"
+    if outcome.quota_rate is not None:
+        # Measured from below: a rate measured above the quota is held only throttle after throttle.
+        assert outcome.quota_rate <= 1.05 * cell.rate
     if cell.rows >= 10_000:
         assert outcome.throttled_share <= (shortfall.throttled if shortfall and shortfall.throttled else 0.01)
         learning = 2
