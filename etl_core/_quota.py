@@ -52,12 +52,16 @@ def measure_quota(
         # (equal when the senders kept the bucket from filling up). The second holds the
         # burst down when the wave's last sends found the bucket refilled (a sender that
         # waited for answers): the first alone then settles on a burst of one and a rate
-        # far above the quota. Solved by iterating from below.
+        # far above the quota. Solved by iterating from below, to the end: when the wave
+        # took about as long as the window (few workers), each step closes little of the gap.
         (successes, spread), (emptied_by, emptied_in) = first_wave
         spread, emptied_in = max(0.0, spread), max(0.0, emptied_in)
-        for _ in range(8):
+        for _ in range(tuning.burst_iterations):
             burst = max(1.0, successes - rate * spread, emptied_by - rate * emptied_in)
+            previous = rate
             rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
+            if rate - previous <= 1e-3 * rate:
+                break
     if rate <= 0:
         return None
     # The measurement moves by 1/T per request of error in the burst. A first wave

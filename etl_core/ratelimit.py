@@ -125,6 +125,9 @@ class LimiterTuning:
     windows: int = 400
     #: A window shorter than this is too noisy to measure a rate from.
     min_window: float = 0.02
+    #: Steps at most in solving the first wave's burst and the rate together (each step
+    #: closes the gap by the wave's share of the measuring window: slowly for few workers).
+    burst_iterations: int = 100
     #: Share of the measured burst the limiter lets out at once.
     burst_share: float = 0.75
     #: Floor of any rate, in requests per second.
