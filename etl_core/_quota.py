@@ -52,8 +52,7 @@ def measure_quota(
         # (equal when the senders kept the bucket from filling up). The second holds the
         # burst down when the wave's last sends found the bucket refilled (a sender that
         # waited for answers): the first alone then settles on a burst of one and a rate
-        # far above the quota. Solved by iterating from below, to the end: when the wave
-        # took about as long as the window (few workers), each step closes little of the gap.
+        # far above the quota. Solved by iterating from below (see ``burst_iterations``).
         (successes, spread), (emptied_by, emptied_in) = first_wave
         spread, emptied_in = max(0.0, spread), max(0.0, emptied_in)
         for _ in range(tuning.burst_iterations):

@@ -125,9 +125,11 @@ class LimiterTuning:
     windows: int = 400
     #: A window shorter than this is too noisy to measure a rate from.
     min_window: float = 0.02
-    #: Steps at most in solving the first wave's burst and the rate together (each step
-    #: closes the gap by the wave's share of the measuring window: slowly for few workers).
-    burst_iterations: int = 100
+    #: Steps in solving the first wave's burst and the rate together, from below. When the
+    #: wave took about as long as the measuring window (few workers, or a slow start) the
+    #: two cannot be told apart, and solving to the end can land far above the quota:
+    #: stopping early errs low, and a probe finds the rest.
+    burst_iterations: int = 8
     #: Share of the measured burst the limiter lets out at once.
     burst_share: float = 0.75
     #: Floor of any rate, in requests per second.
@@ -345,9 +347,10 @@ class AdaptiveRateLimiter:
         if not times:
             return None
         first_wave = None
-        if self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
+        if self._wave.count and self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a
-            # measurement pins it down.
+            # measurement pins it down. (A first wave with no success found the bucket
+            # emptied by another client: it tells nothing of the burst.)
             wave = self._wave
             first_wave = ((wave.count, wave.times[-1] - wave.first if wave.count else 0.0), self._emptied_by())
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave.count or len(times))

@@ -390,7 +390,14 @@ _BLURRED_WAVE = (
 #: each with the shortfall that explains it when it misses its goal.
 MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     # The cases a new user met, against an independent server.
-    (Cell(rate=100, burst=20, workers=4), None),
+    (
+        Cell(rate=100, burst=20, workers=4),
+        Shortfall(
+            0.82,
+            "four workers take 0.25 s to run the bucket dry, so the first wave cannot tell the burst from the rate: "
+            "the first hold is 12 % under the rate",
+        ),
+    ),
     (Cell(rate=100, burst=20, workers=16), None),
     (Cell(rate=100, burst=20, workers=16, retry_after="http-date"), None),
     (Cell(rate=100, burst=1, workers=32), Shortfall(0.65, _STRICT)),

@@ -200,3 +200,18 @@ def test_send_times_stay_bounded_and_still_count_what_they_forgot() -> None:
     assert times.count_until(9.9995) == 10_000  # counted from the kept ones and the total
     assert times.count_until(9.9) == 9_901
     assert times.count_until(1.0) is None  # long forgotten: no count rather than a wrong one
+
+
+async def test_a_first_throttle_with_nothing_through_tells_nothing_of_the_burst(autojump_clock):
+    # Another client emptied the bucket (R = 100/s, B = 10): the first request is throttled.
+    limiter = AdaptiveRateLimiter()
+    await limiter.acquire()
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    await trio.sleep(1.0)  # the pause: the bucket fills up to 10
+    # 20 requests 5 ms apart get through (10 from the bucket, 10 refilled), the 21st not.
+    for _ in range(20):
+        limiter.on_success(trio.current_time())
+        await trio.sleep(0.005)
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    # Read as a burst of one, 20 successes in 0.1 s would be a rate of 200/s.
+    assert limiter.quota_rate is not None and limiter.quota_rate <= 100
