@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from etl_core._quota_board import BoardState, SqliteQuotaBoard
 from etl_core._shared_limiter import SharedRateLimiter
 from etl_core.ratelimit import AdaptiveRateLimiter
+from etl_core.state import StateError
 
 DESTINATION = "PATCH http://127.0.0.1/contacts/{id}"
 
@@ -154,3 +157,19 @@ async def test_a_learner_that_ends_its_run_hands_over_so_the_others_do_not_wait(
         await follower.acquire()
     assert follower.statistics().shared
     assert held is None or follower.rate == held
+
+
+class FailingBoard(SqliteQuotaBoard):
+    """A real board whose database goes away once a rate is published."""
+
+    def claim(self, *args: Any) -> BoardState:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+async def test_a_board_that_fails_mid_run_stops_the_run_with_a_state_error(tmp_path: Path) -> None:
+    limiter = SharedRateLimiter(
+        AdaptiveRateLimiter(quota=(100.0, 10.0)), FailingBoard(str(tmp_path / "state.db")), DESTINATION, "shard-0", 2
+    )
+    # The remembered quota is published at once; the first claim of slots then fails.
+    with pytest.raises(StateError, match="the shared quota board failed: OperationalError: disk I/O error"):
+        await limiter.acquire()
