@@ -40,9 +40,10 @@ def measure_quota(
         overstated (when the burst may be a request too small), and, when R is only a
         lower bound, the most R can be (else None). R is a lower bound only when it
         came from the successes since the bucket was last empty, across a pause during
-        which the bucket may have filled and thrown tokens away; the bucket then
-        drained at the pace the successes were sent, so R was below that pace. None
-        when nothing measures a rate.
+        which the bucket may have filled and thrown tokens away, or when the first wave
+        took as long as half the window (sent at the window's pace, it cannot tell B
+        from R); the bucket then drained at the pace the successes were sent, so R was
+        below that pace. None when nothing measures a rate.
     """
     rate, window, from_empty = _lower_bound(times, since, episode, burst, tuning)
     spread = 0.0
@@ -69,7 +70,10 @@ def measure_quota(
     burst_error = 1.0 if spread > 0.001 else 0.0
     idle = times[0] - since if since is not None else 0.0
     upper = None
-    if from_empty and idle > 0.25 * window and len(times) > 1 and times[-1] > times[0]:
+    paced = len(times) > 1 and times[-1] > times[0]
+    if paced and ((from_empty and idle > 0.25 * window) or (first_wave is not None and spread > 0.5 * window)):
+        # A lower bound: the bucket filled during a pause, or the first wave took as long
+        # as the window (few workers send both at one pace: they cannot tell B from R).
         upper = (len(times) - 1) / (times[-1] - times[0])  # the pace: the bucket drained at it
     return rate, burst, burst_error / (rate * window), upper
 

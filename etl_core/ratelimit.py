@@ -24,7 +24,8 @@ seconds of sending (``probe_every_after_move`` for a minute after the quota
 moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
 measures again at the probe's throttle. When that first measurement is only a lower
 bound (it came from the successes since a throttle, across a pause in which the bucket
-filled and threw tokens away: few workers cannot tell R from B then), the first probe
+filled and threw tokens away; or the first wave took as long as half the measuring
+window: few workers cannot tell R from B then), the first probe
 comes after ``probe_after_lower_bound`` seconds and grows fast, and the rate held
 before it stays a floor. A throttle while holding means the quota dropped: it
 measures again. Throttles that answer requests sent before the
@@ -123,6 +124,8 @@ class LimiterTuning:
     tail: int = 4096
     #: Windows tried per measurement, at most.
     windows: int = 400
+    #: Successes an episode needs for a measurement (fewer: none, as if nothing got through).
+    min_episode: int = 2
     #: A window shorter than this is too noisy to measure a rate from.
     min_window: float = 0.02
     #: Steps in solving the first wave's burst and the rate together, from below. When the
@@ -344,8 +347,8 @@ class AdaptiveRateLimiter:
         """Measure the quota from the ``episode`` successes sent between ``since`` and ``empty_at``."""
         tail = self._successes.times
         times = tail[bisect.bisect_right(tail, since) if since is not None else 0 : bisect.bisect_left(tail, empty_at)]
-        if not times:
-            return None
+        if len(times) < self.tuning.min_episode:
+            return None  # too few to tell a rate from how their arrivals blurred
         first_wave = None
         if self._wave.count and self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a

@@ -215,3 +215,18 @@ async def test_a_first_throttle_with_nothing_through_tells_nothing_of_the_burst(
     assert limiter.on_throttle(trio.current_time(), 1.0)
     # Read as a burst of one, 20 successes in 0.1 s would be a rate of 200/s.
     assert limiter.quota_rate is not None and limiter.quota_rate <= 100
+
+
+async def test_an_episode_of_one_success_measures_nothing(autojump_clock):
+    limiter = AdaptiveRateLimiter()
+    for _ in range(20):  # the first wave: 20 through, then a throttle
+        limiter.on_success(trio.current_time())
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    await trio.sleep(1.0)
+    await trio.sleep(0.001)
+    limiter.on_success(trio.current_time())  # one through, 1 ms after the pause...
+    await trio.sleep(0.001)
+    assert limiter.on_throttle(trio.current_time(), 1.0)  # ...and the next throttled
+    # One success tells no rate (read as one in the second since the last throttle, it
+    # would be 1/s, and a learner shard publishes what it measures).
+    assert limiter.quota_rate is None
