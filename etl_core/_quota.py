@@ -7,6 +7,7 @@ model is described in :mod:`etl_core.ratelimit`.
 from __future__ import annotations
 
 import bisect
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -110,3 +111,32 @@ def _lower_bound(
             if (bound := (after - burst + 1) / window) > best:
                 best, best_window, from_empty = bound, window, False
     return best, best_window, from_empty
+
+
+class SendTimes:
+    """Send times, sorted: the latest ``keep`` at least, with how many there were and the first."""
+
+    def __init__(self, keep: int) -> None:
+        self.times: list[float] = []
+        self.count = 0
+        self.first = math.inf
+        self._keep = keep
+        self._forgotten = -math.inf  # the latest send time no longer kept
+
+    def add(self, sent_at: float) -> None:
+        times = self.times
+        if not times or sent_at >= times[-1]:
+            times.append(sent_at)
+        else:
+            bisect.insort(times, sent_at)
+        self.count += 1
+        self.first = min(self.first, sent_at)
+        if len(times) > 2 * self._keep:
+            self._forgotten = times[self._keep - 1]
+            del times[: self._keep]
+
+    def count_until(self, moment: float) -> int | None:
+        """How many were sent at ``moment`` or before, or None if some of those are no longer kept."""
+        if moment < self._forgotten:
+            return None
+        return self.count - (len(self.times) - bisect.bisect_right(self.times, moment))

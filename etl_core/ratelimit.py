@@ -44,7 +44,7 @@ from typing import Protocol
 
 import trio
 
-from ._quota import measure_quota
+from ._quota import SendTimes, measure_quota
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,11 +171,11 @@ class AdaptiveRateLimiter:
         self.quota_rate: float | None = None
         self.quota_burst: float | None = None
         self.throttle_events = 0
-        self._successes = _SendTimes(tuning.tail)
+        self._successes = SendTimes(tuning.tail)
         self._clock = _SendingClock()
         self._pacer = _Pacer()
         self._wave_end: float | None = None  # when the first throttle came, if before any limit
-        self._wave = _SendTimes(tuning.tail)  # its successes
+        self._wave = SendTimes(tuning.tail)  # its successes
         self._wave_emptied = -math.inf  # the first wave's latest throttled send: the bucket was empty
         self._empty_at: float | None = None  # the last throttled send: the bucket was empty then
         self._episode = 0  # successes sent since then
@@ -355,7 +355,7 @@ class AdaptiveRateLimiter:
             # measurement pins it down. (A first wave with no success found the bucket
             # emptied by another client: it tells nothing of the burst.)
             wave = self._wave
-            first_wave = ((wave.count, wave.times[-1] - wave.first if wave.count else 0.0), self._emptied_by())
+            first_wave = ((wave.count, wave.times[-1] - wave.first), self._emptied_by())
         burst = self.quota_burst if self.quota_burst is not None else float(self._wave.count or len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
 
@@ -440,35 +440,6 @@ class AdaptiveRateLimiter:
             quota_burst=None if self.quota_burst is None else round(self.quota_burst, 1),
             holding=self.quota_rate is not None and not self._growth,
         )
-
-
-class _SendTimes:
-    """Send times, sorted: the latest ``keep`` at least, with how many there were and the first."""
-
-    def __init__(self, keep: int) -> None:
-        self.times: list[float] = []
-        self.count = 0
-        self.first = math.inf
-        self._keep = keep
-        self._forgotten = -math.inf  # the latest send time no longer kept
-
-    def add(self, sent_at: float) -> None:
-        times = self.times
-        if not times or sent_at >= times[-1]:
-            times.append(sent_at)
-        else:
-            bisect.insort(times, sent_at)
-        self.count += 1
-        self.first = min(self.first, sent_at)
-        if len(times) > 2 * self._keep:
-            self._forgotten = times[self._keep - 1]
-            del times[: self._keep]
-
-    def count_until(self, moment: float) -> int | None:
-        """How many were sent at ``moment`` or before, or None if some of those are no longer kept."""
-        if moment < self._forgotten:
-            return None
-        return self.count - (len(self.times) - bisect.bisect_right(self.times, moment))
 
 
 class _SendingClock:

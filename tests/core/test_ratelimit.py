@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from etl_core.ratelimit import AdaptiveRateLimiter, _SendTimes
+from etl_core.ratelimit import AdaptiveRateLimiter
 from tests.ratesim import Cell, simulate
 
 
@@ -190,16 +190,6 @@ def test_max_rate_is_a_ceiling():
     outcome = simulate("etl", cell, max_rate=200)
     assert outcome.throttled == 0
     assert 0.95 * 200 <= outcome.goodput <= 200 * 1.05
-
-
-def test_send_times_stay_bounded_and_still_count_what_they_forgot() -> None:
-    times = _SendTimes(keep=100)
-    for i in range(10_000):
-        times.add(i * 0.001)
-    assert len(times.times) <= 200 and times.count == 10_000 and times.first == 0.0
-    assert times.count_until(9.9995) == 10_000  # counted from the kept ones and the total
-    assert times.count_until(9.9) == 9_901
-    assert times.count_until(1.0) is None  # long forgotten: no count rather than a wrong one
 
 
 async def test_a_first_throttle_with_nothing_through_tells_nothing_of_the_burst(autojump_clock):
