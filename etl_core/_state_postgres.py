@@ -176,7 +176,15 @@ class PostgresLease:
     def release(self) -> None:
         """Give the lease up. Safe to call twice."""
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is None:
+            return
+        try:
+            # Unlocked now, not once the server notices the session ended: a run that
+            # starts right after this one ends must find the lease free.
+            connection.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass  # the session is gone, and its locks with it
+        finally:
             connection.close()
 
 
