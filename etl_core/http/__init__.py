@@ -12,6 +12,7 @@ from ._auth import Authenticator, make_authenticator, send_authorized
 from ._auth_options import ApiKeyAuth, AuthOptions, BearerAuth, ClientCredentialsAuth, CxoneAccessKeyAuth, PasswordAuth
 from ._claims import token_claims
 from ._clients import ClientPool
+from ._connection_options import DISCOVER, CaBundle, ConnectTimeout, MaxConnections, check_base_url
 from ._credential import Credential
 from ._cxone_discovery import CxoneEndpoint, discover_cxone_api
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
@@ -30,21 +31,26 @@ from ._urls import (
 
 __all__ = [
     "ACCEPT_ENCODING",
+    "DISCOVER",
     "Answer",
     "ApiKeyAuth",
     "AuthOptions",
     "Authenticator",
     "BearerAuth",
+    "CaBundle",
     "ClientCredentialsAuth",
     "ClientPool",
+    "ConnectTimeout",
     "Credential",
     "CxoneAccessKeyAuth",
     "CxoneEndpoint",
     "KeyFormat",
     "Limits",
+    "MaxConnections",
     "PasswordAuth",
     "SinkConnections",
     "TokenProvider",
+    "check_base_url",
     "check_ca_bundle",
     "check_http_url",
     "check_secure",

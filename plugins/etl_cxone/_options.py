@@ -7,12 +7,21 @@ from typing import ClassVar, Literal
 import pydantic
 
 from etl_core import PluginOptions
-from etl_core.http import AuthOptions, KeyFormat, check_http_url, template_fields
+from etl_core.http import (
+    DISCOVER,
+    AuthOptions,
+    CaBundle,
+    ConnectTimeout,
+    KeyFormat,
+    MaxConnections,
+    check_base_url,
+    check_http_url,
+    template_fields,
+)
 
 __all__ = ["DISCOVER", "CxoneOptions", "option_secrets"]
 
 #: ``base_url: discover``: the API host comes from the tenant's configuration document.
-DISCOVER = "discover"
 _FLAT_AUTH_KEYS = ("token_url", "client_id", "client_secret")
 
 
@@ -119,14 +128,9 @@ class CxoneOptions(PluginOptions):
             "token response stops the run."
         ),
     )
-    connect_timeout: float = pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
-    max_connections: int = pydantic.Field(
-        default=100, ge=1, description="Most connections kept open to the API (and reused across requests)."
-    )
-    ca_bundle: str | None = pydantic.Field(
-        default=None,
-        description="PEM file of CA certificates to trust instead of the system's (certificates are still verified).",
-    )
+    connect_timeout: ConnectTimeout
+    max_connections: MaxConnections
+    ca_bundle: CaBundle
     missing_file: str = pydantic.Field(
         default="missing-contacts.csv",
         description=(
@@ -135,10 +139,7 @@ class CxoneOptions(PluginOptions):
         ),
     )
 
-    @pydantic.field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return value if value == DISCOVER else check_http_url(value)
+    _check_base_url = pydantic.field_validator("base_url")(check_base_url)
 
     @pydantic.field_validator("base_path")
     @classmethod

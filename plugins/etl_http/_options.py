@@ -8,7 +8,16 @@ from typing import Any, Literal
 import pydantic
 
 from etl_core import PluginOptions
-from etl_core.http import AuthOptions, KeyFormat, check_http_url, template_fields
+from etl_core.http import (
+    DISCOVER,
+    AuthOptions,
+    CaBundle,
+    ConnectTimeout,
+    KeyFormat,
+    MaxConnections,
+    check_base_url,
+    template_fields,
+)
 
 from ._results import check_pointer
 from ._status import Action, parse_status_key
@@ -17,7 +26,6 @@ from ._templates import ITEMS, Template
 __all__ = ["DISCOVER", "BatchOptions", "HttpOptions", "ResultsOptions"]
 
 #: The ``base_url`` that asks for the CXone tenant's API host (from the token's tenantId).
-DISCOVER = "discover"
 
 # An HTTP header name (RFC 9110 token) and a value without line breaks or other controls.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -173,19 +181,14 @@ class HttpOptions(PluginOptions):
         gt=0,
         description="Seconds one request may take in all, to the last byte of the answer; over it is a transient failure.",
     )
-    connect_timeout: float = pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")
+    connect_timeout: ConnectTimeout
     max_response_bytes: int = pydantic.Field(
         default=1_048_576,
         ge=1,
         description="Most bytes of one answer's body, counted after decompression; a larger answer is a transient failure.",
     )
-    max_connections: int = pydantic.Field(
-        default=100, ge=1, description="Most connections kept open to the API (and reused across requests)."
-    )
-    ca_bundle: str | None = pydantic.Field(
-        default=None,
-        description="PEM file of CA certificates to trust instead of the system's (certificates are still verified).",
-    )
+    max_connections: MaxConnections
+    ca_bundle: CaBundle
     missing_file: str = pydantic.Field(
         default="missing.csv",
         description=(
@@ -194,10 +197,7 @@ class HttpOptions(PluginOptions):
         ),
     )
 
-    @pydantic.field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return value if value == DISCOVER else check_http_url(value)
+    _check_base_url = pydantic.field_validator("base_url")(check_base_url)
 
     @pydantic.field_validator("path")
     @classmethod
