@@ -152,7 +152,7 @@ class SharedRateLimiter:
         """What the learner publishes, once it has something (see the module's docstring)."""
         local = self.local
         learnt = local.statistics()
-        if learnt.holding and local.rate is not None:
+        if learnt.holding and not learnt.lower_bound and local.rate is not None:
             if self._holding_since is None or learnt.throttle_events != self._events_seen:
                 self._holding_since, self._events_seen = now, learnt.throttle_events
             if learnt.throttle_events == 0:
@@ -229,8 +229,10 @@ class SharedRateLimiter:
         not, or gives up its part, so that the shards still sending carry on."""
         if self._state is not None or self._learner != self._holder:
             return
-        local = self.local
-        held = local.rate if local.statistics().holding else None  # read here: it needs trio's clock
+        local, learnt = self.local, self.local.statistics()
+        # A lower bound is not published: the board's rate never rises within a run, and
+        # the next run would start from it. (Read here: the rate needs trio's clock.)
+        held = local.rate if learnt.holding and not learnt.lower_bound else None
         try:
             if held is not None:
                 burst = local.quota_burst or 1.0
@@ -242,11 +244,10 @@ class SharedRateLimiter:
             pass  # its claim runs out within `lease` seconds: nothing is lost
 
     def quota_to_remember(self) -> tuple[float, float] | None:
-        """What this shard measured, or the shared rate it kept to."""
-        learnt = self.local.quota_to_remember()
-        if learnt is not None or self._state is None or self._state.rate is None:
-            return learnt
-        return self._state.rate, self._state.burst or 1.0
+        """What this shard measured as the learner, or None: the other shards' own limiters
+        saw a throttle, if any, while the others sent too, and measured their share of
+        the quota; the shared rate is what the learner measured, or less."""
+        return self.local.quota_to_remember() if self._learning_since is not None else None
 
 
 

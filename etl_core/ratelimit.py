@@ -58,6 +58,8 @@ class RateLimiterStatistics:
         quota_rate: The destination's rate as measured, or None before a measurement.
         quota_burst: The destination's burst in requests, as measured, or None.
         holding: Sending at a measured rate (not searching for the quota, nor probing above it).
+        lower_bound: The measured rate is only a lower bound of the quota's (a probe
+            soon measures the quota itself): not a rate to keep to or to remember.
         shared: Keeping to a quota shared with other shards of the run.
     """
 
@@ -66,6 +68,7 @@ class RateLimiterStatistics:
     quota_rate: float | None = None
     quota_burst: float | None = None
     holding: bool = False
+    lower_bound: bool = False
     shared: bool = False
 
 
@@ -397,9 +400,10 @@ class AdaptiveRateLimiter:
 
         The next run holds ``remembered_margin`` under it: never above a rate this run
         held for ``proof`` seconds without a throttle. A measurement that a short run never
-        put to the test is kept with ``unproven_margin`` off.
+        put to the test is kept with ``unproven_margin`` off; one that is only a lower
+        bound is not kept (held by the next run, it could leave most of the quota unused).
         """
-        if self.quota_rate is None or self.quota_burst is None:
+        if self.quota_rate is None or self.quota_burst is None or self._lower_bound_only:
             return None
         tuning = self.tuning
         proven = self._base if self._held_for(trio.current_time()) >= tuning.proof else self._proven
@@ -439,6 +443,7 @@ class AdaptiveRateLimiter:
             quota_rate=None if self.quota_rate is None else round(self.quota_rate, 2),
             quota_burst=None if self.quota_burst is None else round(self.quota_burst, 1),
             holding=self.quota_rate is not None and not self._growth,
+            lower_bound=self._lower_bound_only,
         )
 
 

@@ -138,6 +138,8 @@ async def test_a_measurement_that_is_only_a_lower_bound_is_probed_within_seconds
     assert limiter.on_throttle(await send_at_pace(76), 1.0)
     stats = limiter.statistics()
     assert stats.holding and stats.quota_rate is not None and stats.quota_rate < 60
+    # Said so, and not kept for the next run, which would start far under the quota.
+    assert stats.lower_bound and limiter.quota_to_remember() is None
     await trio.sleep(1.0)
     held_at, start = stats.rate, trio.current_time()
     while limiter.statistics().holding and trio.current_time() - start < 60:

@@ -159,6 +159,35 @@ async def test_a_learner_that_ends_its_run_hands_over_so_the_others_do_not_wait(
     assert held is None or follower.rate == held
 
 
+async def test_a_lower_bound_is_neither_shared_nor_remembered(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
+    # The learner's episodes show only a lower bound of the rate (the pattern of
+    # tests/core/test_ratelimit.py's lower-bound test). Its run ends before its probe
+    # measures the quota: it gives up its part instead of publishing the bound, which no
+    # shard would ever raise and the next run would start from.
+    (learner, other), log = _shards(tmp_path, 2, poll=0.01)
+
+    async def send_at_pace(limiter: SharedRateLimiter, count: int) -> float:
+        for _ in range(count):
+            await limiter.acquire()
+            limiter.on_success(trio.current_time())
+            await trio.sleep(1 / 118)
+        return trio.current_time()
+
+    assert learner.on_throttle(await send_at_pace(learner, 111), 1.0)
+    await trio.sleep(1.0)
+    assert learner.on_throttle(await send_at_pace(learner, 76), 1.0)
+    await learner.acquire()
+    stats = learner.statistics()
+    assert stats.holding and stats.lower_bound and not [entry for entry in log if entry[1] == "publish"]
+    await learner.aclose()
+    assert [operation for _, operation, _ in log if operation in ("publish", "release")] == ["release"]
+    assert learner.quota_to_remember() is None
+    # A shard that never learnt remembers nothing, whatever its own limiter measured (it
+    # saw its throttles while the others sent too).
+    other.local = AdaptiveRateLimiter(quota=(30.0, 3.0))
+    assert other.local.quota_to_remember() is not None and other.quota_to_remember() is None
+
+
 class FailingBoard(SqliteQuotaBoard):
     """A real board whose database goes away once a rate is published."""
 

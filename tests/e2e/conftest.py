@@ -113,9 +113,13 @@ class EtlProcess:
         return self.process.poll() is None
 
     def wait(self, timeout: float = 120) -> EtlProcess:
-        """Wait for the command to end and read its output."""
+        """Wait for the command to end and read its output; fail with its last lines if it does not."""
         try:
             self.returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            tail = "\n".join((self.stdout + self.stderr).splitlines()[-40:])
+            raise AssertionError(f"etl still ran after {timeout} s; its last lines:\n{tail}") from None
         finally:
             self.stop()
         return self
