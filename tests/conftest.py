@@ -164,6 +164,11 @@ def _reset_logging():
     structlog.contextvars.clear_contextvars()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (in their order): the workers share out the rest around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The hostile suite's worst peak RSS and wall time, gathered from every process's reports."""
     runs = [

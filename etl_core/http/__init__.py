@@ -20,6 +20,7 @@ from ._sink_support import SinkConnections, check_ca_bundle, find_api_host, retr
 from ._tokens import TokenProvider
 from ._urls import (
     KeyFormat,
+    PathTemplate,
     check_http_url,
     check_secure,
     display_url,
@@ -48,6 +49,7 @@ __all__ = [
     "Limits",
     "MaxConnections",
     "PasswordAuth",
+    "PathTemplate",
     "SinkConnections",
     "TokenProvider",
     "check_base_url",

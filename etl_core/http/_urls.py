@@ -13,12 +13,13 @@ import ipaddress
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .._errors import RecordRejected
 
 KeyFormat = Literal["uuid", "integer", "any"]
 
+_DOT_SEGMENTS = (".", "..")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 # Literal template text: printable ASCII except space, '#', and braces (placeholders only).
@@ -116,25 +117,97 @@ def template_fields(template: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def render_path(template: str, data: Mapping[str, Any], *, key_field: str, key_format: KeyFormat) -> str:
-    """Fill a path template from a record, each value encoded as one path segment.
+class _Value(NamedTuple):
+    """A placeholder of a compiled path template: the field and the format its value must have."""
+
+    name: str
+    key_format: KeyFormat
+
+
+class PathTemplate:
+    """A path template checked and split once, filled per record by :meth:`render`.
+
+    Args:
+        template: The path template, ``/contacts/{id}``.
+        key_field: The placeholder holding the record's key, validated as ``key_format``
+            (the others as any one path segment).
+        key_format: What the key must look like.
 
     Raises:
-        RecordRejected: A placeholder value is missing, empty, a dot segment, or (for
-            ``key_field``) not in ``key_format``; or the values and the text around
-            them make a dot segment (``{a}{b}`` with two ``.``).
+        ValueError: The template is invalid (see :func:`template_fields`).
     """
-    segments = template.split("/")  # placeholder names hold no "/"
-    for position, segment in enumerate(segments):
-        parts = _PLACEHOLDER.split(segment)
-        for index in range(1, len(parts), 2):
-            name = parts[index]
-            value = segment_value(data, name, key_format if name == key_field else "any")
-            parts[index] = urllib.parse.quote(value, safe="")
-        segments[position] = "".join(parts)
-        if len(parts) > 1 and _is_dot_segment(segments[position]):
-            raise RecordRejected(f"{parts[1]}: not a valid path segment")
-    return "/".join(segments)
+
+    def __init__(self, template: str, *, key_field: str, key_format: KeyFormat) -> None:
+        self.fields = template_fields(template)
+        # Literal text (the slashes included), placeholders that are a whole segment, and
+        # segments of text and placeholders mixed (checked as a whole): what is left per
+        # record is each value's check and encoding.
+        self._pieces: list[str | _Value | tuple[str | _Value, ...]] = []
+        for index, segment in enumerate(template.split("/")):  # placeholder names hold no "/"
+            parts = [
+                _Value(part, key_format if part == key_field else "any") if odd % 2 else part
+                for odd, part in enumerate(_PLACEHOLDER.split(segment))
+            ]
+            piece = (
+                segment if len(parts) == 1
+                else parts[1] if len(parts) == 3 and parts[0] == parts[2] == ""
+                else tuple(part for part in parts if part != "")
+            )
+            self._literal("/" if index else "")
+            if isinstance(piece, str):
+                self._literal(piece)
+            else:
+                self._pieces.append(piece)
+
+    def _literal(self, text: str) -> None:
+        if self._pieces and isinstance(self._pieces[-1], str):
+            self._pieces[-1] += text
+        elif text:
+            self._pieces.append(text)
+
+    def render(self, data: Mapping[str, Any]) -> str:
+        """Fill the template from a record, each value encoded as one path segment.
+
+        Raises:
+            RecordRejected: A placeholder value is missing, empty, a dot segment, or (for
+                the key) not in its format; or the values and the text around them make a
+                dot segment (``{a}{b}`` with two ``.``).
+        """
+        rendered = []
+        for piece in self._pieces:
+            if isinstance(piece, str):
+                rendered.append(piece)
+            elif isinstance(piece, _Value):
+                # A whole segment: segment_value refuses the dot segments, and the encoded
+                # value has no ';' of its own. A uuid or an integer has nothing to encode.
+                value = segment_value(data, piece.name, piece.key_format)
+                rendered.append(value if piece.key_format != "any" else urllib.parse.quote(value, safe=""))
+            else:
+                rendered.append(self._joined(piece, data))
+        return "".join(rendered)
+
+    @staticmethod
+    def _joined(segment: tuple[str | _Value, ...], data: Mapping[str, Any]) -> str:
+        """A segment of text and placeholders, filled (and checked as a whole)."""
+        text = "".join(
+            part if isinstance(part, str) else urllib.parse.quote(segment_value(data, *part), safe="")
+            for part in segment
+        )
+        if _is_dot_segment(text):
+            first = next(part for part in segment if isinstance(part, _Value))
+            raise RecordRejected(f"{first.name}: not a valid path segment")
+        return text
+
+
+def render_path(template: str, data: Mapping[str, Any], *, key_field: str, key_format: KeyFormat) -> str:
+    """Fill a path template from a record, each value encoded as one path segment
+    (:class:`PathTemplate`, compiled for this one call).
+
+    Raises:
+        ValueError: The template is invalid.
+        RecordRejected: See :meth:`PathTemplate.render`.
+    """
+    return PathTemplate(template, key_field=key_field, key_format=key_format).render(data)
 
 
 def segment_value(data: Mapping[str, Any], name: str, key_format: KeyFormat) -> str:
@@ -165,7 +238,7 @@ def _is_dot_segment(segment: str) -> bool:
     Percent-encoded dots count, and so does a segment followed by ``;`` parameters,
     which some servers strip before resolving it (``..;x``).
     """
-    return urllib.parse.unquote(segment.partition(";")[0]) in (".", "..")
+    return urllib.parse.unquote(segment.partition(";")[0]) in _DOT_SEGMENTS
 
 
 def _format_name(key_format: KeyFormat) -> str:

@@ -7,7 +7,7 @@ import urllib.parse
 from typing import Any
 
 from etl_core import Record, RecordRejected
-from etl_core.http import render_path, segment_value, template_fields
+from etl_core.http import PathTemplate, segment_value
 
 from ._options import HttpOptions
 from ._templates import OMIT, Template
@@ -27,7 +27,8 @@ class RequestBuilder:
         self._options = options
         self._body_fields = body_fields
         self._nothing = nothing
-        self.path_fields = template_fields(options.path)
+        self._path = PathTemplate(options.path, key_field=options.key_field or "", key_format=options.key_format)
+        self.path_fields = self._path.fields
         self._query = {name: Template(text) for name, text in options.query.items()}
         self._body = Template(options.body) if options.body is not None else None
         # Fields the URL uses: the default body leaves them out.
@@ -83,9 +84,7 @@ class RequestBuilder:
         Raises:
             RecordRejected: A path value is invalid.
         """
-        options = self._options
-        path = render_path(options.path, data, key_field=options.key_field or "", key_format=options.key_format)
-        url = base_url + path
+        url = base_url + self._path.render(data)
         query = {}
         for name, template in self._query.items():
             value = template.render(data)

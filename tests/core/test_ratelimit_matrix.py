@@ -32,6 +32,7 @@ def _goal(cell: Cell) -> float:
     return 0.98 if cell.rows >= 20_000 else 0.95
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cell", "shortfall"), BUCKETS, ids=[cell.label() for cell, _ in BUCKETS])
 def test_token_bucket_cells_meet_their_goals(cell: Cell, shortfall: Shortfall | None) -> None:
     outcome = simulate("etl", cell)
@@ -56,6 +57,7 @@ def test_token_bucket_cells_meet_their_goals(cell: Cell, shortfall: Shortfall | 
         assert outcome.throttled_share <= (0.12 if cell.workers > 128 else 0.07)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("cell", "shortfall"), OTHERS, ids=[cell.label() for cell, _ in OTHERS])
 def test_other_shapes_deliver_everything_near_their_capacity(cell: Cell, shortfall: Shortfall | None) -> None:
     outcome = simulate("etl", cell)
@@ -64,6 +66,7 @@ def test_other_shapes_deliver_everything_near_their_capacity(cell: Cell, shortfa
     assert outcome.goodput >= (shortfall.floor if shortfall is not None else 0.8) * cell.capacity
 
 
+@pytest.mark.slow
 def test_a_quota_that_halves_and_doubles_is_followed() -> None:
     ((cell, _),) = [entry for entry in MATRIX if entry[0].moves]
     outcome = simulate("etl", cell)

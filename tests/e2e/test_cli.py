@@ -353,6 +353,7 @@ def _peak_rss_mb(tmp_path: Path, rows: int) -> float:
     return int(rss_kb) / 1024
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_as_input_grows(tmp_path):
     small = _peak_rss_mb(tmp_path, 4_000)
     large = _peak_rss_mb(tmp_path, 40_000)

@@ -159,6 +159,7 @@ def test_token_is_refreshed_before_it_expires(tmp_path, start_sandbox):
     assert all(count == 1 for count in stats["updates"].values()) and len(stats["updates"]) == 480
 
 
+@pytest.mark.slow
 def test_expired_tokens_cause_one_refresh_per_401_burst(tmp_path, start_sandbox):
     sandbox = start_sandbox(latency=0.05)
     rows = [contact_row(i) for i in range(1000)]
@@ -231,6 +232,7 @@ def test_retry_after_pauses_the_whole_pool(tmp_path, start_sandbox, custom_confi
 # -- 5. outages are waited out --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_outages_mid_run_are_waited_out_and_every_row_is_applied(tmp_path, start_sandbox):
     # Three 10 s outages in one run of 2,000 rows at R = 100: 503s, then 503s with
     # Retry-After, then a closed port (connections refused).
@@ -468,6 +470,7 @@ def test_no_secret_or_token_in_any_output(tmp_path, start_sandbox):
 # -- 9. a remembered quota -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_starts_at_the_remembered_quota(tmp_path, start_sandbox):
     sandbox = start_sandbox(rate_limit=100, burst=10, retry_after="seconds")
     first = run_shipped(tmp_path, sandbox, [contact_row(i) for i in range(600)], "--workers", "16")
@@ -497,6 +500,7 @@ def test_a_second_run_starts_at_the_remembered_quota(tmp_path, start_sandbox):
     assert report["quota"]["rate_per_s"] == pytest.approx(remembered[0]["rate"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_remembering_the_quota_can_be_switched_off(tmp_path, start_sandbox, custom_config):
     sandbox = start_sandbox(rate_limit=100, burst=10, retry_after="seconds")
     csv_path = tmp_path / "contacts.csv"

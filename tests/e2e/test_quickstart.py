@@ -311,6 +311,7 @@ def project_dir() -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_quickstart_runs_as_written(project_dir):
     steps = read_page(QUICKSTART.read_text(encoding="utf-8"))
     commands = [step for step in steps if isinstance(step, Command)]

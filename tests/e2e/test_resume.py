@@ -201,6 +201,7 @@ def sandbox() -> Iterator[Callable[..., Sandbox]]:
 # -- crashes and signals -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_9_three_times_then_finish(tmp_path, sandbox):
     """kill -9 at ~20%, ~50% and ~80%: nothing is lost, each crash re-sends at most the in-flight rows."""
     n, workers = 4_000, 16
@@ -246,6 +247,7 @@ def test_kill_9_three_times_then_finish(tmp_path, sandbox):
         assert count <= workers + 10, resent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_gracefully_and_the_rerun_finishes(tmp_path, sandbox, signum, code):
     n = 3_000
@@ -546,6 +548,7 @@ def test_a_second_run_at_once_is_refused_and_the_first_sends_every_row_once(tmp_
     assert job.report()["records"]["ok"] == len(rows)
 
 
+@pytest.mark.slow
 def test_a_lease_left_by_a_killed_run_is_taken_over(tmp_path, sandbox):
     server, rows, job, proc = running_job(tmp_path, sandbox, n=3000, latency=0.005, workers=8, applied_first=300)
     proc.kill()

@@ -6,6 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.conftest import EtlProcess, contact_row, sandbox_env, write_rows
 
 
@@ -18,6 +20,7 @@ def _board(state: Path) -> list[tuple[str, float | None]]:
         return db.execute("SELECT destination, rate FROM etl_quota_board").fetchall()
 
 
+@pytest.mark.slow
 def test_shards_keep_to_one_quota_and_a_second_run_starts_from_it(tmp_path, start_sandbox, custom_config):
     sandbox = start_sandbox(rate_limit=100, burst=10, latency=0.01)
     count = 300

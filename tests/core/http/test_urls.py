@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl_core import RecordRejected
-from etl_core.http import render_path, template_fields
+from etl_core.http import PathTemplate, render_path, template_fields
 
 TEMPLATE = "/api/v2/contacts/{contactId}"
 PREFIX = "/api/v2/contacts/"
@@ -102,3 +102,17 @@ def test_a_rendered_path_never_holds_a_dot_segment(values):
     except RecordRejected:
         return
     assert urllib.parse.unquote(path.split("/")[2].partition(";")[0]) not in (".", "..")
+
+
+def test_a_template_compiled_once_fills_every_record_on_its_own():
+    template = PathTemplate("/v1/{group}/x{tag}.json/{id}", key_field="id", key_format="integer")
+    assert template.fields == ("group", "tag", "id")
+    assert template.render({"group": "a b", "tag": "/", "id": 7}) == "/v1/a%20b/x%2F.json/7"
+    assert template.render({"group": "..;", "tag": "~", "id": "12"}) == "/v1/..%3B/x~.json/12"
+    with pytest.raises(RecordRejected, match="^tag: missing$"):
+        template.render({"group": "g", "tag": "", "id": 1})
+    with pytest.raises(RecordRejected, match="^id: not a valid integer$"):
+        template.render({"group": "g", "tag": "t", "id": "1/2"})
+    assert template.render({"group": "g", "tag": "t", "id": 3}) == "/v1/g/xt.json/3"
+    with pytest.raises(ValueError, match="'.' or '..' segment"):
+        PathTemplate("/a/../{id}", key_field="id", key_format="any")
