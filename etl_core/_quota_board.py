@@ -10,7 +10,8 @@ reach it, and each operation is one atomic statement:
   ``count / rate`` seconds of the rate, by moving it forward;
 * ``paused_until``: a pause asked for by a throttle that one shard saw, kept by all;
 * ``generation``: bumped by every change of the rate, so that the throttles answering
-  requests sent under an older rate count once;
+  requests sent under an older rate count once, and two shards' probes of one rate
+  raise it once;
 * ``since``: when sending at the current rate began (a pause's end): a throttle
   measures the rate from the time since;
 * ``learner``, ``learner_until``: the shard measuring the quota while nobody has, and
@@ -80,6 +81,11 @@ class QuotaBoard(Protocol):
         ``generation``, lower it to what the time since sending began measures, and by
         ``factor`` at least (a later throttle of the same event does not)."""
 
+    def raised(self, destination: str, generation: int, factor: float) -> BoardState:
+        """A probe: if the rate is still that of ``generation``, multiply it by ``factor``
+        (the shards held it without a throttle; another shard's probe of the same
+        generation does not)."""
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -90,7 +96,7 @@ _COLUMNS = "rate, burst, next_slot, paused_until, generation, learner, learner_u
 
 #: How far under a rate measured from a throttle the shards hold.
 _MARGIN = 0.01
-#: Seconds of sending within which a second throttle cuts the rate twice as much.
+#: Seconds after a throttle's pause within which the next throttle cuts the rate twice as much.
 _AGAIN = 10.0
 #: A row nobody claimed a slot from for this long belongs to an earlier run: its rate
 #: is measured again (a run that remembers the quota publishes it at once).
@@ -128,17 +134,27 @@ def _throttled(row: tuple[Any, ...], now: float, generation: int, pause: float, 
     rate, burst, since = row[0], row[1], row[7]
     change: dict[str, Any] = {"paused_until": max(row[3], now + pause)}
     if rate is not None and row[4] == generation:
-        # The bucket was full when sending at this rate began (after a pause) and is empty
-        # now: sent = B + R*T, so R = rate - B/T (less if not every slot was used: the
-        # next throttle corrects it). At least ``factor`` off (twice that for a second
-        # throttle soon after), at most half.
+        # The bucket was full when sending at this rate began (after a pause, or a probe's
+        # raise of a rate held without a throttle) and is empty now: sent = B + R*T, so
+        # R = rate - B/T (less if not every slot was used: the next throttle corrects
+        # it). At least ``factor`` off (twice that for a throttle soon after the last
+        # one's pause), at most half.
         sending = now - since
         measured = rate - (burst or 1.0) / sending if sending > 0 else 0.0
-        if sending < _AGAIN:
+        if now - row[3] < _AGAIN:
             factor = 1 - 2 * (1 - factor)  # throttled again soon: the last cut was too small
         lowered = max(rate / 2, min(rate * factor, measured * (1 - _MARGIN)))
         change.update(rate=lowered, generation=generation + 1, since=change["paused_until"])
     return change
+
+
+def _raised(row: tuple[Any, ...], now: float, generation: int, factor: float) -> dict[str, Any]:
+    """The change :meth:`QuotaBoard.raised` makes to ``row``: sending at the raised rate
+    begins now (after any pause), with the bucket full (the rate before was held without
+    a throttle)."""
+    if row[0] is None or row[4] != generation:
+        return {}
+    return {"rate": row[0] * factor, "generation": generation + 1, "since": max(now, row[3])}
 
 
 class _Board:
@@ -162,6 +178,10 @@ class _Board:
     def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
         """See :meth:`QuotaBoard.throttled`."""
         return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor))
+
+    def raised(self, destination: str, generation: int, factor: float) -> BoardState:
+        """See :meth:`QuotaBoard.raised`."""
+        return self._change(destination, lambda row, now: _raised(row, now, generation, factor))
 
 
 class SqliteQuotaBoard(_Board):

@@ -13,8 +13,11 @@ share of the records each has. A throttle seen by any shard pauses them all (the
 sending at it began measures (a full bucket emptied: sent = B + R*T), by ``factor`` at
 least. A learner that cannot hold a measured rate within ``patience`` seconds (the quota
 is beyond one shard) publishes one and a half times what all shards would send at its
-pace, and throttles bring the rate down from there. The shared rate never rises again
-in a run: a raised quota is found by the next run, which measures it anew.
+pace, and throttles bring the rate down from there. A rate held without a throttle for
+``probe_every`` seconds while the shards wanted more is raised (by ``raise_by``, more
+each time in a row), so that a measurement that came out low, cuts that went too far or
+a raised quota do not hold to the end; a throttle that answers a raise cuts it back and
+makes the next probe wait twice as long.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ class SharedRateLimiter:
             out at less cost than all of them).
         patience: Seconds a learner may take to hold a measured rate before it
             publishes what the shards would send at its pace instead.
+        probe_every: Seconds a shared rate is held without a throttle, while the shards
+            want more, before a shard raises it; doubled (up to ``max_probe_every``) each
+            time a raise is answered by a throttle.
+        raise_by: The first raise of a rate, as a share of it; each raise not answered
+            by a throttle doubles the next one (up to ``max_raise_by``).
     """
 
     def __init__(
@@ -78,6 +86,10 @@ class SharedRateLimiter:
         factor: float = 0.95,
         proof: float = 2.0,
         patience: float = 10.0,
+        probe_every: float = 10.0,
+        max_probe_every: float = 120.0,
+        raise_by: float = 0.05,
+        max_raise_by: float = 0.2,
     ) -> None:
         self.local = local
         self._board = board
@@ -98,6 +110,11 @@ class SharedRateLimiter:
         self._throttle: tuple[int, float] | None = None  # (generation, pause) to tell the board
         self._reacted_at = -math.inf
         self.throttle_events = 0
+        self._probe_every, self._max_probe_every = probe_every, max_probe_every
+        self._first_raise, self._raise_by, self._max_raise_by = raise_by, raise_by, max_raise_by
+        self._seen: tuple[int, float, float] | None = None  # (generation, rate, when first seen)
+        self._raised_last = False  # the last change of the shared rate seen was a raise
+        self._wanted_more = False  # this shard waited for its last slot: it would send more
 
     @property
     def rate(self) -> float | None:
@@ -127,6 +144,7 @@ class SharedRateLimiter:
             if not self._slots or self._throttle is not None:
                 await self._claim()
             slot = self._slots.popleft()
+        self._wanted_more = slot > trio.current_time()
         await trio.sleep_until(slot)
 
     async def _look(self) -> None:
@@ -180,6 +198,34 @@ class SharedRateLimiter:
         offset = trio.current_time() - state.now  # trio's clock minus the board's
         start = state.next_slot - count / state.rate
         self._slots.extend(offset + start + i / state.rate for i in range(count))
+        await self._probe(state)
+
+    async def _probe(self, state: BoardState) -> None:
+        """Raise the shared rate once it was held without a throttle for ``probe_every``
+        seconds while this shard wanted more: a measurement that came out low, throttles
+        that cut it too far, or a quota raised since, would otherwise hold to the end."""
+        now = trio.current_time()
+        self._observe(state, now)
+        assert self._seen is not None and state.rate is not None
+        if self._wanted_more and self._throttle is None and now - self._seen[2] >= self._probe_every:
+            raised = await self._call(self._board.raised, self._destination, state.generation, 1.0 + self._raise_by)
+            self._observe(raised, now)
+
+    def _observe(self, state: BoardState, now: float) -> None:
+        """Follow the shared rate's changes: a raise makes the next one larger; a throttle
+        that answers a raise makes the next raise small again, and come later."""
+        seen = self._seen
+        if seen is not None and state.generation == seen[0]:
+            return
+        if seen is not None and state.rate is not None:
+            if state.rate > seen[1]:
+                self._raised_last = True
+                self._raise_by = min(self._max_raise_by, 2.0 * self._raise_by)
+            else:
+                if self._raised_last:  # the raise went past the quota
+                    self._probe_every = min(self._max_probe_every, 2.0 * self._probe_every)
+                self._raised_last, self._raise_by = False, self._first_raise
+        self._seen = (state.generation, state.rate or 0.0, now)
 
     async def _call(self, operation: Callable[..., BoardState], *args: object) -> BoardState:
         """Run a board operation in a thread, and keep what it saw of a published rate."""
@@ -230,8 +276,9 @@ class SharedRateLimiter:
         if self._state is not None or self._learner != self._holder:
             return
         local, learnt = self.local, self.local.statistics()
-        # A lower bound is not published: the board's rate never rises within a run, and
-        # the next run would start from it. (Read here: the rate needs trio's clock.)
+        # A lower bound is not published: the others would keep to a fraction of the
+        # quota until probes raise it, and so would the next run, which starts from it.
+        # (Read here: the rate needs trio's clock.)
         held = local.rate if learnt.holding and not learnt.lower_bound else None
         try:
             if held is not None:

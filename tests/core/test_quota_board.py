@@ -84,6 +84,19 @@ def test_a_throttle_pauses_everyone_and_lowers_the_rate_once(open_board: Callabl
     assert claim.next_slot - 19 / claim.rate >= throttled.paused_until - 1e-6  # no slot inside the pause
 
 
+def test_a_probe_raises_a_rate_once_and_the_next_throttle_measures_from_it(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    published = first.publish(DESTINATION, 100.0, 20.0)
+    raised = first.raised(DESTINATION, published.generation, 1.05)
+    assert raised.rate == pytest.approx(105.0) and raised.generation == published.generation + 1
+    # Another shard's probe of the same rate: it was raised already.
+    assert second.raised(DESTINATION, published.generation, 1.05).rate == pytest.approx(105.0)
+    throttled = second.throttled(DESTINATION, raised.generation, 0.0, 0.95)
+    # Sending at 105/s began at the raise with a full bucket of 20, a moment ago: the
+    # throttle measures R = 105 - 20/T, far under the rate, and halves it at most.
+    assert throttled.rate is not None and 52.5 - 1e-6 <= throttled.rate < 100.0
+
+
 def test_a_row_left_by_an_earlier_run_is_measured_again(
     open_board: Callable[[], QuotaBoard], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,17 +115,18 @@ def test_no_slot_is_claimed_before_there_is_a_rate(open_board: Callable[[], Quot
 
 
 @pytest.mark.parametrize(
-    ("sending", "lowered"),
+    ("sending", "paused_until", "lowered"),
     [
-        (0.2, 100.0),  # 20 requests of burst over 0.2 s: 100/s more than the quota; halved at most
-        (0.4, 148.5),  # R = 200 - 20/0.4 = 150, held 1 % under
-        (4.0, 180.0),  # R = 195, but throttled again soon after the last: lowered by twice the factor
-        (40.0, 190.0),  # R = 199.5: lowered by the factor at least
+        (0.2, 100.0, 100.0),  # 20 requests of burst over 0.2 s: 100/s more than the quota; halved at most
+        (0.4, 100.0, 148.5),  # R = 200 - 20/0.4 = 150, held 1 % under
+        (4.0, 100.0, 180.0),  # R = 195, but throttled again soon after the last: lowered by twice the factor
+        (4.0, 0.0, 190.0),  # the same 4 s after a raise or a publication, long after any throttle
+        (40.0, 100.0, 190.0),  # R = 199.5: lowered by the factor at least
     ],
 )
-def test_a_throttle_measures_the_rate_from_the_time_since_sending_began(sending: float, lowered: float) -> None:
+def test_a_throttle_measures_the_rate_from_the_time_since_sending_began(sending: float, paused_until: float, lowered: float) -> None:
     # rate, burst, next_slot, paused_until, generation, learner, learner_until, since
-    row = (200.0, 20.0, 0.0, 0.0, 3, None, 0.0, 100.0)
+    row = (200.0, 20.0, 0.0, paused_until, 3, None, 0.0, 100.0)
     change = _quota_board._throttled(row, 100.0 + sending, 3, 1.0, 0.95)
     assert change["rate"] == pytest.approx(lowered)
     assert change["since"] == change["paused_until"] == pytest.approx(101.0 + sending)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ class RecordingBoard(SqliteQuotaBoard):
 
     def throttled(self, *args: Any) -> BoardState:
         return self._logged("throttled", super().throttled(*args))
+
+    def raised(self, *args: Any) -> BoardState:
+        return self._logged("raised", super().raised(*args))
 
 
 def _shards(tmp_path: Path, count: int, **options: Any) -> tuple[list[SharedRateLimiter], list[tuple[str, str, BoardState]]]:
@@ -186,6 +190,42 @@ async def test_a_lower_bound_is_neither_shared_nor_remembered(tmp_path: Path, au
     # saw its throttles while the others sent too).
     other.local = AdaptiveRateLimiter(quota=(30.0, 3.0))
     assert other.local.quota_to_remember() is not None and other.quota_to_remember() is None
+
+
+async def test_a_rate_held_while_the_shards_want_more_is_raised_until_a_throttle(tmp_path: Path) -> None:
+    # A remembered quota of 100/s, published at once. Both shards want to send faster:
+    # held without a throttle for `probe_every`, the rate is raised, by more each time.
+    shards, log = _shards(tmp_path, 2, quota=(100.0, 10.0), probe_every=0.3)
+
+    async def send(limiter: SharedRateLimiter, until: Callable[[], bool]) -> None:
+        while not until():
+            await limiter.acquire()
+            limiter.on_success(trio.current_time())
+
+    def raises() -> list[BoardState]:
+        return [state for _, operation, state in log if operation == "raised"]
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for limiter in shards:
+                nursery.start_soon(send, limiter, lambda: len({s.generation for s in raises()}) >= 2)
+    published = next(state for _, operation, state in log if operation == "publish")
+    first, second = sorted({state.generation: state for state in raises()}.values(), key=lambda s: s.generation)[:2]
+    assert published.rate is not None and first.rate is not None and second.rate is not None
+    assert first.rate == pytest.approx(published.rate * 1.05)
+    assert second.rate == pytest.approx(first.rate * 1.10)  # not answered by a throttle: a larger step
+    # A throttle answers the next raise: the rate is cut back, and the probes wait longer
+    # and start small again.
+    limiter = shards[0]
+    limiter._slots.clear()  # its next acquire claims: it knows the rate as it is now
+    await limiter.acquire()
+    held = limiter.rate
+    assert held is not None and held >= second.rate
+    assert limiter.on_throttle(trio.current_time(), 0.0)
+    await limiter.acquire()
+    cut = [state for _, operation, state in log if operation == "throttled"][-1]
+    assert cut.rate is not None and cut.rate < held
+    assert limiter._probe_every == pytest.approx(0.6) and limiter._raise_by == pytest.approx(0.05)
 
 
 class FailingBoard(SqliteQuotaBoard):
