@@ -10,7 +10,8 @@ one summary and exits with the worst shard's exit code (:data:`WORST_FIRST`).
 
 A shard that dies without a report (``kill -9``, a crash) is named on stderr and makes
 the exit code at least 1; the other shards finish their records, and running the same
-command again resumes every shard where it stopped.
+command again resumes every shard where it stopped. A parent that dies so (nothing is
+forwarded) stops its shards as SIGTERM does (:func:`stop_with_parent`, on Linux).
 """
 
 from __future__ import annotations
@@ -45,10 +46,32 @@ WORST_FIRST = (2, 73, 143, 130, 1, 75, 0)
 _EXIT_CRASHED = 1
 #: The environment variable through which a shard gets the pipe for its progress snapshots.
 PROGRESS_FD_VARIABLE = "_ETL_PROGRESS_FD"
+#: The environment variable through which a shard learns its parent's process id.
+PARENT_VARIABLE = "_ETL_PARENT_PID"
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 #: Seconds between two looks at the shards (and redraws of the progress bar).
 _POLL_S = 0.25
 #: The most of a shard's report read (a report is a few kilobytes).
 _REPORT_MAX_BYTES = 1 << 20
+
+
+def stop_with_parent(environ: Mapping[str, str]) -> None:
+    """In a shard that a parent started: stop gracefully (SIGTERM) if the parent dies.
+
+    A parent killed with SIGKILL forwards nothing: without this its shards would run on
+    unseen, holding their leases, so that running the command again is refused until
+    they end. Linux only (``prctl``); elsewhere they run to their end.
+    """
+    parent = environ.get(PARENT_VARIABLE)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != parent:  # it died before the call: nobody would tell
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def processes_of(model: PipelineModel) -> int:
@@ -148,6 +171,7 @@ class _Parent:
     def _start(self, shard: Shard) -> _Shard:
         command = [sys.executable, "-m", "etl_core.cli", *self._command_line, "--shard", str(shard), "--no-progress"]
         env = {name: value for name, value in os.environ.items() if name not in (SHARD_VARIABLE, PROGRESS_FD_VARIABLE)}
+        env[PARENT_VARIABLE] = str(os.getpid())
         read_fd = write_fd = None
         if self._progress:
             read_fd, write_fd = os.pipe()

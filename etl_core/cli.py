@@ -202,10 +202,12 @@ def _load(args: argparse.Namespace, pm: PluginManager, sink_overrides: dict[str,
 def _cmd_run(args: argparse.Namespace, pm: PluginManager) -> int:
     import trio
 
-    from ._processes import PROGRESS_FD_VARIABLE, processes_of, run_processes
+    from ._processes import PROGRESS_FD_VARIABLE, processes_of, run_processes, stop_with_parent
     from ._shard import resolve_shard
 
     args.shard = resolve_shard(args.shard, os.environ)
+    if args.shard is not None:
+        stop_with_parent(os.environ)
     if args.shard is not None and (progress_fd := os.environ.get(PROGRESS_FD_VARIABLE)) is not None:
         from ._progress_pipe import ProgressPipe
 

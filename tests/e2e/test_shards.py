@@ -133,15 +133,9 @@ def test_processes_a_child_killed_is_named_and_a_rerun_resumes(tmp_path, start_s
     env = sandbox_env(sandbox)
     lease = tmp_path / "out" / "run-shard-1-of-2.lock"
 
-    def holder() -> int | None:
-        try:
-            return json.loads(lease.read_text() or "null")["pid"]
-        except (OSError, ValueError, TypeError):
-            return None
-
     with EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env) as parent:
-        wait_until(lambda: holder() is not None and sandbox.stats()["applied"] >= 100)
-        os.kill(holder(), signal.SIGKILL)
+        wait_until(lambda: _lease_holder(lease) is not None and sandbox.stats()["applied"] >= 100)
+        os.kill(_lease_holder(lease), signal.SIGKILL)
         parent.wait()
     assert parent.returncode == 1
     assert "shard 1/2" in parent.stderr and "SIGKILL" in parent.stderr and "Traceback" not in parent.stderr
@@ -159,6 +153,45 @@ def test_processes_a_child_killed_is_named_and_a_rerun_resumes(tmp_path, start_s
     assert len(resent) <= workers, resent
     records = _report(tmp_path / "out")["records"]
     assert records["ok"] + records["skipped"] == count and records["ok"] <= count - len(before) + workers
+
+
+def _lease_holder(lease: Path) -> int | None:
+    try:
+        return json.loads(lease.read_text() or "null")["pid"]
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead: it only waits for its exit status to be read.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rpartition(")")[2].split()[0] != "Z"
+
+
+def test_processes_a_parent_killed_stops_its_shards_and_a_rerun_resumes(tmp_path, start_sandbox, custom_config):
+    sandbox = start_sandbox(latency=0.05)  # 2 workers a shard: 40 updates/s, 15 s of sending
+    count, workers = 600, 2
+    config = _config(tmp_path, custom_config, [contact_row(i) for i in range(count)], run_extra="processes: 2", workers=workers)
+    env = sandbox_env(sandbox)
+    leases = [tmp_path / "out" / f"run-shard-{k}-of-2.lock" for k in range(2)]
+    with EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env) as parent:
+        wait_until(lambda: all(_lease_holder(lease) for lease in leases) and sandbox.stats()["applied"] >= 50)
+        shards = [_lease_holder(lease) for lease in leases]
+        parent.process.kill()  # SIGKILL: it forwards nothing
+        parent.wait()
+    # The shards stop as on SIGTERM, long before their records are all sent.
+    wait_until(lambda: not any(_alive(pid) for pid in shards if pid is not None), timeout=20)
+    stopped_at = sandbox.stats()["applied"]
+    assert stopped_at < count
+    rerun = EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env).wait()
+    assert rerun.returncode == 0, rerun.stderr  # no lease is left held
+    updates = sandbox.stats()["updates"]
+    assert len(updates) == count
+    assert len([key for key, n in updates.items() if n > 1]) <= 2 * workers  # at most what was in flight
 
 
 def test_processes_pass_a_signal_on_to_every_shard(tmp_path, start_sandbox, custom_config):
