@@ -12,8 +12,8 @@ reach it, and each operation is one atomic statement:
 * ``generation``: bumped by every change of the rate, so that the throttles answering
   requests sent under an older rate count once, and two shards' probes of one rate
   raise it once;
-* ``since``: when sending at the current rate began (a pause's end): a throttle
-  measures the rate from the time since;
+* ``since``: when sending at the current rate began (a pause's end, a publication, a
+  raise): a throttle measures the rate from the time since;
 * ``learner``, ``learner_until``: the shard measuring the quota while nobody has, and
   how long its claim holds unless renewed (a learner that died is replaced).
 
