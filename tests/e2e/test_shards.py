@@ -187,7 +187,7 @@ def test_processes_a_parent_killed_stops_its_shards_and_a_rerun_resumes(tmp_path
     wait_until(lambda: not any(_alive(pid) for pid in shards if pid is not None), timeout=20)
     stopped_at = sandbox.stats()["applied"]
     assert stopped_at < count
-    rerun = EtlProcess("run", str(config), "--log-format", "json", cwd=tmp_path, env=env).wait()
+    rerun = EtlProcess("run", str(config), "--log-format", "json", "--workers", "16", cwd=tmp_path, env=env).wait()
     assert rerun.returncode == 0, rerun.stderr  # no lease is left held
     updates = sandbox.stats()["updates"]
     assert len(updates) == count
