@@ -21,7 +21,6 @@ from etl_core.http import (
 
 __all__ = ["DISCOVER", "CxoneOptions", "option_secrets"]
 
-#: ``base_url: discover``: the API host comes from the tenant's configuration document.
 _FLAT_AUTH_KEYS = ("token_url", "client_id", "client_secret")
 
 

@@ -25,8 +25,6 @@ from ._templates import ITEMS, Template
 
 __all__ = ["DISCOVER", "BatchOptions", "HttpOptions", "ResultsOptions"]
 
-#: The ``base_url`` that asks for the CXone tenant's API host (from the token's tenantId).
-
 # An HTTP header name (RFC 9110 token) and a value without line breaks or other controls.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
