@@ -101,6 +101,10 @@ class LimiterTuning:
 
     #: Hold this share under the measured rate (more when the measurement is coarser)...
     margin: float = 0.01
+    #: ...by this share of what a coarse measurement may overstate: one that does pays
+    #: one throttle, after which a long hold measures the rate finely, while a margin
+    #: for all of it is paid on every second of the run, and most measurements do not.
+    overstated_share: float = 0.5
     #: ...but never more than this.
     max_margin: float = 0.1
     #: The margin under a quota remembered from an earlier run.
@@ -334,7 +338,7 @@ class AdaptiveRateLimiter:
                 self._margin = min(self.tuning.max_margin, 2.0 * self._margin)
             self._held_throttle_at = now
         first = self.quota_rate is None
-        self._learnt(rate, burst, now=now, overstated=overstated)
+        self._learnt(rate, burst, now=now, overstated=self.tuning.overstated_share * overstated)
         self._lower_bound_only = first and upper is not None and upper > rate
         if self._lower_bound_only:
             # Probe once the rate it may leave unused (up to the pace the bucket drained

@@ -393,9 +393,9 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     (
         Cell(rate=100, burst=20, workers=4),
         Shortfall(
-            0.88,
+            0.92,
             "four workers take 0.25 s to run the bucket dry, so the first wave cannot tell the burst from the rate: "
-            "the first hold is 12 % under the rate until a probe 2 s later",
+            "the first hold is 12 % under the rate until a probe 4 s later",
         ),
     ),
     (Cell(rate=100, burst=20, workers=16), None),
@@ -414,7 +414,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     # R in {10, 100, 500, 2,000}; burst 1, 0.1 s, 1 s, 10 s of R; auto workers.
     (Cell(rate=10, burst=1, workers=0), Shortfall(0.75, _STRICT)),
     (Cell(rate=10, burst=10, workers=0, latency=0.1, jitter=0.05), None),
-    (Cell(rate=100, burst=10, workers=0), Shortfall(0.83, _BLURRED_WAVE + " (9 % under it here, and the probe comes after 25 s)")),
+    (Cell(rate=100, burst=10, workers=0), Shortfall(0.9, _BLURRED_WAVE + " (7 % under it here, and no probe comes in the run)")),
     (
         Cell(rate=100, burst=100, workers=0, latency=0.1),
         Shortfall(
@@ -445,7 +445,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     ),
     # Too few workers to reach R, and many more than needed.
     (Cell(rate=500, burst=50, workers=5), None),
-    (Cell(rate=100, burst=10, workers=256), Shortfall(0.85, _BLURRED_WAVE + " (10 % under it here)")),
+    (Cell(rate=100, burst=10, workers=256), Shortfall(0.93, _BLURRED_WAVE + " (3 % under it here; 0.94-0.96 of the best over other seeds)")),
     # Other shapes: a penalty for hammering, a concurrency cap, windows, 503 overload.
     (Cell(rate=100, burst=10, workers=32, penalty=1.0), None),
     (
@@ -454,7 +454,7 @@ MATRIX: tuple[tuple[Cell, Shortfall | None], ...] = (
     ),
     (Cell(rate=100, shape="fixed_window", window=60, workers=0, rows=20_000), None),
     (Cell(rate=100, shape="sliding_window", window=10, workers=32, rows=20_000), None),
-    (Cell(rate=100, burst=10, workers=32, status=503), Shortfall(0.9, _BLURRED_WAVE)),
+    (Cell(rate=100, burst=10, workers=32, status=503), Shortfall(0.93, _BLURRED_WAVE + " (3 % under it here; 0.94-0.96 of the best over other seeds)")),
     # Long runs, and a quota that halves and doubles.
     (
         Cell(rate=100, burst=10, workers=0, rows=20_000),
