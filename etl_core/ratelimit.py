@@ -21,7 +21,7 @@ Before any throttle it sends unlimited (or at ``max_rate``). After the first, R 
 not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
 until the next throttle, which measures R. It then holds; every ``probe_every``
 seconds of sending (``probe_every_after_move`` for a minute after the quota
-moved) it probes upward slowly (``probe_growth``) to find a raised quota, and
+dropped, or until it rises again) it probes upward slowly (``probe_growth``) to find a raised quota, and
 measures again at the probe's throttle. When that first measurement is only a lower
 bound (it came from the successes since a throttle, across a pause in which the bucket
 filled and threw tokens away; or the first wave took as long as half the measuring
@@ -121,7 +121,7 @@ class LimiterTuning:
     probe_every: float = 60.0
     #: ...twice that after each probe that finds the same quota, up to this.
     max_probe_every: float = 600.0
-    #: The same for a minute after the quota was seen to move.
+    #: The same for a minute after the quota was seen to drop (until it rises again).
     probe_every_after_move: float = 5.0
     #: ...and at the soonest after a first measurement that is only a lower bound.
     probe_after_lower_bound: float = 2.0
@@ -317,12 +317,17 @@ class AdaptiveRateLimiter:
             self._phase(held, 0.0)
             return True
         measured = self._measure(since, sent_at, episode)
-        if measured is None:
+        if measured is None and (held is None or episode == 0 or self.quota_rate is None):
             # Nothing got through to measure: the quota dropped hard. Search from half.
             current = held or self.rate or self._achieved() or self.tuning.min_rate
             self._moved_until = now + 60.0
             self._phase(current / 2.0, self.tuning.ramp_growth)
             return True
+        if measured is None:
+            # One success, then a throttle while holding: too few to measure, but the
+            # quota let one through; the hold was a little high (a strict spacing whose
+            # requests arrive blurred). The measurement stands, under a wider margin.
+            measured = (self.quota_rate, self.quota_burst or 1.0, 0.0, None)
         rate, burst, overstated, upper = measured
         if self._growth and self._probe_floor is not None:
             # A probe's throttle: the rate held without one before it still stands.
@@ -379,8 +384,12 @@ class AdaptiveRateLimiter:
     def _learnt(self, rate: float, burst: float, *, now: float, overstated: float = 0.0) -> None:
         previous = self.quota_rate
         if previous is not None and abs(rate / previous - 1.0) > self.tuning.move:
-            self._moved_until = now + 60.0
             self._probe_every = self.tuning.probe_every
+            # A quota that dropped (another client may have started sending) may come
+            # back, which only a probe would see: probe often for a minute. One that rose
+            # needs no such watch (should it drop back, a throttle tells at once), and
+            # ends the watch of a drop.
+            self._moved_until = now + 60.0 if rate < previous else -math.inf
         elif previous is not None and abs(rate / previous - 1.0) <= 2 * self.tuning.margin:
             # A probe found the same quota: wait twice as long before the next one.
             self._probe_every = min(self.tuning.max_probe_every, 2 * self._probe_every)

@@ -222,3 +222,22 @@ async def test_an_episode_of_one_success_measures_nothing(autojump_clock):
     # One success tells no rate (read as one in the second since the last throttle, it
     # would be 1/s, and a learner shard publishes what it measures).
     assert limiter.quota_rate is None
+
+
+async def test_a_throttle_after_one_success_while_holding_narrows_the_hold_not_halves_it(autojump_clock):
+    # A strict spacing (burst 1) at 10/s: held just under it, the second request after a
+    # pause arrives a little early (the blur of arrival times) and is refused.
+    limiter = AdaptiveRateLimiter(quota=(10.0, 1.0))
+    held = limiter.rate
+    assert held is not None
+    await limiter.acquire()
+    limiter.on_success(trio.current_time())
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    await trio.sleep(1.0)
+    await limiter.acquire()
+    limiter.on_success(trio.current_time())  # one through after the pause...
+    await limiter.acquire()
+    assert limiter.on_throttle(trio.current_time(), 1.0)  # ...the next refused
+    # Too few to measure, but no sign of a quota that dropped hard: no search from half.
+    assert limiter.statistics().holding and limiter.quota_rate == pytest.approx(held, rel=0.05)
+    assert limiter.rate is not None and 0.85 * held <= limiter.rate < held

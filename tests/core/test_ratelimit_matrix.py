@@ -76,6 +76,9 @@ def test_a_quota_that_halves_and_doubles_is_followed() -> None:
             s for s in range(int(at), len(seconds) - 3) if all(abs(n / rate - 1) <= 0.1 for n in seconds[s : s + 3])
         )
         assert back - at <= 10, f"{back - at} s to {rate}/s"
+    # Learning (two throttles), two or three for each move, and the probes every 5 s
+    # while the quota is down; once it is back, no more than one throttle a minute.
+    assert outcome.throttle_events <= 2 + 2 * len(cell.moves) + outcome.duration / 60
 
 
 def test_a_penalty_for_hammering_is_never_paid() -> None:
