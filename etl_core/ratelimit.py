@@ -317,17 +317,17 @@ class AdaptiveRateLimiter:
             self._phase(held, 0.0)
             return True
         measured = self._measure(since, sent_at, episode)
-        if measured is None and (held is None or episode == 0 or self.quota_rate is None):
+        if measured is None and held is not None and episode and self.quota_rate is not None:
+            # One success, then a throttle while holding: too few to measure, but the
+            # quota let one through; the hold was a little high (a strict spacing whose
+            # requests arrive blurred). The measurement stands, under a wider margin.
+            measured = (self.quota_rate, self.quota_burst or 1.0, 0.0, None)
+        if measured is None:
             # Nothing got through to measure: the quota dropped hard. Search from half.
             current = held or self.rate or self._achieved() or self.tuning.min_rate
             self._moved_until = now + 60.0
             self._phase(current / 2.0, self.tuning.ramp_growth)
             return True
-        if measured is None:
-            # One success, then a throttle while holding: too few to measure, but the
-            # quota let one through; the hold was a little high (a strict spacing whose
-            # requests arrive blurred). The measurement stands, under a wider margin.
-            measured = (self.quota_rate, self.quota_burst or 1.0, 0.0, None)
         rate, burst, overstated, upper = measured
         if self._growth and self._probe_floor is not None:
             # A probe's throttle: the rate held without one before it still stands.
