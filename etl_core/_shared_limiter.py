@@ -291,10 +291,22 @@ class SharedRateLimiter:
             pass  # its claim runs out within `lease` seconds: nothing is lost
 
     def quota_to_remember(self) -> tuple[float, float] | None:
-        """What this shard measured as the learner, or None: the other shards' own limiters
-        saw a throttle, if any, while the others sent too, and measured their share of
-        the quota; the shared rate is what the learner measured, or less."""
-        return self.local.quota_to_remember() if self._learning_since is not None else None
+        """The quota for the next run: the shared rate as the shards left it, or None.
+
+        The shared rate is the learner's measurement after every cut and raise that
+        throttles and probes made of it: the next run holds ``remembered_margin`` under
+        what is kept, so a rate held for ``proof`` seconds without a throttle is kept
+        that much over it (the next run starts at it), a rate cut more recently as it
+        is. Before a rate was shared, what this shard measured as the learner: the
+        other shards' own limiters saw their throttles while the others sent too, and
+        measured their share of the quota.
+        """
+        state, seen, tuning = self._state, self._seen, self.local.tuning
+        if state is None or state.rate is None or seen is None:
+            return self.local.quota_to_remember() if self._learning_since is not None else None
+        proven = self._throttle is None and trio.current_time() - seen[2] >= tuning.proof
+        rate = state.rate / (1.0 - tuning.remembered_margin) if proven else state.rate
+        return rate, state.burst or 1.0
 
 
 

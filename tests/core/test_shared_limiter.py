@@ -13,7 +13,7 @@ import trio
 
 from etl_core._quota_board import BoardState, SqliteQuotaBoard
 from etl_core._shared_limiter import SharedRateLimiter
-from etl_core.ratelimit import AdaptiveRateLimiter
+from etl_core.ratelimit import AdaptiveRateLimiter, LimiterTuning
 from etl_core.state import StateError
 
 DESTINATION = "PATCH http://127.0.0.1/contacts/{id}"
@@ -190,6 +190,41 @@ async def test_a_lower_bound_is_neither_shared_nor_remembered(tmp_path: Path, au
     # saw its throttles while the others sent too).
     other.local = AdaptiveRateLimiter(quota=(30.0, 3.0))
     assert other.local.quota_to_remember() is not None and other.quota_to_remember() is None
+
+
+async def test_the_next_run_starts_from_the_shared_rate_as_the_shards_left_it(tmp_path: Path) -> None:
+    # A first run's learner may have measured the quota high; the throttles that followed
+    # cut the shared rate. What the next run starts from is the rate as it was cut.
+    tuning = LimiterTuning(proof=0.3)
+    log: list[tuple[str, str, BoardState]] = []
+    shards = [
+        SharedRateLimiter(
+            AdaptiveRateLimiter(quota=(120.0, 10.0), tuning=tuning),
+            RecordingBoard(str(tmp_path / "state.db"), log, f"shard-{k}"),
+            DESTINATION,
+            f"shard-{k}",
+            2,
+        )
+        for k in range(2)
+    ]
+    for limiter in shards:
+        await limiter.acquire()
+        limiter.on_success(trio.current_time())
+    published = shards[0].rate
+    assert published is not None and shards[1].rate == published
+    limiter = shards[0]
+    assert limiter.on_throttle(trio.current_time(), 0.0)
+    await limiter.acquire()  # tells the board: the shared rate is cut
+    cut = limiter.rate
+    assert cut is not None and cut < published
+    # Just cut, not yet held without a throttle: kept as it is.
+    assert limiter.quota_to_remember() == pytest.approx((cut, 10.0))
+    # Held for `proof` seconds without a throttle: kept so that the next run, which holds
+    # `remembered_margin` under what it remembers, starts at it.
+    await trio.sleep(tuning.proof + 0.05)
+    rate, burst = limiter.quota_to_remember() or (0.0, 0.0)
+    assert rate == pytest.approx(cut / (1 - tuning.remembered_margin)) and burst == 10.0
+    assert rate < 120.0
 
 
 async def test_a_rate_held_while_the_shards_want_more_is_raised_until_a_throttle(tmp_path: Path) -> None:
