@@ -86,13 +86,28 @@ _HINTS = {
     sqlite3.SQLITE_PERM: _NOT_WRITABLE,
 }
 
-_UPSERT = (
-    "INSERT INTO records (pipeline, key, hash, outcome, retryable, status, attempts, error, line, run_id, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO records (pipeline, key, hash, outcome, retryable, status, attempts, error, line, run_id, updated_at) VALUES "
+_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_ON_CONFLICT = (
     " ON CONFLICT (pipeline, key) DO UPDATE SET hash = excluded.hash, outcome = excluded.outcome,"
     " retryable = excluded.retryable, status = excluded.status, attempts = excluded.attempts,"
     " error = excluded.error, line = excluded.line, run_id = excluded.run_id, updated_at = excluded.updated_at"
 )
+#: Rows in one upsert statement (11 parameters each, far below SQLite's limit of 32766).
+_UPSERT_ROWS = 500
+
+
+def _upserts(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[Any]]]:
+    """The statements that write ``rows``: one per ``_UPSERT_ROWS``, with their parameters.
+
+    One statement of many rows, not ``executemany``: the latter releases and takes back
+    the GIL for every row, and while the event loop's thread is busy each take waits for
+    its switch interval (5 ms), which made a commit of 20 rows take 12 ms and 70 us of
+    CPU per row. A statement of its own commits atomically (the connection autocommits).
+    """
+    for start in range(0, len(rows), _UPSERT_ROWS):
+        chunk = rows[start : start + _UPSERT_ROWS]
+        yield _INSERT + ", ".join([_ROW] * len(chunk)) + _ON_CONFLICT, [value for row in chunk for value in row]
 
 
 class StateError(FatalError):
@@ -348,9 +363,8 @@ class StateStore(CheckpointWriter):
 
         def write(rows: list[tuple[Any, ...]]) -> None:
             nonlocal uncheckpointed
-            connection.execute("BEGIN")
-            connection.executemany(_UPSERT, rows)
-            connection.execute("COMMIT")
+            for statement, parameters in _upserts(rows):
+                connection.execute(statement, parameters)
             uncheckpointed += len(rows)
             if uncheckpointed >= _CHECKPOINT_ROWS:
                 connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
