@@ -76,10 +76,11 @@ class QuotaBoard(Protocol):
     def claim(self, destination: str, count: int) -> BoardState:
         """Claim ``count`` slots at the shared rate, after any pause; the block ends at ``next_slot``."""
 
-    def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
+    def throttled(self, destination: str, generation: int, pause: float, factor: float, floor: float | None = None) -> BoardState:
         """A throttle: pause everyone for ``pause`` s; if the rate is still that of
         ``generation``, lower it to what the time since sending began measures, and by
-        ``factor`` at least (a later throttle of the same event does not)."""
+        ``factor`` at least (a later throttle of the same event does not), but not under
+        ``floor``: the rate held without a throttle before a raise this throttle answers."""
 
     def raised(self, destination: str, generation: int, factor: float) -> BoardState:
         """A probe: if the rate is still that of ``generation``, multiply it by ``factor``
@@ -129,7 +130,9 @@ def _published(row: tuple[Any, ...], now: float, rate: float, burst: float) -> d
     }
 
 
-def _throttled(row: tuple[Any, ...], now: float, generation: int, pause: float, factor: float) -> dict[str, Any]:
+def _throttled(
+    row: tuple[Any, ...], now: float, generation: int, pause: float, factor: float, floor: float | None = None
+) -> dict[str, Any]:
     """The change :meth:`QuotaBoard.throttled` makes to ``row``."""
     rate, burst, since = row[0], row[1], row[7]
     change: dict[str, Any] = {"paused_until": max(row[3], now + pause)}
@@ -144,6 +147,10 @@ def _throttled(row: tuple[Any, ...], now: float, generation: int, pause: float, 
         if now - row[3] < _AGAIN:
             factor = 1 - 2 * (1 - factor)  # throttled again soon: the last cut was too small
         lowered = max(rate / 2, min(rate * factor, measured * (1 - _MARGIN)))
+        if floor is not None and floor < rate:
+            # It answers a raise: back to the rate held before it (a raise may be answered
+            # before its bucket drained, which the measurement above takes for a low rate).
+            lowered = max(lowered, floor)
         change.update(rate=lowered, generation=generation + 1, since=change["paused_until"])
     return change
 
@@ -175,9 +182,9 @@ class _Board:
         """See :meth:`QuotaBoard.publish`."""
         return self._change(destination, lambda row, now: _published(row, now, rate, burst))
 
-    def throttled(self, destination: str, generation: int, pause: float, factor: float) -> BoardState:
+    def throttled(self, destination: str, generation: int, pause: float, factor: float, floor: float | None = None) -> BoardState:
         """See :meth:`QuotaBoard.throttled`."""
-        return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor))
+        return self._change(destination, lambda row, now: _throttled(row, now, generation, pause, factor, floor))
 
     def raised(self, destination: str, generation: int, factor: float) -> BoardState:
         """See :meth:`QuotaBoard.raised`."""

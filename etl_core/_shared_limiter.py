@@ -16,8 +16,8 @@ is beyond one shard) publishes one and a half times what all shards would send a
 pace, and throttles bring the rate down from there. A rate held without a throttle for
 ``probe_every`` seconds while the shards wanted more is raised (by ``raise_by``, more
 each time in a row), so that a measurement that came out low, cuts that went too far or
-a raised quota do not hold to the end; a throttle that answers a raise cuts it back and
-makes the next probe wait twice as long.
+a raised quota do not hold to the end; a throttle that answers a raise cuts it back (to
+the rate before it at least) and makes the next probe wait twice as long.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class SharedRateLimiter:
         self._first_raise, self._raise_by, self._max_raise_by = raise_by, raise_by, max_raise_by
         self._seen: tuple[int, float, float] | None = None  # (generation, rate, when first seen)
         self._raised_last = False  # the last change of the shared rate seen was a raise
+        self._before_raise = 0.0  # the rate before the last raise, if the last change was one
         self._wanted_more = False  # this shard waited for its last slot: it would send more
 
     @property
@@ -189,7 +190,8 @@ class SharedRateLimiter:
         """Claim the next block of slots (telling the board of a throttle first)."""
         if self._throttle is not None:
             (generation, pause), self._throttle = self._throttle, None
-            await self._call(self._board.throttled, self._destination, generation, pause, self._factor)
+            floor = self._before_raise if self._raised_last else None
+            await self._call(self._board.throttled, self._destination, generation, pause, self._factor, floor)
             self._slots.clear()
         rate = self._state.rate if self._state is not None and self._state.rate else 1.0
         count = max(1, math.ceil(rate * self._block))
@@ -219,6 +221,7 @@ class SharedRateLimiter:
             return
         if seen is not None and state.rate is not None:
             if state.rate > seen[1]:
+                self._before_raise = seen[1]  # held without a throttle: where a throttle goes back to
                 self._raised_last = True
                 self._raise_by = min(self._max_raise_by, 2.0 * self._raise_by)
             else:

@@ -97,6 +97,19 @@ def test_a_probe_raises_a_rate_once_and_the_next_throttle_measures_from_it(open_
     assert throttled.rate is not None and 52.5 - 1e-6 <= throttled.rate < 100.0
 
 
+def test_a_throttle_that_answers_a_raise_goes_back_to_the_rate_before_it(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    published = first.publish(DESTINATION, 100.0, 20.0)
+    raised = first.raised(DESTINATION, published.generation, 1.10)
+    # Answered at once: the measurement (R = 110 - 20/T) would halve it; the rate held
+    # without a throttle before the raise stands.
+    throttled = second.throttled(DESTINATION, raised.generation, 0.0, 0.95, floor=100.0)
+    assert throttled.rate == pytest.approx(100.0) and throttled.generation == raised.generation + 1
+    # A floor at or over the rate is no floor: a throttle always lowers the rate.
+    again = second.throttled(DESTINATION, throttled.generation, 0.0, 0.95, floor=150.0)
+    assert again.rate is not None and again.rate < throttled.rate
+
+
 def test_a_row_left_by_an_earlier_run_is_measured_again(
     open_board: Callable[[], QuotaBoard], monkeypatch: pytest.MonkeyPatch
 ) -> None:

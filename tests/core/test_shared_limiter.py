@@ -260,6 +260,9 @@ async def test_a_rate_held_while_the_shards_want_more_is_raised_until_a_throttle
     await limiter.acquire()
     cut = [state for _, operation, state in log if operation == "throttled"][-1]
     assert cut.rate is not None and cut.rate < held
+    # Back to the rate held without a throttle before the last raise, not under it.
+    rates = [published.rate] + [state.rate for state in raises() if state.rate is not None]
+    assert cut.rate == pytest.approx(max(rate for rate in rates if rate < held - 1e-9))
     assert limiter._probe_every == pytest.approx(0.6) and limiter._raise_by == pytest.approx(0.05)
 
 
