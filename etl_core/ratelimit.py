@@ -20,9 +20,9 @@ never spends more than the bucket holds.
 Before any throttle it sends unlimited (or at ``max_rate``). After the first, R is
 not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
 until the next throttle, which measures R. It then holds; every ``probe_every``
-seconds of sending (``probe_every_after_move`` for a minute after the quota
-dropped, or until it rises again) it probes upward slowly (``probe_growth``) to find a raised quota, and
-measures again at the probe's throttle. When that first measurement is only a lower
+seconds of sending (``probe_every_after_move`` for a minute after the quota dropped,
+or until it rises again) it probes upward slowly (``probe_growth``) to find a raised
+quota, and measures again at the probe's throttle. When that first measurement is only a lower
 bound (it came from the successes since a throttle, across a pause in which the bucket
 filled and threw tokens away; or the first wave took as long as half the measuring
 window: few workers cannot tell R from B then), the first probe
