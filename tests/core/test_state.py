@@ -111,6 +111,29 @@ def test_the_latest_outcome_of_a_key_wins(tmp_path):
         again.close()
 
 
+def test_one_group_larger_than_one_statement_keeps_the_latest_outcome_of_a_key(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path, start=False)
+    # Queued before the writer starts: it takes all 1,200 as one group, written as
+    # statements of at most 500 rows; "a" comes again in the third.
+    store.record(outcome("a", hash="first", result=FAILED, retryable=True, status=503))
+    for i in range(1, 1_100):
+        store.record(outcome(f"k{i}", hash=f"h{i}"))
+    store.record(outcome("a", hash="latest", status=200))
+    for i in range(1_100, 1_199):
+        store.record(outcome(f"k{i}", hash=f"h{i}"))
+    store.start()
+    store.close()
+    assert store.written == 1_200
+    again = open_store(path, start=False)
+    try:
+        found = again.lookup(["a", "k1", "k499", "k500", "k1198"])
+        assert found["a"] == PreviousOutcome("latest", OK, False, 200, None)
+        assert [found[key].hash for key in ("k1", "k499", "k500", "k1198")] == ["h1", "h499", "h500", "h1198"]
+    finally:
+        again.close()
+
+
 def test_close_commits_everything_queued(tmp_path):
     path = tmp_path / "state.db"
     store = open_store(path)
