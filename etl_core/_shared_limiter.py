@@ -6,7 +6,7 @@ at the :mod:`quota board <etl_core._quota_board>` a few times a second. The firs
 throttled becomes the learner: it measures the quota alone, the others wait. Once it has
 held a measured rate for ``proof`` seconds without a throttle (at once, with a quota
 remembered by an earlier run; when its own run ends, with what it has) it publishes
-that rate. From then on every shard sends in slots claimed from the board, in blocks of
+that rate, or the pace it sent at meanwhile if slower (what the hold proved). From then on every shard sends in slots claimed from the board, in blocks of
 ``block`` seconds of the shared rate, so that all shards together keep to it whatever
 share of the records each has. A throttle seen by any shard pauses them all (the board's
 ``paused_until``) and lowers the shared rate, once per event, to what the time since
@@ -103,6 +103,7 @@ class SharedRateLimiter:
         self._learning_since: float | None = None  # when this shard became the learner
         self._successes = 0  # since then
         self._holding_since: float | None = None  # when the learner's current hold began
+        self._successes_held = 0  # the learner's successes when it began
         self._events_seen = 0
         self._look_at = -math.inf  # when to look at the board again
         self._slots: collections.deque[float] = collections.deque()  # claimed, on trio's clock
@@ -174,10 +175,14 @@ class SharedRateLimiter:
         if learnt.holding and not learnt.lower_bound and local.rate is not None:
             if self._holding_since is None or learnt.throttle_events != self._events_seen:
                 self._holding_since, self._events_seen = now, learnt.throttle_events
+                self._successes_held = self._successes
             if learnt.throttle_events == 0:
                 return local.rate, local.quota_burst or 1.0, "remembered"
-            if now - self._holding_since >= self._proof:
-                return local.rate, local.quota_burst or 1.0, "measured"
+            if (held_for := now - self._holding_since) >= self._proof:
+                # No throttle proves the rate the learner sent at, not a limit it did not
+                # reach (one process among several on busy cores may not).
+                achieved = (self._successes - self._successes_held) / held_for
+                return max(local.tuning.min_rate, min(local.rate, achieved)), local.quota_burst or 1.0, "measured"
             return None
         self._holding_since = None
         since = self._learning_since

@@ -13,7 +13,7 @@ import trio
 
 from etl_core._quota_board import BoardState, SqliteQuotaBoard
 from etl_core._shared_limiter import SharedRateLimiter
-from etl_core.ratelimit import AdaptiveRateLimiter, LimiterTuning
+from etl_core.ratelimit import AdaptiveRateLimiter, LimiterTuning, RateLimiterStatistics
 from etl_core.state import StateError
 
 DESTINATION = "PATCH http://127.0.0.1/contacts/{id}"
@@ -161,6 +161,37 @@ async def test_a_learner_that_ends_its_run_hands_over_so_the_others_do_not_wait(
         await follower.acquire()
     assert follower.statistics().shared
     assert held is None or follower.rate == held
+
+
+class HeldLimiter(AdaptiveRateLimiter):
+    """A limiter that has measured 100/s after a throttle and holds it (as a learner's does)."""
+
+    throttle_events = 1
+
+    @property
+    def rate(self) -> float | None:
+        return 100.0
+
+    def statistics(self) -> RateLimiterStatistics:
+        return RateLimiterStatistics(rate=100.0, throttle_events=1, quota_rate=101.0, quota_burst=10.0, holding=True)
+
+
+async def test_a_learner_publishes_the_rate_it_sent_at_not_a_higher_one_it_held(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    # One process among several on busy cores may send slower than the rate it holds:
+    # no throttle then proves the pace it sent at, not the rate (a traced first run of 4
+    # shards published 235/s for a quota of 200/s, sent at 204-212/s).
+    log: list[tuple[str, str, BoardState]] = []
+    learner = SharedRateLimiter(HeldLimiter(), RecordingBoard(str(tmp_path / "state.db"), log, "shard-0"), DESTINATION, "shard-0", 2)
+    for _ in range(400):  # ten seconds at its pace (no deadline: the board's calls run in threads)
+        if [entry for entry in log if entry[1] == "publish"]:
+            break
+        await learner.acquire()
+        learner.on_success(trio.current_time())
+        await trio.sleep(1 / 40)  # its own pace: 40/s
+    published = next(state for _, operation, state in log if operation == "publish")
+    assert published.rate is not None and 35.0 <= published.rate <= 41.0
 
 
 async def test_a_lower_bound_is_neither_shared_nor_remembered(tmp_path: Path, autojump_clock: trio.abc.Clock) -> None:
