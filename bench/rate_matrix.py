@@ -8,16 +8,25 @@ cell: goodput as a share of C (the quota, or what the workers carry if less) and
 best a client can do when learning a quota costs two pauses, the share of 429s, throttle
 events and pauses, and the naive client's goodput and 429s beside them.
 
+With ``--seeds N`` it runs etl's client alone on every cell with N seeds of the cell's
+random draws (latency jitter, arrival blur, connection set-up; ``Cell.seed`` 0 to N-1)
+and prints, per cell, the mean and the lowest goodput over the best and over C, the mean
+throttle events and 429 share, and the mean over all cells: a change to the limiter is
+judged on every cell and more than one draw.
+
 Usage::
 
     python bench/rate_matrix.py            # every cell, both clients (a few minutes on 2 cores)
     python bench/rate_matrix.py --quick    # the 2,000-row cells only
+    python bench/rate_matrix.py --seeds 4  # etl only, four draws of every cell (about a minute)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
+import statistics
 import sys
 from pathlib import Path
 
@@ -45,11 +54,38 @@ def row(index: int) -> str:
     )
 
 
+def seeded(job: tuple[int, int]) -> tuple[int, float, float, int, float]:
+    """etl's client on cell ``index`` with ``seed``: goodput / best, goodput / C, throttle events, 429 share."""
+    index, seed = job
+    cell = dataclasses.replace(MATRIX[index][0], seed=seed)
+    etl = simulate("etl", cell)
+    best = cell.rows / best_duration(cell)
+    return index, etl.goodput / best, etl.goodput / cell.capacity, etl.throttle_events, etl.throttled_share
+
+
+def print_seeds(cells: list[int], seeds: int) -> None:
+    print("| cell | / best (mean) | / best (lowest) | / C (mean) | throttle events (mean) | 429s (mean) |")
+    print("|---|---|---|---|---|---|")
+    runs: dict[int, list[tuple[float, float, int, float]]] = {index: [] for index in cells}
+    with multiprocessing.Pool(2) as pool:
+        for index, *figures in pool.imap(seeded, [(index, seed) for index in cells for seed in range(seeds)]):
+            runs[index].append(tuple(figures))  # type: ignore[arg-type]
+    for index, figures in runs.items():
+        of_best, of_c, events, share = (statistics.mean(column) for column in zip(*figures, strict=True))
+        lowest = min(figure[0] for figure in figures)
+        print(f"| {MATRIX[index][0].label()} | {of_best:.3f} | {lowest:.3f} | {of_c:.3f} | {events:.1f} | {share:.1%} |")
+    print(f"mean of / best over every cell: {statistics.mean(statistics.mean(f[0] for f in v) for v in runs.values()):.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the 2,000-row cells")
+    parser.add_argument("--seeds", type=int, default=0, help="etl only, this many draws of every cell")
     args = parser.parse_args()
     cells = [i for i, (cell, _) in enumerate(MATRIX) if not args.quick or cell.rows <= 2000]
+    if args.seeds:
+        print_seeds(cells, args.seeds)
+        return
     print(HEADER)
     with multiprocessing.Pool(2) as pool:
         for line in pool.imap(row, cells):
