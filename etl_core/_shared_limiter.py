@@ -6,9 +6,10 @@ at the :mod:`quota board <etl_core._quota_board>` a few times a second. The firs
 throttled becomes the learner: it measures the quota alone, the others wait. Once it has
 held a measured rate for ``proof`` seconds without a throttle (at once, with a quota
 remembered by an earlier run; when its own run ends, with what it has) it publishes
-that rate, or the pace it sent at meanwhile if slower (what the hold proved). From then on every shard sends in slots claimed from the board, in blocks of
-``block`` seconds of the shared rate, so that all shards together keep to it whatever
-share of the records each has. A throttle seen by any shard pauses them all (the board's
+that rate, or the pace it sent at meanwhile if slower (what the hold proved). From then
+on every shard sends in slots claimed from the board, in blocks of ``block`` seconds of
+the shared rate, so that all shards together keep to it whatever share of the records
+each has. A throttle seen by any shard pauses them all (the board's
 ``paused_until``) and lowers the shared rate, once per event, to what the time since
 sending at it began measures (a full bucket emptied: sent = B + R*T), by ``factor`` at
 least. A learner that cannot hold a measured rate within ``patience`` seconds (the quota
@@ -114,8 +115,7 @@ class SharedRateLimiter:
         self._probe_every, self._max_probe_every = probe_every, max_probe_every
         self._first_raise, self._raise_by, self._max_raise_by = raise_by, raise_by, max_raise_by
         self._seen: tuple[int, float, float] | None = None  # (generation, rate, when first seen)
-        self._raised_last = False  # the last change of the shared rate seen was a raise
-        self._before_raise = 0.0  # the rate before the last raise, if the last change was one
+        self._before_raise: float | None = None  # the rate before the last change seen, if that was a raise
         self._wanted_more = False  # this shard waited for its last slot: it would send more
 
     @property
@@ -195,8 +195,7 @@ class SharedRateLimiter:
         """Claim the next block of slots (telling the board of a throttle first)."""
         if self._throttle is not None:
             (generation, pause), self._throttle = self._throttle, None
-            floor = self._before_raise if self._raised_last else None
-            await self._call(self._board.throttled, self._destination, generation, pause, self._factor, floor)
+            await self._call(self._board.throttled, self._destination, generation, pause, self._factor, self._before_raise)
             self._slots.clear()
         rate = self._state.rate if self._state is not None and self._state.rate else 1.0
         count = max(1, math.ceil(rate * self._block))
@@ -227,12 +226,11 @@ class SharedRateLimiter:
         if seen is not None and state.rate is not None:
             if state.rate > seen[1]:
                 self._before_raise = seen[1]  # held without a throttle: where a throttle goes back to
-                self._raised_last = True
                 self._raise_by = min(self._max_raise_by, 2.0 * self._raise_by)
             else:
-                if self._raised_last:  # the raise went past the quota
+                if self._before_raise is not None:  # the raise went past the quota
                     self._probe_every = min(self._max_probe_every, 2.0 * self._probe_every)
-                self._raised_last, self._raise_by = False, self._first_raise
+                self._before_raise, self._raise_by = None, self._first_raise
         self._seen = (state.generation, state.rate or 0.0, now)
 
     async def _call(self, operation: Callable[..., BoardState], *args: object) -> BoardState:
