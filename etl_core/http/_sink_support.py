@@ -14,6 +14,7 @@ import trio
 from .._errors import ConfigError, FatalError, TransientError
 from .._version import __version__
 from ._clients import ClientPool
+from ._connection import ConnectionTransport
 from ._credential import Credential
 from ._cxone_discovery import discover_cxone_api
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
@@ -75,7 +76,18 @@ class SinkConnections:
 
         #: The client of token and discovery requests.
         self.client = new_client(max_connections)
-        self._pool = ClientPool(lambda: new_client(1), max_connections)
+
+        def new_api_client() -> httpx.AsyncClient:
+            client = new_client(1)
+            if transport is None:
+                # A client of one connection: that connection is all its transport needs to
+                # be. Set in place of httpx's own after the client is built, because a
+                # transport given to the constructor turns off the proxies that the
+                # environment names (a proxied URL still goes through its proxy transport).
+                client._transport = ConnectionTransport(verify)
+            return client
+
+        self._pool = ClientPool(new_api_client, max_connections)
         # httpx's defaults (e.g. Connection: keep-alive) with ours, as every client sends them.
         self._static_headers = self.client.headers.copy()
         self._static_headers["Content-Type"] = "application/json"

@@ -227,8 +227,8 @@ def hostile_server() -> Iterator[Callable[..., HostileServer]]:
 
 
 @pytest.fixture(scope="session")
-def self_signed(tmp_path_factory) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1."""
+def self_signed_pem(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: (cert.pem, key.pem)."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     where = tmp_path_factory.mktemp("tls")
@@ -238,8 +238,14 @@ def self_signed(tmp_path_factory) -> ssl.SSLContext:
         check=True,
         capture_output=True,
     )
+    return where / "cert.pem", where / "key.pem"
+
+
+@pytest.fixture(scope="session")
+def self_signed(self_signed_pem) -> ssl.SSLContext:
+    """A server context with a self-signed certificate for 127.0.0.1."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(where / "cert.pem", where / "key.pem")
+    context.load_cert_chain(*self_signed_pem)
     return context
 
 
