@@ -13,6 +13,7 @@ import dataclasses
 import json
 import ssl
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -75,8 +76,13 @@ class Answer:
             return None
 
 
+#: Sends a request and returns its response with the body still to be read, as
+#: ``functools.partial(client.send, stream=True)`` does.
+Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
 async def exchange(
-    client: httpx.AsyncClient,
+    send: Send,
     request: httpx.Request,
     limits: Limits,
     *,
@@ -86,7 +92,7 @@ async def exchange(
     """Send ``request`` and read its answer whole, within ``limits``.
 
     Args:
-        client: The client to send with (redirects are not followed).
+        send: What sends it (a client's ``send``, which must not follow redirects).
         request: The request (its ``extensions`` get the ``trace`` callback).
         limits: The deadline and the byte budget.
         what: The start of every error message (e.g. ``"token request to URL: "``), or ``""``.
@@ -116,7 +122,7 @@ async def exchange(
     extensions["trace"] = trace
     with trio.move_on_after(limits.deadline):
         try:
-            response = await client.send(request, stream=True)
+            response = await send(request)
             try:
                 body, unreadable = await _read_body(response, limits.max_bytes, what, oversize)
             finally:

@@ -22,7 +22,8 @@ from etl_core.http._connection import ConnectionTransport
 from tests.hostile.conftest import self_signed, self_signed_pem  # noqa: F401 - fixtures for these tests
 
 #: How the server answers a request: "ok" (keep-alive), "close" (``Connection: close``),
-#: "hang up" (answers, then closes without saying so), "silent" (never answers).
+#: "hang up" (answers, then closes without saying so), "silent" (never answers),
+#: "cookie" (keep-alive, and sets a cookie).
 Script = Callable[[int], str]
 
 
@@ -32,6 +33,7 @@ class Server:
     connections: int = 0
     targets: list[str] = dataclasses.field(default_factory=list)
     bodies: list[bytes] = dataclasses.field(default_factory=list)
+    cookies: list[str | None] = dataclasses.field(default_factory=list)
 
 
 async def serve(nursery: trio.Nursery, script: Script = lambda number: "ok", *, tls: ssl.SSLContext | None = None) -> Server:
@@ -51,6 +53,7 @@ async def serve(nursery: trio.Nursery, script: Script = lambda number: "ok", *, 
                     connection.receive_data(data)
                 elif isinstance(event, h11.Request):
                     server.targets.append(event.target.decode())
+                    server.cookies.append(next((v.decode() for k, v in event.headers if k == b"cookie"), None))
                 elif isinstance(event, h11.Data):
                     body += event.data
             server.bodies.append(body)
@@ -59,6 +62,8 @@ async def serve(nursery: trio.Nursery, script: Script = lambda number: "ok", *, 
                 await trio.sleep_forever()
             answer = b'{"number": %d}' % len(server.targets)
             headers = [("Content-Length", str(len(answer)))] + ([("Connection", "close")] if how == "close" else [])
+            if how == "cookie":
+                headers.append(("Set-Cookie", "AWSALB=sticky-1; Path=/"))
             await stream.send_all(
                 connection.send(h11.Response(status_code=200, headers=headers))
                 + connection.send(h11.Data(data=answer))
@@ -184,3 +189,16 @@ async def test_sink_connections_say_a_dropped_connection_is_transient(nursery) -
         assert server.connections == 1
     finally:
         await connections.aclose()
+
+
+async def test_sink_connections_send_a_cookie_the_server_set_on_the_connection_s_client(nursery) -> None:
+    # e.g. a load balancer's stickiness cookie: the client that got it sends it back.
+    server = await serve(nursery, lambda number: "cookie" if number == 1 else "ok")
+    connections = SinkConnections(limits=Limits(5.0, 10_000), timeout=5.0, connect_timeout=5.0, max_connections=1)
+    try:
+        for _ in range(3):
+            assert (await connections.request("GET", server.url + "/x", None, None)).status == 200
+    finally:
+        await connections.aclose()
+    assert server.cookies == [None, "AWSALB=sticky-1", "AWSALB=sticky-1"]
+    assert server.connections == 1
