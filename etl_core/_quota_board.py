@@ -15,7 +15,11 @@ reach it, and each operation is one atomic statement:
 * ``since``: when sending at the current rate began (a pause's end, a publication, a
   raise): a throttle measures the rate from the time since;
 * ``learner``, ``learner_until``: the shard measuring the quota while nobody has, and
-  how long its claim holds unless renewed (a learner that died is replaced).
+  how long its claim holds unless renewed (a learner that died is replaced);
+* ``wave_successes``, ``wave_spread``, ``wave_since``: the first waves of all shards,
+  counted together before a rate is published (their successes, the longest any took,
+  when the first report came): the bucket they emptied held its burst, and one shard's
+  share of it would read as a burst of a few.
 
 Times are seconds of the board's clock (the database server's for PostgreSQL, the
 machine's for SQLite); each answer carries the board's ``now`` so that a shard can
@@ -47,6 +51,8 @@ class BoardState:
         paused_until: Board time until which nobody sends.
         generation: Bumped by every change of the rate.
         learner: The shard that measures the quota now, or None.
+        wave_successes: The successes of every shard's first wave, counted together.
+        wave_spread: The longest any shard's first wave took, in seconds.
     """
 
     now: float
@@ -56,6 +62,8 @@ class BoardState:
     paused_until: float
     generation: int
     learner: str | None
+    wave_successes: int = 0
+    wave_spread: float = 0.0
 
 
 class QuotaBoard(Protocol):
@@ -69,6 +77,13 @@ class QuotaBoard(Protocol):
 
     def release(self, destination: str, holder: str) -> BoardState:
         """End ``holder``'s claim to learn, if it has one (its run ended unmeasured)."""
+
+    def waved(self, destination: str, successes: int, spread: float) -> BoardState:
+        """Count one shard's first wave (``successes`` sent within ``spread`` seconds) with
+        the others', while no rate is published. (Shards start together: the waves overlap,
+        and a sum of successes over the longest wave measures the bucket as one wave of
+        one process would.) Reports older than :data:`STALE` seconds belong to an earlier
+        run and are dropped."""
 
     def publish(self, destination: str, rate: float, burst: float) -> BoardState:
         """Set the shared rate (a measurement), ending any learner's claim."""
@@ -92,7 +107,13 @@ class QuotaBoard(Protocol):
 
 
 _TABLE = "etl_quota_board"
-_COLUMNS = "rate, burst, next_slot, paused_until, generation, learner, learner_until, since"
+_COLUMNS = "rate, burst, next_slot, paused_until, generation, learner, learner_until, since, wave_successes, wave_spread, wave_since"
+#: Columns added since the table was first made: (name, SQLite type, PostgreSQL type).
+_ADDED = (
+    ("wave_successes", "INTEGER", "BIGINT"),
+    ("wave_spread", "REAL", "DOUBLE PRECISION"),
+    ("wave_since", "REAL", "DOUBLE PRECISION"),
+)
 
 
 #: How far under a rate measured from a throttle the shards hold.
@@ -120,6 +141,21 @@ def _joined(row: tuple[Any, ...], now: float, holder: str, lease: float, learn: 
 def _released(row: tuple[Any, ...], holder: str) -> dict[str, Any]:
     """The change :meth:`QuotaBoard.release` makes to ``row``."""
     return {"learner": None, "learner_until": 0.0} if row[5] == holder else {}
+
+
+def _waved(row: tuple[Any, ...], now: float, successes: int, spread: float) -> dict[str, Any]:
+    """The change :meth:`QuotaBoard.waved` makes to ``row``."""
+    if row[0] is not None or successes <= 0:
+        return {}  # measured already (the first wave is past), or nothing to count
+    if not row[8] or now - row[10] > STALE:
+        return {"wave_successes": successes, "wave_spread": spread, "wave_since": now}
+    return {"wave_successes": row[8] + successes, "wave_spread": max(row[9], spread)}
+
+
+def _state(now: float, row: tuple[Any, ...]) -> BoardState:
+    """The :class:`BoardState` of a row of ``_COLUMNS``."""
+    rate, burst, next_slot, paused_until, generation, learner = row[:6]
+    return BoardState(now, rate, burst, next_slot, paused_until, generation, learner, row[8], row[9])
 
 
 def _published(row: tuple[Any, ...], now: float, rate: float, burst: float) -> dict[str, Any]:
@@ -178,6 +214,10 @@ class _Board:
         """See :meth:`QuotaBoard.release`."""
         return self._change(destination, lambda row, now: _released(row, holder))
 
+    def waved(self, destination: str, successes: int, spread: float) -> BoardState:
+        """See :meth:`QuotaBoard.waved`."""
+        return self._change(destination, lambda row, now: _waved(row, now, successes, spread))
+
     def publish(self, destination: str, rate: float, burst: float) -> BoardState:
         """See :meth:`QuotaBoard.publish`."""
         return self._change(destination, lambda row, now: _published(row, now, rate, burst))
@@ -207,6 +247,10 @@ class SqliteQuotaBoard(_Board):
             " generation INTEGER NOT NULL DEFAULT 0, learner TEXT, learner_until REAL NOT NULL DEFAULT 0,"
             " since REAL NOT NULL DEFAULT 0)"
         )
+        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({_TABLE})")}
+        for name, kind, _ in _ADDED:
+            if name not in present:  # a board an earlier version made
+                self._db.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} {kind} NOT NULL DEFAULT 0")
 
     def _change(self, destination: str, change: Callable[[tuple[Any, ...], float], dict[str, Any]]) -> BoardState:
         """Read the row, apply ``change`` and write it back, in one write transaction."""
@@ -225,7 +269,7 @@ class SqliteQuotaBoard(_Board):
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return BoardState(now, *row[:6])
+        return _state(now, row)
 
     def claim(self, destination: str, count: int) -> BoardState:
         """See :meth:`QuotaBoard.claim`. One statement: it is the one made often."""
@@ -237,7 +281,7 @@ class SqliteQuotaBoard(_Board):
         ).fetchone()
         if row is None:
             raise LookupError(f"no shared rate for {destination}")
-        return BoardState(now, *row[:6])
+        return _state(now, row)
 
     def close(self) -> None:
         """See :meth:`QuotaBoard.close`."""
@@ -263,6 +307,15 @@ class PostgresQuotaBoard(_Board):
             " learner TEXT, learner_until DOUBLE PRECISION NOT NULL DEFAULT 0,"
             " since DOUBLE PRECISION NOT NULL DEFAULT 0)"
         )
+        present = {
+            row[0] for row in self._db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND table_schema = current_schema()",
+                (_TABLE,),
+            )
+        }
+        for name, _, kind in _ADDED:
+            if name not in present:  # a board an earlier version made
+                self._db.execute(f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS {name} {kind} NOT NULL DEFAULT 0")
 
     def _change(self, destination: str, change: Callable[[tuple[Any, ...], float], dict[str, Any]]) -> BoardState:
         """Read the row locked, apply ``change`` and write it back, in one transaction."""
@@ -281,7 +334,7 @@ class PostgresQuotaBoard(_Board):
                     (*values.values(), destination),
                 )
                 row = tuple(values.get(column, value) for column, value in zip(_NAMES, row, strict=True))
-        return BoardState(now, *row[:6])
+        return _state(now, row)
 
     def claim(self, destination: str, count: int) -> BoardState:
         """See :meth:`QuotaBoard.claim`. One statement: it is the one made often."""
@@ -292,7 +345,7 @@ class PostgresQuotaBoard(_Board):
         ).fetchone()
         if found is None:
             raise LookupError(f"no shared rate for {destination}")
-        return BoardState(found[-1], *found[:6])
+        return _state(found[-1], found[:-1])
 
     def close(self) -> None:
         """See :meth:`QuotaBoard.close`."""

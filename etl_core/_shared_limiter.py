@@ -3,11 +3,13 @@
 Model: until somebody is throttled, shards send freely, each through its own
 :class:`~etl_core.ratelimit.AdaptiveRateLimiter` (unlimited before a throttle), and look
 at the :mod:`quota board <etl_core._quota_board>` a few times a second. The first shard
-throttled becomes the learner: it measures the quota alone, the others wait. Once it has
-held a measured rate for ``proof`` seconds without a throttle (at once, with a quota
-remembered by an earlier run; when its own run ends, with what it has) it publishes
-that rate, or the pace it sent at meanwhile if slower (what the hold proved). From then
-on every shard sends in slots claimed from the board, in blocks of ``block`` seconds of
+throttled becomes the learner: it measures the quota alone, the others wait. It takes
+the burst from the first waves of all shards, counted together on the board (its own
+share alone would read as a burst of a few, and every rate it measured as over the
+quota by the rest of the burst). Once it has held a measured rate for ``proof`` seconds
+without a throttle (at once, with a quota remembered by an earlier run; when its own run
+ends, with what it has) it publishes that rate, or the pace it sent at meanwhile if
+slower (what the hold proved). From then on every shard sends in slots claimed from the board, in blocks of ``block`` seconds of
 the shared rate, so that all shards together keep to it whatever share of the records
 each has. A throttle seen by any shard pauses them all (the board's
 ``paused_until``) and lowers the shared rate, once per event, to what the time since
@@ -106,6 +108,7 @@ class SharedRateLimiter:
         self._holding_since: float | None = None  # when the learner's current hold began
         self._successes_held = 0  # the learner's successes when it began
         self._events_seen = 0
+        self._wave_told = False  # this shard's first wave is counted on the board
         self._look_at = -math.inf  # when to look at the board again
         self._slots: collections.deque[float] = collections.deque()  # claimed, on trio's clock
         self._board_lock = trio.Lock()
@@ -162,7 +165,19 @@ class SharedRateLimiter:
             self._learner = state.learner
             if state.learner == self._holder and not learning:
                 self._learning_since, self._successes = now, 0
-            self._look_at = now + (self._lease / 3 if state.learner == self._holder else self._poll)
+            if state.learner is not None and not self._wave_told:
+                # One shard measures from now on, the others wait: this shard's first wave is over.
+                self._wave_told = True
+                successes, spread = local.first_wave()
+                if successes:
+                    state = await self._call(self._board.waved, self._destination, successes, spread)
+                    if state.rate is not None:
+                        return
+            measuring = state.learner == self._holder and local.quota_rate is None
+            if measuring:
+                local.share_first_wave(state.wave_successes, state.wave_spread)
+            # A learner looks often until it measures (the others' first waves come in), then renews its claim.
+            self._look_at = now + (self._poll if measuring or state.learner != self._holder else self._lease / 3)
         if self._learner == self._holder and (measured := self._measured(now)) is not None:
             rate, burst, source = measured
             await self._call(self._board.publish, self._destination, rate, burst)

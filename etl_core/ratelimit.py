@@ -183,6 +183,7 @@ class AdaptiveRateLimiter:
         self._pacer = _Pacer()
         self._wave_end: float | None = None  # when the first throttle came, if before any limit
         self._wave = SendTimes(tuning.tail)  # its successes
+        self._shared_wave: tuple[int, float] | None = None  # every sender's first wave, counted together
         self._wave_emptied = -math.inf  # the first wave's latest throttled send: the bucket was empty
         self._empty_at: float | None = None  # the last throttled send: the bucket was empty then
         self._episode = 0  # successes sent since then
@@ -362,14 +363,31 @@ class AdaptiveRateLimiter:
         if len(times) < self.tuning.min_episode:
             return None  # too few to tell a rate from how their arrivals blurred
         first_wave = None
-        if self._wave.count and self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
+        wave = self._wave
+        if (wave.count or self._shared_wave) and self._wave_end is not None and (self.quota_rate is None or self._lower_bound_only):
             # The burst is measured with the rate, from the first wave, until a
             # measurement pins it down. (A first wave with no success found the bucket
             # emptied by another client: it tells nothing of the burst.)
-            wave = self._wave
-            first_wave = ((wave.count, wave.times[-1] - wave.first), self._emptied_by())
-        burst = self.quota_burst if self.quota_burst is not None else float(self._wave.count or len(times))
+            if self._shared_wave is not None:
+                first_wave = (self._shared_wave, self._shared_wave)
+            else:
+                first_wave = ((wave.count, wave.times[-1] - wave.first), self._emptied_by())
+        burst = self.quota_burst if self.quota_burst is not None else float(first_wave[0][0] if first_wave else len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
+
+    def first_wave(self) -> tuple[int, float]:
+        """This limiter's first wave: its successes sent before its first throttle (all of
+        them until one comes), and the seconds from the first of them to the last."""
+        wave = self._wave
+        return wave.count, (wave.times[-1] - wave.first) if wave.count else 0.0
+
+    def share_first_wave(self, successes: int, spread: float) -> None:
+        """Measure the burst from the first wave of every sender of the bucket, counted
+        together: ``successes`` sent within ``spread`` seconds (shards that started
+        together). A share of it alone reads as a burst of a few and, from there on, as a
+        rate over the quota by the rest of the burst over each measurement's window."""
+        if successes > self._wave.count:
+            self._shared_wave = (successes, spread)
 
     def _emptied_by(self) -> tuple[int, float]:
         """The first wave's successes sent up to its latest throttled send (the bucket was

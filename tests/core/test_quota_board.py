@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -143,3 +145,53 @@ def test_a_throttle_measures_the_rate_from_the_time_since_sending_began(sending:
     change = _quota_board._throttled(row, 100.0 + sending, 3, 1.0, 0.95)
     assert change["rate"] == pytest.approx(lowered)
     assert change["since"] == change["paused_until"] == pytest.approx(101.0 + sending)
+
+
+def test_the_shards_first_waves_are_counted_together_until_a_rate_is_published(open_board: Callable[[], QuotaBoard]) -> None:
+    first, second = open_board(), open_board()
+    assert first.waved(DESTINATION, 6, 0.02).wave_successes == 6
+    together = second.waved(DESTINATION, 5, 0.05)
+    assert (together.wave_successes, together.wave_spread) == (11, 0.05)
+    assert first.waved(DESTINATION, 0, 0.5).wave_spread == 0.05  # a wave with no success counts not
+    assert first.join(DESTINATION, "shard-0", 5.0, True).wave_successes == 11  # every answer carries them
+    first.publish(DESTINATION, 200.0, 20.0)
+    assert second.waved(DESTINATION, 4, 0.01).wave_successes == 11  # measured: a late report changes nothing
+
+
+def test_a_first_wave_reported_by_an_earlier_run_is_not_counted(tmp_path: Path, monkeypatch) -> None:
+    # Worked out the same on both boards (``_waved``); SQLite's clock is this machine's.
+    board = SqliteQuotaBoard(str(tmp_path / "state.db"))
+    try:
+        board.waved(DESTINATION, 30, 0.1)
+        later = time.time() + _quota_board.STALE + 1
+        monkeypatch.setattr(time, "time", lambda: later)
+        assert (board.waved(DESTINATION, 5, 0.02).wave_successes, board.waved(DESTINATION, 1, 0.01).wave_successes) == (5, 6)
+    finally:
+        board.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_board_made_before_the_first_wave_columns_gains_them(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    old = (
+        f"CREATE TABLE {_quota_board._TABLE} (destination TEXT PRIMARY KEY, rate REAL, burst REAL,"
+        " next_slot REAL NOT NULL DEFAULT 0, paused_until REAL NOT NULL DEFAULT 0,"
+        " generation INTEGER NOT NULL DEFAULT 0, learner TEXT, learner_until REAL NOT NULL DEFAULT 0,"
+        " since REAL NOT NULL DEFAULT 0)"
+    )
+    if kind == "sqlite":
+        path = str(tmp_path / "state.db")
+        with sqlite3.connect(path) as db:
+            db.execute(old)
+            db.execute(f"INSERT INTO {_quota_board._TABLE} (destination, rate, burst) VALUES (?, 150.0, 15.0)", (DESTINATION,))
+        board: QuotaBoard = SqliteQuotaBoard(path)
+    else:
+        connection = psycopg.connect(request.getfixturevalue("postgres_url"), autocommit=True)
+        connection.execute(f"DROP TABLE IF EXISTS {_quota_board._TABLE}")
+        connection.execute(old)
+        connection.execute(f"INSERT INTO {_quota_board._TABLE} (destination, rate, burst) VALUES (%s, 150.0, 15.0)", (DESTINATION,))
+        board = PostgresQuotaBoard(connection)
+    try:
+        state = board.claim(DESTINATION, 10)
+        assert (state.rate, state.burst, state.wave_successes, state.wave_spread) == (150.0, 15.0, 0, 0.0)
+    finally:
+        board.close()

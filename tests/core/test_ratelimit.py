@@ -241,3 +241,31 @@ async def test_a_throttle_after_one_success_while_holding_narrows_the_hold_not_h
     # Too few to measure, but no sign of a quota that dropped hard: no search from half.
     assert limiter.statistics().holding and limiter.quota_rate == pytest.approx(held, rel=0.05)
     assert limiter.rate is not None and 0.85 * held <= limiter.rate < held
+
+
+async def _first_wave_of_a_shard_then_alone(limiter: AdaptiveRateLimiter) -> None:
+    """A bucket of R = 200/s, B = 20 emptied by four shards at once (this one's share: 5
+    successes), then, after the pause, this shard alone at 300/s: the bucket runs dry
+    after 0.2 s, 60 successes, and the next request is throttled."""
+    for _ in range(5):
+        limiter.on_success(trio.current_time())
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+    await trio.sleep(1.0)
+    for _ in range(60):
+        limiter.on_success(trio.current_time())
+        await trio.sleep(1 / 300)
+    assert limiter.on_throttle(trio.current_time(), 1.0)
+
+
+async def test_a_shard_measures_the_burst_from_the_first_wave_of_all_shards(autojump_clock):
+    alone = AdaptiveRateLimiter()
+    await _first_wave_of_a_shard_then_alone(alone)
+    # Its share read as the burst: 55 of the 60 as the rate of 0.2 s.
+    assert alone.quota_rate is not None and alone.quota_rate > 250
+    shared = AdaptiveRateLimiter()
+    assert shared.first_wave() == (0, 0.0)
+    shared.share_first_wave(22, 0.01)  # the four shards' first waves: 22 successes in 10 ms
+    await _first_wave_of_a_shard_then_alone(shared)
+    assert shared.first_wave()[0] == 5
+    assert shared.quota_rate == pytest.approx(200, rel=0.05)
+    assert shared.quota_burst == pytest.approx(20, abs=2)
