@@ -64,9 +64,13 @@ class ConnectionTransport(httpx.AsyncBaseTransport):
             trace = request.extensions.get("trace")
             if trace is not None:
                 await trace("http11.send_request_headers.started", {"request": request})
-            head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-            data = connection.send(head) + (connection.send(h11.Data(data=body)) if body else b"")
-            await self._write(data + connection.send(h11.EndOfMessage()), timeouts.get("write"))
+            try:
+                head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+                data = connection.send(head) + (connection.send(h11.Data(data=body)) if body else b"")
+                data += connection.send(h11.EndOfMessage())
+            except h11.LocalProtocolError as exc:  # e.g. a header value h11 will not send
+                raise httpx.LocalProtocolError(str(exc)) from exc
+            await self._write(data, timeouts.get("write"))
             response = await self._response_head(timeouts.get("read"))
         except BaseException:
             self._busy = False

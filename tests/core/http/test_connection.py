@@ -202,3 +202,14 @@ async def test_sink_connections_send_a_cookie_the_server_set_on_the_connection_s
         await connections.aclose()
     assert server.cookies == [None, "AWSALB=sticky-1", "AWSALB=sticky-1"]
     assert server.connections == 1
+
+
+async def test_a_request_h11_will_not_send_is_httpx_s_local_protocol_error(nursery) -> None:
+    server = await serve(nursery)
+    async with client() as http:
+        request = http.build_request("GET", server.url + "/x")
+        request.headers["Transfer-Encoding"] = "gzip"  # not a coding h11 can frame a body with
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.send(request)
+        assert (await http.get(server.url + "/y")).json() == {"number": 1}  # the transport is still usable
+    assert server.targets == ["/y"]
