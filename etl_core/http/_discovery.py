@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import urllib.parse
 from typing import Any
 
@@ -37,7 +36,7 @@ async def fetch_document(
     """
     where = display_url(url)
     request = client.build_request("GET", url, params=params, headers=TOKEN_REQUEST_HEADERS)
-    answer = await exchange(functools.partial(client.send, stream=True), request, limits, what=f"discovery request to {where}: ", oversize=FatalError)
+    answer = await exchange(client, request, limits, what=f"discovery request to {where}: ", oversize=FatalError)
     status = answer.status
     if status == 429:
         retry_after = parse_retry_after(answer.headers.get("Retry-After"), date=answer.headers.get("Date"))

@@ -77,26 +77,29 @@ class Answer:
 
 
 #: Sends a request and returns its response with the body still to be read, as
-#: ``functools.partial(client.send, stream=True)`` does.
+#: ``client.send(request, stream=True)`` does.
 Send = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 async def exchange(
-    send: Send,
+    client: httpx.AsyncClient,
     request: httpx.Request,
     limits: Limits,
     *,
     what: str,
     oversize: type[EtlError],
+    send: Send | None = None,
 ) -> Answer:
     """Send ``request`` and read its answer whole, within ``limits``.
 
     Args:
-        send: What sends it (a client's ``send``, which must not follow redirects).
+        client: The client to send with (redirects are not followed).
         request: The request (its ``extensions`` get the ``trace`` callback).
         limits: The deadline and the byte budget.
         what: The start of every error message (e.g. ``"token request to URL: "``), or ``""``.
         oversize: The error for an answer over the byte budget.
+        send: Sends the request in place of ``client.send(request, stream=True)``, e.g.
+            straight to the client's transport; its answer's body is still to be read.
 
     Returns:
         The answer; an undecodable body is an empty body with ``unreadable`` set.
@@ -122,7 +125,7 @@ async def exchange(
     extensions["trace"] = trace
     with trio.move_on_after(limits.deadline):
         try:
-            response = await send(request)
+            response = await (send(request) if send is not None else client.send(request, stream=True))
             try:
                 body, unreadable = await _read_body(response, limits.max_bytes, what, oversize)
             finally:

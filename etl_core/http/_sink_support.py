@@ -129,7 +129,8 @@ class SinkConnections:
         try:
             if client.cookies:  # as build_request would: cookies a server set on this client
                 client.cookies.set_cookie_header(request)
-            return await exchange(functools.partial(_send, client), request, self._limits, what="", oversize=TransientError)
+            send = functools.partial(_send, client)
+            return await exchange(client, request, self._limits, what="", oversize=TransientError, send=send)
         finally:
             self._pool.give(client)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
-import functools
 import math
 import re
 import time
@@ -229,7 +228,7 @@ class TokenCache(abc.ABC):
 
     async def _send(self, request: httpx.Request) -> Answer:
         what = f"token request to {display_url(str(request.url))}: "
-        return await exchange(functools.partial(self._client.send, stream=True), request, self._limits, what=what, oversize=FatalError)
+        return await exchange(self._client, request, self._limits, what=what, oversize=FatalError)
 
     def _raise_for(self, answer: Answer, where: str) -> NoReturn:
         status = answer.status

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import pydantic
 import pytest
 
@@ -27,7 +25,7 @@ def getter(client):
 
     async def send(credential: Credential):
         request = client.build_request("GET", f"{URL}/api/v2/contacts/{contact_id(1)}", headers={credential.header: credential.value})
-        return await exchange(functools.partial(client.send, stream=True), request, LIMITS, what="", oversize=FatalError)
+        return await exchange(client, request, LIMITS, what="", oversize=FatalError)
 
     return send
 

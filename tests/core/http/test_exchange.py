@@ -6,7 +6,6 @@ read, not the socket (tests/hostile/ has real hostile servers).
 
 from __future__ import annotations
 
-import functools
 import ssl
 import tracemalloc
 import zlib
@@ -40,7 +39,7 @@ class Body(httpx.AsyncByteStream):
 async def call(handler: Callable[[httpx.Request], httpx.Response], limits: Limits = LIMITS, **kwargs):
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         request = client.build_request("GET", "https://api.example.com/x")
-        return await exchange(functools.partial(client.send, stream=True), request, limits, what="", oversize=kwargs.pop("oversize", PermanentError), **kwargs)
+        return await exchange(client, request, limits, what="", oversize=kwargs.pop("oversize", PermanentError), **kwargs)
 
 
 def gzip(data: bytes) -> bytes:
