@@ -146,12 +146,16 @@ class RunContext:
         pipeline: The pipeline's name from the config.
         output_dir: Where the run writes its report, rejects and other files.
         dry_run: True when nothing may be sent.
+        concurrency: The most records the runner sends at once (``workers``, or
+            ``max_workers`` with ``workers: auto``), e.g. for the size of a connection
+            pool; None when not known.
     """
 
     run_id: str
     pipeline: str
     output_dir: str
     dry_run: bool = False
+    concurrency: int | None = None
 
 
 class Plugin:

@@ -236,7 +236,9 @@ class _Run:
                     nursery.start_soon(self._watch_signals)
                 if not self.options.dry_run:
                     with self._open_scope, in_stage("sink"):  # a signal cancels a slow open (e.g. token retries)
-                        await self.sink.open(RunContext(self.run_id, model.pipeline, self.files.output_dir, False))
+                        await self.sink.open(
+                            RunContext(self.run_id, model.pipeline, self.files.output_dir, False, self.delivery.concurrency.pool_size)
+                        )
                 nursery.start_soon(self._report_progress)
                 if not self._stopping:
                     await self._pump()

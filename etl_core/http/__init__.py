@@ -12,7 +12,7 @@ from ._auth import Authenticator, make_authenticator, send_authorized
 from ._auth_options import ApiKeyAuth, AuthOptions, BearerAuth, ClientCredentialsAuth, CxoneAccessKeyAuth, PasswordAuth
 from ._claims import token_claims
 from ._clients import ClientPool
-from ._connection_options import DISCOVER, CaBundle, ConnectTimeout, MaxConnections, check_base_url
+from ._connection_options import DISCOVER, CaBundle, ConnectTimeout, MaxConnections, check_base_url, connection_limit
 from ._credential import Credential
 from ._cxone_discovery import CxoneEndpoint, discover_cxone_api
 from ._exchange import ACCEPT_ENCODING, Answer, Limits, exchange
@@ -53,6 +53,7 @@ __all__ = [
     "SinkConnections",
     "TokenProvider",
     "check_base_url",
+    "connection_limit",
     "check_ca_bundle",
     "check_http_url",
     "check_secure",

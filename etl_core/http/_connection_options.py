@@ -13,9 +13,22 @@ DISCOVER = "discover"
 
 ConnectTimeout = Annotated[float, pydantic.Field(default=10.0, gt=0, description="Seconds to wait for a connection.")]
 MaxConnections = Annotated[
-    int,
-    pydantic.Field(default=100, ge=1, description="Most connections kept open to the API (and reused across requests)."),
+    int | None,
+    pydantic.Field(
+        default=None,
+        ge=1,
+        description="Most connections kept open to the API (and reused across requests); by default one per "
+        "concurrent send (`run.workers`, or `run.max_workers` with `workers: auto`).",
+    ),
 ]
+#: Connections when neither the option nor the run says how many requests go at once.
+_DEFAULT_CONNECTIONS = 100
+
+
+def connection_limit(max_connections: int | None, concurrency: int | None) -> int:
+    """The API connections a sink opens at most: its ``max_connections`` option, else one
+    per request the run sends at once (a request that waits for a connection is a worker idle)."""
+    return max_connections or concurrency or _DEFAULT_CONNECTIONS
 CaBundle = Annotated[
     str | None,
     pydantic.Field(

@@ -25,6 +25,7 @@ from etl_core import (
     Record,
     RecordRejected,
     RunContext,
+    SendResult,
     ThrottledError,
     TransientError,
 )
@@ -839,3 +840,25 @@ async def test_sandbox_overrides_replace_any_auth(tmp_path: Any) -> None:
             assert (await sink.send(record(contact_id(1), firstName="Ann"))).status == 200
         finally:
             await sink.aclose()
+
+
+# --- connections -------------------------------------------------------------------
+
+
+# Not all 120 need overlap on a busy machine, but more than the 100 connections of the
+# old default must; 40 connections carry 40 at most (a connection's next send waits).
+@pytest.mark.parametrize(("max_connections", "least", "most"), [(None, 101, 120), (40, 40, 40)])
+async def test_the_sink_opens_a_connection_per_concurrent_send_unless_told_fewer(
+    tmp_path: Any, max_connections: int | None, least: int, most: int
+) -> None:
+    # 120 sends at once, as a run of 120 workers makes: each waits a second for its answer.
+    async with open_sandbox(SandboxSettings(seed_count=150, latency=1.0)) as sb:
+        sink = CxoneSink(make_options(sb, max_connections=max_connections))
+        try:
+            await sink.open(RunContext(run_id="run-1", pipeline="contacts", output_dir=str(tmp_path), concurrency=120))
+            results = await send_all(sink, [record(contact_id(i), line=i + 2, city="Lyon") for i in range(120)])
+        finally:
+            await sink.aclose()
+        stats = sb.stats()
+    assert all(isinstance(result, SendResult) for result in results), results[:3]
+    assert least <= stats["max_concurrency"] <= most
