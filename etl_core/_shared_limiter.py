@@ -9,9 +9,9 @@ share alone would read as a burst of a few, and every rate it measured as over t
 quota by the rest of the burst). Once it has held a measured rate for ``proof`` seconds
 without a throttle (at once, with a quota remembered by an earlier run; when its own run
 ends, with what it has) it publishes that rate, or the pace it sent at meanwhile if
-slower (what the hold proved). From then on every shard sends in slots claimed from the board, in blocks of ``block`` seconds of
-the shared rate, so that all shards together keep to it whatever share of the records
-each has. A throttle seen by any shard pauses them all (the board's
+slower (what the hold proved). From then on every shard sends in slots claimed from the
+board, in blocks of ``block`` seconds of the shared rate, so that all shards together
+keep to it whatever share of the records each has. A throttle seen by any shard pauses them all (the board's
 ``paused_until``) and lowers the shared rate, once per event, to what the time since
 sending at it began measures (a full bucket emptied: sent = B + R*T), by ``factor`` at
 least. A learner that cannot hold a measured rate within ``patience`` seconds (the quota

@@ -311,3 +311,43 @@ async def test_a_board_that_fails_mid_run_stops_the_run_with_a_state_error(tmp_p
     # The remembered quota is published at once; the first claim of slots then fails.
     with pytest.raises(StateError, match="the shared quota board failed: OperationalError: disk I/O error"):
         await limiter.acquire()
+
+
+async def test_the_learner_measures_the_burst_from_every_shard_s_first_wave(tmp_path: Path) -> None:
+    # A bucket of 200/s, burst 20, emptied by two shards at once: 5 successes for the
+    # first, 15 for the other; then the first, throttled, measures alone.
+    (learner, follower), _ = _shards(tmp_path, 2, poll=0.01)
+    observer = SqliteQuotaBoard(str(tmp_path / "state.db"))
+    await learner.acquire()
+    await follower.acquire()
+    for _ in range(5):
+        learner.on_success(trio.current_time())
+    for _ in range(15):
+        follower.on_success(trio.current_time())
+    emptied = trio.current_time()
+    assert learner.on_throttle(emptied, 0.2)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await learner.acquire()  # the learner now; it waits out the pause
+
+            async def send_on() -> None:  # until it sees the learner: then it counts its wave and waits
+                while True:
+                    await follower.acquire()
+                    await trio.sleep(0.005)
+
+            nursery.start_soon(send_on)
+            while observer.join(DESTINATION, "observer", 5.0, False).wave_successes < 20:
+                await trio.sleep(0.01)
+            # Alone at 300/s once the pause has filled the bucket again: it runs dry after
+            # 0.2 s, 60 successes (their send times as the bucket saw them).
+            await trio.sleep_until(emptied + 0.25)
+            start = trio.current_time()
+            for n in range(60):
+                await learner.acquire()
+                learner.on_success(start + n / 300)
+            assert learner.on_throttle(start + 0.2, 1.0)
+            nursery.cancel_scope.cancel()
+    observer.close()
+    # Its own 5 alone would read as the burst, and 55 of the 60 as the rate of 0.2 s.
+    assert learner.local.quota_burst == pytest.approx(20, abs=2)
+    assert learner.local.quota_rate == pytest.approx(200, rel=0.05)
