@@ -23,7 +23,8 @@ from tests.hostile.conftest import self_signed, self_signed_pem  # noqa: F401 - 
 
 #: How the server answers a request: "ok" (keep-alive), "close" (``Connection: close``),
 #: "hang up" (answers, then closes without saying so), "silent" (never answers),
-#: "cookie" (keep-alive, and sets a cookie).
+#: "cookie" (keep-alive, and sets a cookie), "early hints" (a 103 first), "http/1.0" (an
+#: HTTP/1.0 answer whose body ends with the connection).
 Script = Callable[[int], str]
 
 
@@ -60,6 +61,12 @@ async def serve(nursery: trio.Nursery, script: Script = lambda number: "ok", *, 
             how = script(len(server.targets))
             if how == "silent":
                 await trio.sleep_forever()
+            if how == "http/1.0":  # a body that ends where the connection does
+                await stream.send_all(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + b'{"number": %d}' % len(server.targets))
+                await stream.aclose()
+                return
+            if how == "early hints":
+                await stream.send_all(connection.send(h11.InformationalResponse(status_code=103, headers=[("Link", "</x>")])))
             answer = b'{"number": %d}' % len(server.targets)
             headers = [("Content-Length", str(len(answer)))] + ([("Connection", "close")] if how == "close" else [])
             if how == "cookie":
@@ -213,3 +220,12 @@ async def test_a_request_h11_will_not_send_is_httpx_s_local_protocol_error(nurse
             await http.send(request)
         assert (await http.get(server.url + "/y")).json() == {"number": 1}  # the transport is still usable
     assert server.targets == ["/y"]
+
+
+@pytest.mark.parametrize("how", ["early hints", "http/1.0"])
+async def test_an_informational_answer_or_a_body_ended_by_the_close_is_read_whole(nursery, how: str) -> None:
+    server = await serve(nursery, lambda number: how)
+    async with client() as http:
+        answers = [await http.get(server.url + f"/{n}") for n in range(2)]
+    assert [(answer.status_code, answer.json()) for answer in answers] == [(200, {"number": 1}), (200, {"number": 2})]
+    assert server.connections == (1 if how == "early hints" else 2)
