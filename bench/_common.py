@@ -123,11 +123,19 @@ def bare_csv_rate(path: Path) -> tuple[int, float]:
 
 @contextlib.contextmanager
 def workdir(prefix: str = "etl-bench-") -> Iterator[Path]:
-    """A temporary directory, removed afterwards (runs write their output under it)."""
+    """A temporary directory, removed afterwards (runs write their output under it).
+
+    With ``ETL_BENCH_KEEP=DIR`` in the environment, its logs, reports and run figures
+    (not the input CSV nor the state files) are copied to ``DIR/<its name>`` first, so
+    that a surprising figure can be traced afterwards.
+    """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield path
     finally:
+        keep = os.environ.get("ETL_BENCH_KEEP")
+        if keep:
+            shutil.copytree(path, Path(keep) / path.name, ignore=shutil.ignore_patterns("*.csv", "*.db", "*.db-*"), dirs_exist_ok=True)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -35,12 +35,12 @@ def measure(rate: float, burst: float, processes: int, rows: int) -> dict[str, A
         csv_path = c.write_contacts_csv(wd / "contacts.csv", rows)
         config = config_with_processes(wd, processes)
         port = None
-        for extra in ((), ("--fresh",)):
+        for which, extra in (("first", ()), ("second", ("--fresh",))):
             with c.Sandbox(rate_limit=rate, burst=burst, latency=0.02, seed_count=rows, port=port) as sandbox:
                 port = sandbox.port
                 run = c.run_etl(
                     ["run", str(config), "--log-format", "json", "--no-progress", *extra],
-                    cwd=wd, env=c.sandbox_env(sandbox, csv_path), timeout=60 + 3 * rows / rate,
+                    cwd=wd, env=c.sandbox_env(sandbox, csv_path), timeout=60 + 3 * rows / rate, name=f"{which}-run",
                 )
                 runs.append((run, sandbox._call("GET", "/sandbox/stats")))
     result = {"cell": f"R {rate:g}/s burst {burst:g}; {processes} processes; {rows} rows", "processes": processes, "rate": rate}
