@@ -11,10 +11,10 @@ without a throttle (at once, with a quota remembered by an earlier run; when its
 ends, with what it has) it publishes that rate, or the pace it sent at meanwhile if
 slower (what the hold proved). From then on every shard sends in slots claimed from the
 board, in blocks of ``block`` seconds of the shared rate, so that all shards together
-keep to it whatever share of the records each has. A throttle seen by any shard pauses them all (the board's
-``paused_until``) and lowers the shared rate, once per event, to what the time since
-sending at it began measures (a full bucket emptied: sent = B + R*T), by ``factor`` at
-least. A learner that cannot hold a measured rate within ``patience`` seconds (the quota
+keep to it whatever share of the records each has. A throttle seen by any shard pauses
+them all (the board's ``paused_until``) and lowers the shared rate, once per event, to
+what the time since sending at it began measures (a full bucket emptied: sent = B +
+R*T), by ``factor`` at least. A learner that cannot hold a measured rate within ``patience`` seconds (the quota
 is beyond one shard) publishes one and a half times what all shards would send at its
 pace, and throttles bring the rate down from there. A rate held without a throttle for
 ``probe_every`` seconds while the shards wanted more is raised (by ``raise_by``, more

@@ -22,8 +22,8 @@ not known yet: it ramps up (``ramp_growth``) from what the first wave suggests
 until the next throttle, which measures R. It then holds; every ``probe_every``
 seconds of sending (``probe_every_after_move`` for a minute after the quota dropped,
 or until it rises again) it probes upward slowly (``probe_growth``) to find a raised
-quota, and measures again at the probe's throttle. When that first measurement is only a lower
-bound (it came from the successes since a throttle, across a pause in which the bucket
+quota, and measures again at the probe's throttle. When that first measurement is only
+a lower bound (it came from the successes since a throttle, across a pause in which the bucket
 filled and threw tokens away; or the first wave took as long as half the measuring
 window: few workers cannot tell R from B then), the first probe
 comes after ``probe_after_lower_bound`` seconds and grows fast, and the rate held
@@ -371,7 +371,7 @@ class AdaptiveRateLimiter:
             if self._shared_wave is not None:
                 first_wave = (self._shared_wave, self._shared_wave)
             else:
-                first_wave = ((wave.count, wave.times[-1] - wave.first), self._emptied_by())
+                first_wave = (self.first_wave(), self._emptied_by())
         burst = self.quota_burst if self.quota_burst is not None else float(first_wave[0][0] if first_wave else len(times))
         return measure_quota(times, since=since, episode=episode, burst=burst, first_wave=first_wave, tuning=self.tuning)
 

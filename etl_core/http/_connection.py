@@ -99,7 +99,8 @@ class ConnectionTransport(httpx.AsyncBaseTransport):
 
     def _closed_by_server(self) -> bool:
         """An idle connection that has something to read was closed (or broken) by the server."""
-        return self._socket is None or self._socket.is_readable()
+        assert self._socket is not None  # set with the connection
+        return self._socket.is_readable()
 
     async def _write(self, data: bytes, timeout: float | None) -> None:
         assert self._stream is not None

@@ -29,6 +29,8 @@ def connection_limit(max_connections: int | None, concurrency: int | None) -> in
     """The API connections a sink opens at most: its ``max_connections`` option, else one
     per request the run sends at once (a request that waits for a connection is a worker idle)."""
     return max_connections or concurrency or _DEFAULT_CONNECTIONS
+
+
 CaBundle = Annotated[
     str | None,
     pydantic.Field(
