@@ -591,6 +591,7 @@ def test_plain_http_to_loopback_is_allowed(host: str) -> None:
         ("path_template", "/api/v2/contacts/{contactId}/../../admin", "must not have a '.' or '..' segment"),
         ("request_timeout", 0, "greater than 0"),
         ("max_response_bytes", 0, "greater than or equal to 1"),
+        ("max_connections", 0, "greater than or equal to 1"),
     ],
 )
 def test_invalid_options_are_refused(key: str, value: object, message: str) -> None:
