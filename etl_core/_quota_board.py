@@ -29,10 +29,11 @@ place the slots on its own clock.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ._sqlite import connect_wal
 
 if TYPE_CHECKING:
     import psycopg
@@ -239,18 +240,28 @@ class SqliteQuotaBoard(_Board):
     """
 
     def __init__(self, path: str) -> None:
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            f"CREATE TABLE IF NOT EXISTS {_TABLE} (destination TEXT PRIMARY KEY, rate REAL, burst REAL,"
-            " next_slot REAL NOT NULL DEFAULT 0, paused_until REAL NOT NULL DEFAULT 0,"
-            " generation INTEGER NOT NULL DEFAULT 0, learner TEXT, learner_until REAL NOT NULL DEFAULT 0,"
-            " since REAL NOT NULL DEFAULT 0)"
-        )
-        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({_TABLE})")}
-        for name, kind, _ in _ADDED:
-            if name not in present:  # a board an earlier version made
-                self._db.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} {kind} NOT NULL DEFAULT 0")
+        self._db = db = connect_wal(path, check_same_thread=False)
+        # One transaction with the write lock: shards opening the board together create
+        # it, or add the columns of a board an earlier version made, once.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {_TABLE} (destination TEXT PRIMARY KEY, rate REAL, burst REAL,"
+                " next_slot REAL NOT NULL DEFAULT 0, paused_until REAL NOT NULL DEFAULT 0,"
+                " generation INTEGER NOT NULL DEFAULT 0, learner TEXT, learner_until REAL NOT NULL DEFAULT 0,"
+                " since REAL NOT NULL DEFAULT 0"
+                + "".join(f", {name} {kind} NOT NULL DEFAULT 0" for name, kind, _ in _ADDED)
+                + ")"
+            )
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
+            for name, kind, _ in _ADDED:
+                if name not in present:
+                    db.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {name} {kind} NOT NULL DEFAULT 0")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            db.close()
+            raise
 
     def _change(self, destination: str, change: Callable[[tuple[Any, ...], float], dict[str, Any]]) -> BoardState:
         """Read the row, apply ``change`` and write it back, in one write transaction."""
@@ -305,7 +316,9 @@ class PostgresQuotaBoard(_Board):
             " burst DOUBLE PRECISION, next_slot DOUBLE PRECISION NOT NULL DEFAULT 0,"
             " paused_until DOUBLE PRECISION NOT NULL DEFAULT 0, generation BIGINT NOT NULL DEFAULT 0,"
             " learner TEXT, learner_until DOUBLE PRECISION NOT NULL DEFAULT 0,"
-            " since DOUBLE PRECISION NOT NULL DEFAULT 0)"
+            " since DOUBLE PRECISION NOT NULL DEFAULT 0"
+            + "".join(f", {name} {kind} NOT NULL DEFAULT 0" for name, _, kind in _ADDED)
+            + ")"
         )
         present = {
             row[0] for row in self._db.execute(

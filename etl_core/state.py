@@ -31,6 +31,7 @@ from ._errors import FatalError
 from ._outcome import Outcome
 from ._quota_board import SqliteQuotaBoard
 from ._seen_keys import SeenKeys as SeenKeys
+from ._sqlite import connect_wal
 from ._state_lease import FileLease, lease_id, take_file_lease
 from ._state_writer import CheckpointWriter, WriteRows, closing_on_error
 
@@ -194,8 +195,7 @@ class StateStore(CheckpointWriter):
     def _connect(self) -> sqlite3.Connection:
         # check_same_thread=False: trio runs each read batch in whichever worker thread
         # is free; batches never overlap, so the connection is never used concurrently.
-        connection = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        connection = connect_wal(self.path, check_same_thread=False)
         # NORMAL with WAL: a committed outcome survives a process crash; only a power
         # loss may drop the last transactions, which a rerun then sends again.
         connection.execute("PRAGMA synchronous=NORMAL")

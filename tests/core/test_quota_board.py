@@ -195,3 +195,29 @@ def test_a_board_made_before_the_first_wave_columns_gains_them(kind: str, tmp_pa
         assert (state.rate, state.burst, state.wave_successes, state.wave_spread) == (150.0, 15.0, 0, 0.0)
     finally:
         board.close()
+
+
+def _open_state_and_board(path: str) -> str:
+    """In a process of its own, as a shard of ``run.processes`` opens them."""
+    from etl_core.state import StateStore
+
+    try:
+        store = StateStore(path, "pipeline", "run")
+        store.quota_board().close()
+        store.close()
+    except Exception as exc:  # reported to the test, which shows it
+        return f"{type(exc).__name__}: {exc}"
+    return "opened"
+
+
+def test_shards_opening_a_new_state_file_at_the_same_moment_all_open_it(tmp_path: Path) -> None:
+    # Two at a time, many times: switching a new file to WAL, creating the board or adding
+    # its columns answered "database is locked" or "duplicate column" to one in three.
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=context) as pool:
+        paths = [str(tmp_path / f"state-{n}.db") for n in range(30) for _ in range(2)]
+        outcomes = list(pool.map(_open_state_and_board, paths))
+    assert set(outcomes) == {"opened"}, [outcome for outcome in outcomes if outcome != "opened"][:3]
